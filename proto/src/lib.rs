@@ -1,0 +1,47 @@
+//! The mesh's protobuf contracts as Rust types: gRPC clients/servers of the five services and
+//! the payloads of every Kafka event. Generated at build time from `proto/mesh/**.proto`.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod mesh {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("mesh.common.v1");
+        }
+    }
+    pub mod registry {
+        pub mod v1 {
+            tonic::include_proto!("mesh.registry.v1");
+        }
+    }
+    pub mod checkin {
+        pub mod v1 {
+            tonic::include_proto!("mesh.checkin.v1");
+        }
+    }
+    pub mod handover {
+        pub mod v1 {
+            tonic::include_proto!("mesh.handover.v1");
+        }
+    }
+    pub mod placement {
+        pub mod v1 {
+            tonic::include_proto!("mesh.placement.v1");
+        }
+    }
+    pub mod alert {
+        pub mod v1 {
+            tonic::include_proto!("mesh.alert.v1");
+        }
+    }
+}
+
+pub use mesh::common::v1 as common;
+pub use mesh::registry::v1 as registry;
+pub use mesh::checkin::v1 as checkin;
+pub use mesh::handover::v1 as handover;
+pub use mesh::placement::v1 as placement;
+pub use mesh::alert::v1 as alert;
+
+/// Encoded `FileDescriptorSet` of all mesh protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));
