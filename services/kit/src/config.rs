@@ -1,0 +1,326 @@
+//! Typed configuration from environment variables (and an optional `KEY=VALUE` file named by
+//! `MESH_CONFIG_FILE`), validated as a whole before anything binds a port.
+//!
+//! Every problem is collected so an operator sees all of them at once; `exit_on_error` prints
+//! them as one message and exits with 64 (`EX_USAGE`).
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// Exit code for invalid configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// All the problems found in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.problems.join("; "))
+    }
+}
+
+/// Source of configuration values: the process environment, or a fixed map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment, after loading `MESH_CONFIG_FILE` if set (the environment wins
+/// over the file, so a deployment can override one value without editing the file).
+#[derive(Debug, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<const N: usize> Source for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+}
+
+impl Source for Vec<(String, String)> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+    }
+}
+
+/// Loads the optional config file into the process environment. Call once at start, before
+/// any threads exist (setting variables is not thread-safe).
+pub fn load_config_file() -> Result<(), ConfigError> {
+    match std::env::var("MESH_CONFIG_FILE") {
+        Ok(path) => dotenvy::from_path(&path).map_err(|error| ConfigError {
+            problems: vec![format!("MESH_CONFIG_FILE={path}: cannot read: {error}")],
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Reads variables, collecting every problem instead of stopping at the first.
+pub struct Reader<'a> {
+    source: &'a dyn Source,
+    problems: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(source: &'a dyn Source) -> Self {
+        Self { source, problems: Vec::new() }
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        self.source.get(name).filter(|value| !value.trim().is_empty())
+    }
+
+    /// A required value parsed with `FromStr`.
+    pub fn required<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => {
+                self.problems.push(format!("{name} is required"));
+                None
+            }
+            Some(value) => self.parse(name, &value),
+        }
+    }
+
+    /// An optional value parsed with `FromStr`, `default` when unset.
+    pub fn optional<T: FromStr>(&mut self, name: &str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => default,
+            Some(value) => self.parse(name, &value).unwrap_or(default),
+        }
+    }
+
+    /// An optional value with no default.
+    pub fn maybe<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let value = self.raw(name)?;
+        self.parse(name, &value)
+    }
+
+    /// A socket address such as `0.0.0.0:50051`.
+    pub fn socket_addr(&mut self, name: &str, default: SocketAddr) -> SocketAddr {
+        self.optional(name, default)
+    }
+
+    /// A duration in whole seconds, at least `min_secs`.
+    pub fn seconds(&mut self, name: &str, default_secs: u64, min_secs: u64) -> Duration {
+        let secs: u64 = self.optional(name, default_secs);
+        if secs < min_secs {
+            self.problems.push(format!("{name} must be at least {min_secs} seconds, got {secs}"));
+        }
+        Duration::from_secs(secs)
+    }
+
+    /// A required secret string of at least `min_len` bytes; never printed.
+    pub fn secret(&mut self, name: &str, min_len: usize) -> Option<SecretString> {
+        let Some(value) = self.raw(name) else {
+            self.problems.push(format!("{name} is required"));
+            return None;
+        };
+        if value.len() < min_len {
+            self.problems
+                .push(format!("{name} must be at least {min_len} bytes long (value not shown)"));
+            return None;
+        }
+        Some(SecretString::from(value))
+    }
+
+    /// A required 32-byte key given as standard base64; never printed.
+    pub fn key_32(&mut self, name: &str) -> Option<SecretBox<[u8; 32]>> {
+        let Some(value) = self.raw(name) else {
+            self.problems.push(format!("{name} is required (32 bytes, base64)"));
+            return None;
+        };
+        match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Some(SecretBox::new(Box::new(key)))
+            }
+            Ok(bytes) => {
+                self.problems.push(format!(
+                    "{name} must decode to 32 bytes, got {} (value not shown)",
+                    bytes.len()
+                ));
+                None
+            }
+            Err(_) => {
+                self.problems.push(format!("{name} is not valid base64 (value not shown)"));
+                None
+            }
+        }
+    }
+
+    /// Records a problem found by a cross-field check.
+    pub fn problem(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    fn parse<T: FromStr>(&mut self, name: &str, value: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match value.trim().parse() {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                self.problems.push(format!("{name}={value:?} is invalid: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Ends reading: `Ok` only when nothing was wrong.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: self.problems })
+        }
+    }
+}
+
+/// Settings every service shares.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    /// Address the gRPC server binds (port 0 picks a free port, as tests do).
+    pub grpc_addr: SocketAddr,
+    /// PostgreSQL URL of this service's own database.
+    pub database_url: SecretString,
+    /// Maximum pool connections.
+    pub database_max_connections: u32,
+    /// Kafka bootstrap servers, comma separated.
+    pub kafka_brokers: String,
+    /// HS256 secret that signs caller tokens.
+    pub jwt_secret: SecretString,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// How often the outbox relay polls when idle.
+    pub outbox_poll_interval: Duration,
+}
+
+impl CommonSettings {
+    /// Reads the shared settings; `default_port` is the service's conventional gRPC port.
+    pub fn read(reader: &mut Reader<'_>, default_port: u16) -> Option<Self> {
+        let grpc_addr = reader.socket_addr("MESH_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)));
+        let database_url = reader.secret("MESH_DATABASE_URL", 1);
+        if let Some(url) = &database_url
+            && !url.expose_secret().starts_with("postgres")
+        {
+            reader.problem("MESH_DATABASE_URL must be a postgres:// URL");
+        }
+        let database_max_connections = reader.optional("MESH_DATABASE_MAX_CONNECTIONS", 10u32);
+        if database_max_connections == 0 {
+            reader.problem("MESH_DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        let kafka_brokers: Option<String> = reader.required("MESH_KAFKA_BROKERS");
+        let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
+        let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
+        let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
+        Some(Self {
+            grpc_addr,
+            database_url: database_url?,
+            database_max_connections,
+            kafka_brokers: kafka_brokers?,
+            jwt_secret: jwt_secret?,
+            shutdown_grace,
+            outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
+        })
+    }
+}
+
+/// Prints the configuration problem as one clear message and exits with [`EXIT_CONFIG`].
+pub fn exit_on_error<T>(result: Result<T, ConfigError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn read(source: &dyn Source) -> Result<CommonSettings, ConfigError> {
+        let mut reader = Reader::new(source);
+        let settings = CommonSettings::read(&mut reader, 50051);
+        reader.finish()?;
+        Ok(settings.expect("no problems means every value was read"))
+    }
+
+    #[test]
+    fn complete_config_is_accepted_with_defaults() {
+        let source = [
+            ("MESH_DATABASE_URL", "postgres://postgres@127.0.0.1/mesh_registry"),
+            ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("MESH_JWT_SECRET", SECRET),
+        ];
+        let settings = read(&source).expect("valid");
+        assert_eq!(settings.grpc_addr.port(), 50051);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(settings.kafka_brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let source = [
+            ("MESH_GRPC_ADDR", "not-an-address"),
+            ("MESH_JWT_SECRET", "short"),
+            ("MESH_SHUTDOWN_GRACE_SECS", "0"),
+        ];
+        let error = read(&source).expect_err("invalid");
+        let message = error.to_string();
+        assert!(message.contains("MESH_GRPC_ADDR=\"not-an-address\" is invalid"), "{message}");
+        assert!(message.contains("MESH_DATABASE_URL is required"), "{message}");
+        assert!(message.contains("MESH_KAFKA_BROKERS is required"), "{message}");
+        assert!(message.contains("MESH_JWT_SECRET must be at least 32 bytes"), "{message}");
+        assert!(message.contains("MESH_SHUTDOWN_GRACE_SECS must be at least 1"), "{message}");
+        assert!(!message.contains("short"), "secret value leaked: {message}");
+    }
+
+    #[test]
+    fn non_postgres_database_url_is_rejected() {
+        let source = [
+            ("MESH_DATABASE_URL", "mysql://root@localhost/x"),
+            ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("MESH_JWT_SECRET", SECRET),
+        ];
+        let message = read(&source).expect_err("invalid").to_string();
+        assert!(message.contains("must be a postgres:// URL"), "{message}");
+    }
+
+    #[test]
+    fn keys_must_be_32_bytes_of_base64() {
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        let source = [("GOOD", good.as_str()), ("SHORT", short.as_str()), ("BAD", "%%%")];
+        let mut reader = Reader::new(&source);
+        assert_eq!(reader.key_32("GOOD").map(|k| *k.expose_secret()), Some([7u8; 32]));
+        assert!(reader.key_32("SHORT").is_none());
+        assert!(reader.key_32("BAD").is_none());
+        assert!(reader.key_32("MISSING").is_none());
+        let message = reader.finish().expect_err("three problems").to_string();
+        assert!(message.contains("SHORT must decode to 32 bytes, got 16"), "{message}");
+        assert!(message.contains("BAD is not valid base64"), "{message}");
+        assert!(message.contains("MISSING is required"), "{message}");
+    }
+}

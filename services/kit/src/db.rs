@@ -1,0 +1,42 @@
+//! PostgreSQL pool and migrations: the kit's own tables (outbox, inbox) plus the service's
+//! embedded migrations, run under sqlx's advisory lock so concurrent replicas are safe.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::CommonSettings;
+
+/// The kit's own migrations (outbox and inbox tables).
+pub static KIT_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/kit");
+
+/// Connects to the service's database (failing fast if it is unreachable) and migrates it.
+pub async fn connect_and_migrate(settings: &CommonSettings, service: &Migrator) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings.database_url.expose_secret().parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    migrate(&pool, service).await?;
+    Ok(pool)
+}
+
+/// Runs the kit's and the service's migrations. Both share sqlx's bookkeeping table, so each
+/// ignores the other's versions.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> anyhow::Result<()> {
+    for migrator in [&KIT_MIGRATOR, service] {
+        let tolerant = Migrator {
+            migrations: migrator.migrations.clone(),
+            ignore_missing: true,
+            ..Migrator::DEFAULT
+        };
+        tolerant.run(pool).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! gRPC server plumbing shared by every service: standard health checking (flipped to
+//! NOT_SERVING as soon as shutdown starts), server reflection, per-call trace spans, and
+//! graceful shutdown that drains in-flight calls.
+
+use std::{convert::Infallible, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::ServingStatus;
+
+use crate::telemetry::GrpcTraceLayer;
+
+/// Largest request a service accepts (bounded request sizes, DESIGN §6).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Serves `service` (plus health and reflection) on `listener` until `shutdown`.
+pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken) -> anyhow::Result<()>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status(S::NAME, ServingStatus::Serving).await;
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let stopping = async move {
+        shutdown.cancelled().await;
+        // Load balancers and probes see NOT_SERVING before the listener closes.
+        reporter.set_service_status(S::NAME, ServingStatus::NotServing).await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        tracing::info!("grpc server draining");
+    };
+    Server::builder()
+        .layer(GrpcTraceLayer)
+        .timeout(Duration::from_secs(30))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .await?;
+    Ok(())
+}
+
+/// A token cancelled on SIGINT or SIGTERM: the one shutdown signal every task watches.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutdown requested");
+        trigger.cancel();
+    });
+    token
+}

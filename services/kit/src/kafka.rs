@@ -1,0 +1,70 @@
+//! Kafka client settings shared by the outbox relay and the consumers, and the mesh's topic
+//! names (one topic per producing service, each with a dead-letter topic).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// Topic of registry events (`supervisee.*`).
+pub const REGISTRY_TOPIC: &str = "registry.events";
+/// Topic of check-in events (`checkin.*`).
+pub const CHECKIN_TOPIC: &str = "checkin.events";
+/// Topic of handover events (`handover.*`).
+pub const HANDOVER_TOPIC: &str = "handover.events";
+/// Topic of placement events (`placement.*`).
+pub const PLACEMENT_TOPIC: &str = "placement.events";
+/// Topic of risk-alert events (`alert.*`).
+pub const ALERT_TOPIC: &str = "alert.events";
+
+/// Every event topic of the mesh.
+pub const ALL_TOPICS: [&str; 5] = [REGISTRY_TOPIC, CHECKIN_TOPIC, HANDOVER_TOPIC, PLACEMENT_TOPIC, ALERT_TOPIC];
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Kafka header names carried by every event.
+pub mod headers {
+    pub const EVENT_ID: &str = "event_id";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const OCCURRED_AT: &str = "occurred_at";
+    pub const PRODUCER: &str = "producer";
+    /// Why a record was dead-lettered.
+    pub const DLQ_REASON: &str = "dlq_reason";
+    pub const DLQ_SOURCE_TOPIC: &str = "dlq_source_topic";
+    pub const DLQ_SOURCE_PARTITION: &str = "dlq_source_partition";
+    pub const DLQ_SOURCE_OFFSET: &str = "dlq_source_offset";
+    pub const DLQ_CONSUMER: &str = "dlq_consumer";
+}
+
+/// Config of an idempotent producer: retries never duplicate or reorder within a partition.
+/// `message_timeout` bounds how long a send waits for a down broker before reporting failure
+/// (the outbox then keeps the row and tries again).
+pub fn producer_config(brokers: &str, message_timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", message_timeout.as_millis().to_string())
+        .set("client.id", "mesh");
+    config
+}
+
+/// Config of an at-least-once consumer: offsets are stored by the application only after
+/// the effect committed, and the stored offsets are auto-committed in the background.
+pub fn consumer_config(brokers: &str, group_id: &str, session_timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session_timeout.as_millis().to_string())
+        .set("enable.partition.eof", "false");
+    config
+}

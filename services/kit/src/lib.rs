@@ -1,0 +1,22 @@
+//! The service kit every mesh service is built from: typed config, telemetry, PostgreSQL with
+//! embedded migrations, the transactional outbox and its relay, the at-least-once consumer,
+//! caller authentication, gRPC plumbing, and shared domain helpers (national ID validation,
+//! field encryption, the jurisdiction directory, an injectable clock).
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod consumer;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod jurisdiction;
+pub mod kafka;
+pub mod national_id;
+pub mod outbox;
+pub mod proto_time;
+pub mod telemetry;
+pub mod validate;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,248 @@
+//! Transactional outbox: a service writes its state change and the event row in one
+//! PostgreSQL transaction ([`enqueue`]); the [`Relay`] publishes rows in id order with an
+//! idempotent producer and marks them published. A broker outage delays events, never loses
+//! them; consumers drop the rare duplicate (after a crash between send and mark) by event id.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{kafka, telemetry};
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub topic: String,
+    /// Kafka key: the subject's id, so one subject's events stay in order.
+    pub key: String,
+    /// Event type, e.g. `supervisee.registered`.
+    pub event_type: &'static str,
+    /// Protobuf-encoded payload.
+    pub payload: Vec<u8>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Writes `event` into the outbox inside the caller's transaction; returns its event id.
+/// The current trace context is stored with it so the trace continues through Kafka.
+pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<Uuid> {
+    let event_id = Uuid::now_v7();
+    let trace_headers = serde_json::to_value(telemetry::current_trace_headers()).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO kit_outbox (event_id, topic, event_key, event_type, payload, trace_headers, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event_id)
+    .bind(&event.topic)
+    .bind(&event.key)
+    .bind(event.event_type)
+    .bind(&event.payload)
+    .bind(trace_headers)
+    .bind(event.occurred_at)
+    .execute(conn)
+    .await?;
+    Ok(event_id)
+}
+
+/// Wakes the relay right after a commit instead of waiting for its next poll.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub brokers: String,
+    /// Name written into the `producer` header (the service name).
+    pub producer: &'static str,
+    pub poll_interval: Duration,
+    pub batch_size: i64,
+    /// How long one send waits for the broker before the batch is retried later.
+    pub message_timeout: Duration,
+    /// Longest wait between retries while the broker is unreachable.
+    pub max_backoff: Duration,
+}
+
+impl RelayConfig {
+    pub fn new(brokers: &str, producer: &'static str, poll_interval: Duration) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            producer,
+            poll_interval,
+            batch_size: 500,
+            message_timeout: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    event_id: Uuid,
+    topic: String,
+    event_key: String,
+    event_type: String,
+    payload: Vec<u8>,
+    trace_headers: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+}
+
+/// Advisory-lock key: only one relay per database publishes at a time, which keeps the
+/// outbox order across replicas.
+const RELAY_LOCK_KEY: i64 = 0x6d65_7368_6f75_7462; // "meshoutb"
+
+/// Publishes outbox rows to Kafka.
+pub struct Relay {
+    pool: PgPool,
+    config: RelayConfig,
+    producer: FutureProducer,
+    signal: OutboxSignal,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, config: RelayConfig, signal: OutboxSignal) -> anyhow::Result<Self> {
+        let producer = Self::build_producer(&config)?;
+        Ok(Self { pool, config, producer, signal })
+    }
+
+    fn build_producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
+        Ok(kafka::producer_config(&config.brokers, config.message_timeout).create()?)
+    }
+
+    /// Runs until `shutdown`, then makes one last attempt to flush what is pending.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let published_counter = telemetry::meter().u64_counter("mesh.outbox.published").build();
+        let mut backoff = self.config.poll_interval;
+        loop {
+            match self.publish_batch().await {
+                Ok(0) => {
+                    backoff = self.config.poll_interval;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.signal.0.notified() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    }
+                }
+                Ok(published) => {
+                    published_counter.add(published as u64, &[telemetry::attribute("producer", self.config.producer)]);
+                    backoff = self.config.poll_interval;
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed; will retry");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+        // Flush what the last requests wrote; whatever stays pending is sent after restart.
+        match tokio::time::timeout(self.config.message_timeout, self.publish_batch()).await {
+            Ok(Ok(count)) => tracing::info!(published = count, "outbox relay stopped"),
+            Ok(Err(error)) => tracing::warn!(error = %error, "outbox relay stopped with events pending"),
+            Err(_) => tracing::warn!("outbox relay stopped before the final flush finished"),
+        }
+    }
+
+    /// Publishes one batch of pending rows in id order; returns how many were published.
+    pub async fn publish_batch(&mut self) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(0);
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, event_id, topic, event_key, event_type, payload, trace_headers, occurred_at
+             FROM kit_outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        // Enqueue the whole batch first (librdkafka keeps per-partition order), then await.
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let headers = self.headers_for(row);
+            let record = FutureRecord::to(&row.topic).key(&row.event_key).payload(&row.payload).headers(headers);
+            deliveries.push(self.producer.send_result(record).map_err(|(error, _)| error));
+        }
+        let mut published = Vec::with_capacity(rows.len());
+        let mut first_error: Option<KafkaError> = None;
+        for (row, delivery) in rows.iter().zip(deliveries) {
+            let outcome = match delivery {
+                Ok(future) => match future.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_canceled) => Err(KafkaError::Canceled),
+                },
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => published.push(row.id),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        sqlx::query("UPDATE kit_outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(error) = &first_error {
+            let failed: Vec<i64> = rows.iter().map(|row| row.id).filter(|id| !published.contains(id)).collect();
+            sqlx::query("UPDATE kit_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
+                .bind(&failed)
+                .bind(error.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(error) = first_error {
+            if self.producer.client().fatal_error().is_some() {
+                // A fatal idempotence error poisons the producer; start a fresh one.
+                self.producer = Self::build_producer(&self.config)?;
+            }
+            anyhow::bail!("{} of {} events not delivered: {error}", rows.len() - published.len(), rows.len());
+        }
+        Ok(published.len())
+    }
+
+    fn headers_for(&self, row: &OutboxRow) -> OwnedHeaders {
+        let event_id = row.event_id.to_string();
+        let occurred_at = row.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: kafka::headers::EVENT_ID, value: Some(event_id.as_str()) })
+            .insert(Header { key: kafka::headers::EVENT_TYPE, value: Some(row.event_type.as_str()) })
+            .insert(Header { key: kafka::headers::OCCURRED_AT, value: Some(occurred_at.as_str()) })
+            .insert(Header { key: kafka::headers::PRODUCER, value: Some(self.config.producer) });
+        let trace: HashMap<String, String> = serde_json::from_value(row.trace_headers.clone()).unwrap_or_default();
+        for (key, value) in &trace {
+            headers = headers.insert(Header { key: key.as_str(), value: Some(value.as_str()) });
+        }
+        headers
+    }
+}
