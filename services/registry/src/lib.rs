@@ -1,0 +1,114 @@
+//! Registry service: owns supervisees (people under community corrections), their orders,
+//! supervision levels, township assignment and status, and publishes `supervisee.*` events.
+
+pub mod domain;
+pub mod service;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use mesh_kit::{
+    CancellationToken,
+    auth::TokenKeys,
+    clock::{SharedClock, SystemClock},
+    config::{CommonSettings, ConfigError, Reader, Source},
+    crypto::FieldCrypto,
+    db, grpc,
+    kafka::REGISTRY_TOPIC,
+    outbox::{OutboxSignal, Relay, RelayConfig},
+};
+use mesh_proto::registry::registry_service_server::RegistryServiceServer;
+use secrecy::{ExposeSecret, SecretBox};
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::net::TcpListener;
+
+/// The registry's own schema.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
+
+/// Conventional gRPC port of the registry.
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// Registry settings, read from the environment.
+pub struct Settings {
+    pub common: CommonSettings,
+    /// AES-256 key for personal fields at rest (`MESH_FIELD_ENCRYPTION_KEY`, base64).
+    pub field_encryption_key: SecretBox<[u8; 32]>,
+    /// HMAC key for the national-ID blind index (`MESH_BLIND_INDEX_KEY`, base64).
+    pub blind_index_key: SecretBox<[u8; 32]>,
+    /// Topic the registry publishes to (`MESH_REGISTRY_TOPIC`, default `registry.events`).
+    pub topic: String,
+}
+
+impl Settings {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(source);
+        let common = CommonSettings::read(&mut reader, DEFAULT_PORT);
+        let field_encryption_key = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
+        let blind_index_key = reader.key_32("MESH_BLIND_INDEX_KEY");
+        let topic = reader.optional("MESH_REGISTRY_TOPIC", REGISTRY_TOPIC.to_owned());
+        if let (Some(a), Some(b)) = (&field_encryption_key, &blind_index_key)
+            && a.expose_secret() == b.expose_secret()
+        {
+            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
+        }
+        reader.finish()?;
+        match (common, field_encryption_key, blind_index_key) {
+            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => {
+                Ok(Self { common, field_encryption_key, blind_index_key, topic })
+            }
+            _ => Err(ConfigError { problems: vec!["incomplete configuration".into()] }),
+        }
+    }
+}
+
+/// A built registry: database migrated, listener bound, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    pool: PgPool,
+    registry: service::Registry,
+    keys: TokenKeys,
+    relay: Relay,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
+        let crypto = Arc::new(FieldCrypto::new(&settings.field_encryption_key, settings.blind_index_key));
+        let signal = OutboxSignal::default();
+        let relay = Relay::new(
+            pool.clone(),
+            RelayConfig::new(&settings.common.kafka_brokers, "registry", settings.common.outbox_poll_interval),
+            signal.clone(),
+        )?;
+        let registry = service::Registry::new(pool.clone(), crypto, clock, signal, settings.topic);
+        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
+        let keys = TokenKeys::new(&settings.common.jwt_secret);
+        Ok(Self { listener, pool, registry, keys, relay })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown`, then drains calls and flushes the outbox.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let service = tonic::service::interceptor::InterceptedService::new(
+            RegistryServiceServer::new(self.registry).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
+            self.keys.interceptor(),
+        );
+        tracing::info!(addr = %self.listener.local_addr()?, "registry listening");
+        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
+        shutdown.cancel();
+        relay.await?;
+        self.pool.close().await;
+        served
+    }
+}
