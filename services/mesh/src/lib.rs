@@ -1,0 +1,5 @@
+//! The mesh's operator CLI as a library: the demo scenario, dev token minting, and the
+//! process harness that the demo and the end-to-end tests share.
+
+pub mod demo;
+pub mod harness;
