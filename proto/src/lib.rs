@@ -36,12 +36,12 @@ pub mod mesh {
     }
 }
 
-pub use mesh::common::v1 as common;
-pub use mesh::registry::v1 as registry;
+pub use mesh::alert::v1 as alert;
 pub use mesh::checkin::v1 as checkin;
+pub use mesh::common::v1 as common;
 pub use mesh::handover::v1 as handover;
 pub use mesh::placement::v1 as placement;
-pub use mesh::alert::v1 as alert;
+pub use mesh::registry::v1 as registry;
 
 /// Encoded `FileDescriptorSet` of all mesh protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));

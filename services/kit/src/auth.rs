@@ -105,13 +105,19 @@ impl Caller {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!("role {} may not do this", self.role.as_str())))
+            Err(Status::permission_denied(format!(
+                "role {} may not do this",
+                self.role.as_str()
+            )))
         }
     }
 
     /// The caller as recorded in events.
     pub fn actor(&self) -> mesh_proto::common::Actor {
-        mesh_proto::common::Actor { subject: self.subject.clone(), role: self.role.as_str().to_owned() }
+        mesh_proto::common::Actor {
+            subject: self.subject.clone(),
+            role: self.role.as_str().to_owned(),
+        }
     }
 }
 
@@ -250,7 +256,8 @@ mod tests {
     #[test]
     fn wrong_secret_and_expired_tokens_are_refused() {
         let now = Utc::now();
-        let token = keys("0123456789abcdef0123456789abcdef").mint(&officer(), now, now + chrono::Duration::hours(1));
+        let token =
+            keys("0123456789abcdef0123456789abcdef").mint(&officer(), now, now + chrono::Duration::hours(1));
         assert!(keys("another-secret-another-secret-xx").verify(&token).is_err());
         let old = keys("0123456789abcdef0123456789abcdef").mint(
             &officer(),
@@ -264,9 +271,15 @@ mod tests {
     fn role_without_its_jurisdiction_is_refused() {
         let keys = keys("0123456789abcdef0123456789abcdef");
         let now = Utc::now();
-        let caller = Caller { township: None, ..officer() };
+        let caller = Caller {
+            township: None,
+            ..officer()
+        };
         let token = keys.mint(&caller, now, now + chrono::Duration::hours(1));
-        assert!(matches!(keys.verify(&token), Err(TokenError::MissingJurisdiction("township"))));
+        assert!(matches!(
+            keys.verify(&token),
+            Err(TokenError::MissingJurisdiction("township"))
+        ));
     }
 
     #[test]
@@ -274,12 +287,25 @@ mod tests {
         let officer = officer();
         assert!(officer.can_access("620702001", "620702"));
         assert!(!officer.can_access("620702002", "620702"));
-        let bureau = Caller { role: Role::CountyBureau, township: None, ..officer.clone() };
+        let bureau = Caller {
+            role: Role::CountyBureau,
+            township: None,
+            ..officer.clone()
+        };
         assert!(bureau.can_access("620702002", "620702"));
         assert!(!bureau.can_access("620721001", "620721"));
-        let prison = Caller { role: Role::Prison, prison: Some("p1".into()), ..officer.clone() };
+        let prison = Caller {
+            role: Role::Prison,
+            prison: Some("p1".into()),
+            ..officer.clone()
+        };
         assert!(!prison.can_access("620702001", "620702"));
-        let admin = Caller { role: Role::Admin, township: None, county: None, ..officer };
+        let admin = Caller {
+            role: Role::Admin,
+            township: None,
+            county: None,
+            ..officer
+        };
         assert!(admin.can_access("620721001", "620721"));
     }
 }

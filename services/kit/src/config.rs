@@ -42,13 +42,17 @@ impl Source for ProcessEnv {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
     }
 }
 
 impl Source for Vec<(String, String)> {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+        self.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
     }
 }
 
@@ -71,7 +75,10 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(source: &'a dyn Source) -> Self {
-        Self { source, problems: Vec::new() }
+        Self {
+            source,
+            problems: Vec::new(),
+        }
     }
 
     fn raw(&self, name: &str) -> Option<String> {
@@ -121,7 +128,8 @@ impl<'a> Reader<'a> {
     pub fn seconds(&mut self, name: &str, default_secs: u64, min_secs: u64) -> Duration {
         let secs: u64 = self.optional(name, default_secs);
         if secs < min_secs {
-            self.problems.push(format!("{name} must be at least {min_secs} seconds, got {secs}"));
+            self.problems
+                .push(format!("{name} must be at least {min_secs} seconds, got {secs}"));
         }
         Duration::from_secs(secs)
     }
@@ -133,8 +141,9 @@ impl<'a> Reader<'a> {
             return None;
         };
         if value.len() < min_len {
-            self.problems
-                .push(format!("{name} must be at least {min_len} bytes long (value not shown)"));
+            self.problems.push(format!(
+                "{name} must be at least {min_len} bytes long (value not shown)"
+            ));
             return None;
         }
         Some(SecretString::from(value))
@@ -143,7 +152,8 @@ impl<'a> Reader<'a> {
     /// A required 32-byte key given as standard base64; never printed.
     pub fn key_32(&mut self, name: &str) -> Option<SecretBox<[u8; 32]>> {
         let Some(value) = self.raw(name) else {
-            self.problems.push(format!("{name} is required (32 bytes, base64)"));
+            self.problems
+                .push(format!("{name} is required (32 bytes, base64)"));
             return None;
         };
         match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
@@ -160,7 +170,8 @@ impl<'a> Reader<'a> {
                 None
             }
             Err(_) => {
-                self.problems.push(format!("{name} is not valid base64 (value not shown)"));
+                self.problems
+                    .push(format!("{name} is not valid base64 (value not shown)"));
                 None
             }
         }
@@ -178,7 +189,8 @@ impl<'a> Reader<'a> {
         match value.trim().parse() {
             Ok(parsed) => Some(parsed),
             Err(error) => {
-                self.problems.push(format!("{name}={value:?} is invalid: {error}"));
+                self.problems
+                    .push(format!("{name}={value:?} is invalid: {error}"));
                 None
             }
         }
@@ -189,7 +201,9 @@ impl<'a> Reader<'a> {
         if self.problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError { problems: self.problems })
+            Err(ConfigError {
+                problems: self.problems,
+            })
         }
     }
 }
@@ -205,6 +219,11 @@ pub struct CommonSettings {
     pub database_max_connections: u32,
     /// Kafka bootstrap servers, comma separated.
     pub kafka_brokers: String,
+    /// How long a publish waits for an unreachable broker before the outbox retries it.
+    pub kafka_message_timeout: Duration,
+    /// Whether producers use Kafka's idempotence (`MESH_KAFKA_IDEMPOTENT_PRODUCER`, default
+    /// true; set false for Tansu, see [`crate::kafka::producer_config`]).
+    pub kafka_idempotent_producer: bool,
     /// HS256 secret that signs caller tokens.
     pub jwt_secret: SecretString,
     /// How long shutdown waits for in-flight work.
@@ -216,7 +235,8 @@ pub struct CommonSettings {
 impl CommonSettings {
     /// Reads the shared settings; `default_port` is the service's conventional gRPC port.
     pub fn read(reader: &mut Reader<'_>, default_port: u16) -> Option<Self> {
-        let grpc_addr = reader.socket_addr("MESH_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)));
+        let grpc_addr =
+            reader.socket_addr("MESH_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)));
         let database_url = reader.secret("MESH_DATABASE_URL", 1);
         if let Some(url) = &database_url
             && !url.expose_secret().starts_with("postgres")
@@ -228,6 +248,11 @@ impl CommonSettings {
             reader.problem("MESH_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
         let kafka_brokers: Option<String> = reader.required("MESH_KAFKA_BROKERS");
+        let kafka_message_timeout_ms: u64 = reader.optional("MESH_KAFKA_MESSAGE_TIMEOUT_MS", 15_000);
+        if kafka_message_timeout_ms < 1_000 {
+            reader.problem("MESH_KAFKA_MESSAGE_TIMEOUT_MS must be at least 1000");
+        }
+        let kafka_idempotent_producer = reader.optional("MESH_KAFKA_IDEMPOTENT_PRODUCER", true);
         let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
@@ -236,6 +261,8 @@ impl CommonSettings {
             database_url: database_url?,
             database_max_connections,
             kafka_brokers: kafka_brokers?,
+            kafka_message_timeout: Duration::from_millis(kafka_message_timeout_ms),
+            kafka_idempotent_producer,
             jwt_secret: jwt_secret?,
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
@@ -289,11 +316,20 @@ mod tests {
         ];
         let error = read(&source).expect_err("invalid");
         let message = error.to_string();
-        assert!(message.contains("MESH_GRPC_ADDR=\"not-an-address\" is invalid"), "{message}");
+        assert!(
+            message.contains("MESH_GRPC_ADDR=\"not-an-address\" is invalid"),
+            "{message}"
+        );
         assert!(message.contains("MESH_DATABASE_URL is required"), "{message}");
         assert!(message.contains("MESH_KAFKA_BROKERS is required"), "{message}");
-        assert!(message.contains("MESH_JWT_SECRET must be at least 32 bytes"), "{message}");
-        assert!(message.contains("MESH_SHUTDOWN_GRACE_SECS must be at least 1"), "{message}");
+        assert!(
+            message.contains("MESH_JWT_SECRET must be at least 32 bytes"),
+            "{message}"
+        );
+        assert!(
+            message.contains("MESH_SHUTDOWN_GRACE_SECS must be at least 1"),
+            "{message}"
+        );
         assert!(!message.contains("short"), "secret value leaked: {message}");
     }
 
@@ -319,7 +355,10 @@ mod tests {
         assert!(reader.key_32("BAD").is_none());
         assert!(reader.key_32("MISSING").is_none());
         let message = reader.finish().expect_err("three problems").to_string();
-        assert!(message.contains("SHORT must decode to 32 bytes, got 16"), "{message}");
+        assert!(
+            message.contains("SHORT must decode to 32 bytes, got 16"),
+            "{message}"
+        );
         assert!(message.contains("BAD is not valid base64"), "{message}");
         assert!(message.contains("MISSING is required"), "{message}");
     }

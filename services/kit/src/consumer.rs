@@ -45,7 +45,10 @@ impl InboundEvent {
             .ok_or("missing event_id header")?
             .parse::<Uuid>()
             .map_err(|_| "event_id header is not a UUID")?;
-        let event_type = headers.get(kafka::headers::EVENT_TYPE).ok_or("missing event_type header")?.clone();
+        let event_type = headers
+            .get(kafka::headers::EVENT_TYPE)
+            .ok_or("missing event_type header")?
+            .clone();
         let occurred_at = headers
             .get(kafka::headers::OCCURRED_AT)
             .and_then(|value| DateTime::parse_from_rfc3339(value).ok())
@@ -66,8 +69,9 @@ impl InboundEvent {
 
     /// Decodes the payload as `M`, or a permanent error naming the event type.
     pub fn decode<M: prost::Message + Default>(&self) -> Result<M, HandleError> {
-        M::decode(self.payload.as_slice())
-            .map_err(|error| HandleError::Permanent(format!("undecodable {} payload: {error}", self.event_type)))
+        M::decode(self.payload.as_slice()).map_err(|error| {
+            HandleError::Permanent(format!("undecodable {} payload: {error}", self.event_type))
+        })
     }
 }
 
@@ -118,6 +122,8 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     pub session_timeout: Duration,
     pub max_backoff: Duration,
+    /// Whether the dead-letter producer uses Kafka idempotence (see the outbox relay).
+    pub idempotent_producer: bool,
 }
 
 impl ConsumerConfig {
@@ -128,6 +134,7 @@ impl ConsumerConfig {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             session_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            idempotent_producer: false,
         }
     }
 }
@@ -164,8 +171,19 @@ impl<H: Handler> EventConsumer<H> {
                 .create_with_context(CommitOnRevoke)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let dead_letters = kafka::producer_config(&config.brokers, Duration::from_secs(30)).create()?;
-        Ok(Self { consumer, dead_letters, pool, handler: Arc::new(handler), config })
+        let dead_letters = kafka::producer_config(
+            &config.brokers,
+            Duration::from_secs(30),
+            config.idempotent_producer,
+        )
+        .create()?;
+        Ok(Self {
+            consumer,
+            dead_letters,
+            pool,
+            handler: Arc::new(handler),
+            config,
+        })
     }
 
     /// Consumes until `shutdown`, then commits what it has applied.
@@ -270,7 +288,11 @@ impl<H: Handler> EventConsumer<H> {
     fn store_offset(&self, message: &BorrowedMessage<'_>) -> bool {
         let mut list = TopicPartitionList::new();
         if let Err(error) = list
-            .add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset() + 1))
+            .add_partition_offset(
+                message.topic(),
+                message.partition(),
+                Offset::Offset(message.offset() + 1),
+            )
             .and_then(|()| self.consumer.store_offsets(&list))
         {
             // The partition was revoked meanwhile: the next owner re-reads the record and the
@@ -281,9 +303,20 @@ impl<H: Handler> EventConsumer<H> {
     }
 
     /// Copies a record to the dead-letter topic, retrying until the broker accepts it.
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, shutdown: &CancellationToken) -> bool {
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let dlq_topic = kafka::dead_letter_topic(message.topic());
-        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, "dead-lettering record");
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "dead-lettering record"
+        );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let mut backoff = Duration::from_millis(200);
@@ -291,15 +324,33 @@ impl<H: Handler> EventConsumer<H> {
             let mut headers = OwnedHeaders::new();
             if let Some(original) = message.headers() {
                 for header in original.iter() {
-                    headers = headers.insert(Header { key: header.key, value: header.value });
+                    headers = headers.insert(Header {
+                        key: header.key,
+                        value: header.value,
+                    });
                 }
             }
             let headers = headers
-                .insert(Header { key: kafka::headers::DLQ_REASON, value: Some(reason) })
-                .insert(Header { key: kafka::headers::DLQ_SOURCE_TOPIC, value: Some(message.topic()) })
-                .insert(Header { key: kafka::headers::DLQ_SOURCE_PARTITION, value: Some(partition.as_str()) })
-                .insert(Header { key: kafka::headers::DLQ_SOURCE_OFFSET, value: Some(offset.as_str()) })
-                .insert(Header { key: kafka::headers::DLQ_CONSUMER, value: Some(self.config.group_id.as_str()) });
+                .insert(Header {
+                    key: kafka::headers::DLQ_REASON,
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: kafka::headers::DLQ_SOURCE_TOPIC,
+                    value: Some(message.topic()),
+                })
+                .insert(Header {
+                    key: kafka::headers::DLQ_SOURCE_PARTITION,
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: kafka::headers::DLQ_SOURCE_OFFSET,
+                    value: Some(offset.as_str()),
+                })
+                .insert(Header {
+                    key: kafka::headers::DLQ_CONSUMER,
+                    value: Some(self.config.group_id.as_str()),
+                });
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq_topic).headers(headers);
             if let Some(key) = message.key() {
                 record = record.key(key);

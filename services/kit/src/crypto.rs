@@ -40,7 +40,10 @@ impl FieldCrypto {
     pub fn seal(&self, plain: &str, context: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let payload = aes_gcm::aead::Payload { msg: plain.as_bytes(), aad: context.as_bytes() };
+        let payload = aes_gcm::aead::Payload {
+            msg: plain.as_bytes(),
+            aad: context.as_bytes(),
+        };
         let sealed = self
             .cipher
             .encrypt(Nonce::from_slice(&nonce), payload)
@@ -57,8 +60,14 @@ impl FieldCrypto {
             return Err(DecryptError);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let payload = aes_gcm::aead::Payload { msg: ciphertext, aad: context.as_bytes() };
-        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), payload).map_err(|_| DecryptError)?;
+        let payload = aes_gcm::aead::Payload {
+            msg: ciphertext,
+            aad: context.as_bytes(),
+        };
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| DecryptError)?;
         String::from_utf8(plain).map_err(|_| DecryptError)
     }
 
@@ -78,7 +87,10 @@ mod tests {
     use super::*;
 
     fn crypto(seed: u8) -> FieldCrypto {
-        FieldCrypto::new(&SecretBox::new(Box::new([seed; 32])), SecretBox::new(Box::new([seed + 1; 32])))
+        FieldCrypto::new(
+            &SecretBox::new(Box::new([seed; 32])),
+            SecretBox::new(Box::new([seed + 1; 32])),
+        )
     }
 
     #[test]
@@ -86,7 +98,10 @@ mod tests {
         let crypto = crypto(1);
         let sealed = crypto.seal("11010519491231002X", "national_id");
         assert!(!sealed.windows(18).any(|w| w == b"11010519491231002X"));
-        assert_eq!(crypto.open(&sealed, "national_id").expect("opens"), "11010519491231002X");
+        assert_eq!(
+            crypto.open(&sealed, "national_id").expect("opens"),
+            "11010519491231002X"
+        );
         // Same value twice gives different ciphertexts (random nonce).
         assert_ne!(sealed, crypto.seal("11010519491231002X", "national_id"));
     }

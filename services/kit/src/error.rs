@@ -53,7 +53,10 @@ impl FieldViolations {
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     let mut violations = FieldViolations::new();
     violations.add(field, description);
-    violations.into_result().err().unwrap_or_else(|| Status::invalid_argument(field.to_owned()))
+    violations
+        .into_result()
+        .err()
+        .unwrap_or_else(|| Status::invalid_argument(field.to_owned()))
 }
 
 /// The names of the fields a status's `BadRequest` detail blames (for clients and tests).
@@ -103,7 +106,10 @@ mod tests {
         violations.require(true, "phone", "never recorded");
         let status = violations.into_result().expect_err("two violations");
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.message(), "name: must not be empty; national_id: wrong check character");
+        assert_eq!(
+            status.message(),
+            "name: must not be empty; national_id: wrong check character"
+        );
         assert_eq!(violated_fields(&status), vec!["name", "national_id"]);
     }
 

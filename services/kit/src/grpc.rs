@@ -38,7 +38,9 @@ where
     let stopping = async move {
         shutdown.cancelled().await;
         // Load balancers and probes see NOT_SERVING before the listener closes.
-        reporter.set_service_status(S::NAME, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(S::NAME, ServingStatus::NotServing)
+            .await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
         tracing::info!("grpc server draining");
     };

@@ -69,7 +69,11 @@ impl Directory {
 
     fn parse(data: &str) -> anyhow::Result<Self> {
         let raw: RawFile = serde_json::from_str(data)?;
-        let time_zone = raw.city.time_zone.parse().map_err(|e| anyhow::anyhow!("time zone: {e}"))?;
+        let time_zone = raw
+            .city
+            .time_zone
+            .parse()
+            .map_err(|e| anyhow::anyhow!("time zone: {e}"))?;
         let mut counties = BTreeMap::new();
         let mut townships = BTreeMap::new();
         for county in raw.counties {
@@ -97,7 +101,12 @@ impl Directory {
                 },
             );
         }
-        Ok(Self { city_name: raw.city.name, time_zone, counties, townships })
+        Ok(Self {
+            city_name: raw.city.name,
+            time_zone,
+            counties,
+            townships,
+        })
     }
 
     pub fn township(&self, code: &str) -> Option<&Township> {

@@ -17,7 +17,13 @@ pub const PLACEMENT_TOPIC: &str = "placement.events";
 pub const ALERT_TOPIC: &str = "alert.events";
 
 /// Every event topic of the mesh.
-pub const ALL_TOPICS: [&str; 5] = [REGISTRY_TOPIC, CHECKIN_TOPIC, HANDOVER_TOPIC, PLACEMENT_TOPIC, ALERT_TOPIC];
+pub const ALL_TOPICS: [&str; 5] = [
+    REGISTRY_TOPIC,
+    CHECKIN_TOPIC,
+    HANDOVER_TOPIC,
+    PLACEMENT_TOPIC,
+    ALERT_TOPIC,
+];
 
 /// The dead-letter topic of `topic`.
 pub fn dead_letter_topic(topic: &str) -> String {
@@ -38,18 +44,29 @@ pub mod headers {
     pub const DLQ_CONSUMER: &str = "dlq_consumer";
 }
 
-/// Config of an idempotent producer: retries never duplicate or reorder within a partition.
-/// `message_timeout` bounds how long a send waits for a down broker before reporting failure
-/// (the outbox then keeps the row and tries again).
-pub fn producer_config(brokers: &str, message_timeout: Duration) -> ClientConfig {
+/// Config of a producer that never reorders within a partition. `message_timeout` bounds
+/// how long a send waits for a down broker before reporting failure (the outbox then keeps
+/// the row and tries again).
+///
+/// With `idempotent` the broker also drops retried duplicates (Apache Kafka). Without it,
+/// one request in flight per connection keeps the order and the consumers' inbox drops the
+/// rare duplicate. Tansu 0.6 needs `idempotent = false`: after a crash and restart its
+/// idempotent-produce check panics the storage task and the broker stops accepting writes.
+pub fn producer_config(brokers: &str, message_timeout: Duration, idempotent: bool) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", message_timeout.as_millis().to_string())
         .set("client.id", "mesh");
+    if idempotent {
+        config.set("enable.idempotence", "true");
+    } else {
+        config
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1");
+    }
     config
 }
 

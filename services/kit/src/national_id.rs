@@ -83,14 +83,22 @@ impl NationalId {
 
 /// Computes the MOD 11-2 check character of the 17 leading digits.
 pub fn check_character(digits: &[u32; 17]) -> char {
-    let sum: u32 = digits.iter().zip(WEIGHTS).map(|(digit, weight)| digit * weight).sum();
+    let sum: u32 = digits
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(digit, weight)| digit * weight)
+        .sum();
     CHECK_CHARS[(sum % 11) as usize]
 }
 
 /// Builds a valid number from a 6-digit area code, a birth date and a 3-digit sequence, for
 /// demos and tests (the check character is computed, not invented).
 pub fn synthesize(area_code: &str, birth: NaiveDate, sequence: u16) -> String {
-    let body = format!("{area_code:0>6.6}{}{:03}", birth.format("%Y%m%d"), sequence % 1000);
+    let body = format!(
+        "{area_code:0>6.6}{}{:03}",
+        birth.format("%Y%m%d"),
+        sequence % 1000
+    );
     let mut digits = [0u32; 17];
     for (slot, ch) in digits.iter_mut().zip(body.chars()) {
         *slot = ch.to_digit(10).unwrap_or(0);
@@ -131,17 +139,35 @@ mod tests {
 
     #[test]
     fn rejects_wrong_lengths() {
-        assert_eq!(NationalId::parse("11010519491231002", today()), Err(NationalIdError::WrongLength(17)));
-        assert_eq!(NationalId::parse("11010519491231002X1", today()), Err(NationalIdError::WrongLength(19)));
-        assert_eq!(NationalId::parse("", today()), Err(NationalIdError::WrongLength(0)));
+        assert_eq!(
+            NationalId::parse("11010519491231002", today()),
+            Err(NationalIdError::WrongLength(17))
+        );
+        assert_eq!(
+            NationalId::parse("11010519491231002X1", today()),
+            Err(NationalIdError::WrongLength(19))
+        );
+        assert_eq!(
+            NationalId::parse("", today()),
+            Err(NationalIdError::WrongLength(0))
+        );
     }
 
     #[test]
     fn rejects_bad_characters() {
-        assert_eq!(NationalId::parse("1101051949123100X2", today()), Err(NationalIdError::BadCharacter));
-        assert_eq!(NationalId::parse("11010519491231002Y", today()), Err(NationalIdError::BadCharacter));
+        assert_eq!(
+            NationalId::parse("1101051949123100X2", today()),
+            Err(NationalIdError::BadCharacter)
+        );
+        assert_eq!(
+            NationalId::parse("11010519491231002Y", today()),
+            Err(NationalIdError::BadCharacter)
+        );
         // Non-ASCII input of the right character count must not panic on slicing.
-        assert_eq!(NationalId::parse("一一〇一〇五一九四九一二三一〇〇二X", today()), Err(NationalIdError::BadCharacter));
+        assert_eq!(
+            NationalId::parse("一一〇一〇五一九四九一二三一〇〇二X", today()),
+            Err(NationalIdError::BadCharacter)
+        );
     }
 
     #[test]
@@ -149,11 +175,20 @@ mod tests {
         // 30 February does not exist.
         let id = synthesize("110105", NaiveDate::from_ymd_opt(1990, 2, 28).expect("date"), 1)
             .replacen("19900228", "19900230", 1);
-        assert_eq!(NationalId::parse(&id, today()), Err(NationalIdError::BadBirthDate));
+        assert_eq!(
+            NationalId::parse(&id, today()),
+            Err(NationalIdError::BadBirthDate)
+        );
         let future = synthesize("110105", NaiveDate::from_ymd_opt(2030, 1, 1).expect("date"), 1);
-        assert_eq!(NationalId::parse(&future, today()), Err(NationalIdError::BirthDateOutOfRange));
+        assert_eq!(
+            NationalId::parse(&future, today()),
+            Err(NationalIdError::BirthDateOutOfRange)
+        );
         let ancient = synthesize("110105", NaiveDate::from_ymd_opt(1899, 12, 31).expect("date"), 1);
-        assert_eq!(NationalId::parse(&ancient, today()), Err(NationalIdError::BirthDateOutOfRange));
+        assert_eq!(
+            NationalId::parse(&ancient, today()),
+            Err(NationalIdError::BirthDateOutOfRange)
+        );
     }
 
     #[test]

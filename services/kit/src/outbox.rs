@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{FutureProducer, FutureRecord},
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -72,18 +72,22 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How long one send waits for the broker before the batch is retried later.
     pub message_timeout: Duration,
+    /// Whether the producer uses Kafka idempotence.
+    pub idempotent: bool,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
 }
 
 impl RelayConfig {
-    pub fn new(brokers: &str, producer: &'static str, poll_interval: Duration) -> Self {
+    /// Relay settings from the service's common settings.
+    pub fn from_settings(settings: &crate::config::CommonSettings, producer: &'static str) -> Self {
         Self {
-            brokers: brokers.to_owned(),
+            brokers: settings.kafka_brokers.clone(),
             producer,
-            poll_interval,
+            poll_interval: settings.outbox_poll_interval,
             batch_size: 500,
-            message_timeout: Duration::from_secs(15),
+            message_timeout: settings.kafka_message_timeout,
+            idempotent: settings.kafka_idempotent_producer,
             max_backoff: Duration::from_secs(10),
         }
     }
@@ -116,11 +120,16 @@ pub struct Relay {
 impl Relay {
     pub fn new(pool: PgPool, config: RelayConfig, signal: OutboxSignal) -> anyhow::Result<Self> {
         let producer = Self::build_producer(&config)?;
-        Ok(Self { pool, config, producer, signal })
+        Ok(Self {
+            pool,
+            config,
+            producer,
+            signal,
+        })
     }
 
     fn build_producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
-        Ok(kafka::producer_config(&config.brokers, config.message_timeout).create()?)
+        Ok(kafka::producer_config(&config.brokers, config.message_timeout, config.idempotent).create()?)
     }
 
     /// Runs until `shutdown`, then makes one last attempt to flush what is pending.
@@ -138,7 +147,10 @@ impl Relay {
                     }
                 }
                 Ok(published) => {
-                    published_counter.add(published as u64, &[telemetry::attribute("producer", self.config.producer)]);
+                    published_counter.add(
+                        published as u64,
+                        &[telemetry::attribute("producer", self.config.producer)],
+                    );
                     backoff = self.config.poll_interval;
                     if shutdown.is_cancelled() {
                         break;
@@ -187,7 +199,10 @@ impl Relay {
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let headers = self.headers_for(row);
-            let record = FutureRecord::to(&row.topic).key(&row.event_key).payload(&row.payload).headers(headers);
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.event_key)
+                .payload(&row.payload)
+                .headers(headers);
             deliveries.push(self.producer.send_result(record).map_err(|(error, _)| error));
         }
         let mut published = Vec::with_capacity(rows.len());
@@ -213,7 +228,11 @@ impl Relay {
             .execute(&mut *tx)
             .await?;
         if let Some(error) = &first_error {
-            let failed: Vec<i64> = rows.iter().map(|row| row.id).filter(|id| !published.contains(id)).collect();
+            let failed: Vec<i64> = rows
+                .iter()
+                .map(|row| row.id)
+                .filter(|id| !published.contains(id))
+                .collect();
             sqlx::query("UPDATE kit_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
                 .bind(&failed)
                 .bind(error.to_string())
@@ -222,26 +241,48 @@ impl Relay {
         }
         tx.commit().await?;
         if let Some(error) = first_error {
-            if self.producer.client().fatal_error().is_some() {
-                // A fatal idempotence error poisons the producer; start a fresh one.
-                self.producer = Self::build_producer(&self.config)?;
-            }
-            anyhow::bail!("{} of {} events not delivered: {error}", rows.len() - published.len(), rows.len());
+            // After timed-out sends an idempotent producer carries sequence state the broker
+            // may no longer accept; a fresh producer starts clean. Nothing is lost: the
+            // failed rows are still pending.
+            self.producer = Self::build_producer(&self.config)?;
+            anyhow::bail!(
+                "{} of {} events not delivered: {error}",
+                rows.len() - published.len(),
+                rows.len()
+            );
         }
         Ok(published.len())
     }
 
     fn headers_for(&self, row: &OutboxRow) -> OwnedHeaders {
         let event_id = row.event_id.to_string();
-        let occurred_at = row.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let occurred_at = row
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: kafka::headers::EVENT_ID, value: Some(event_id.as_str()) })
-            .insert(Header { key: kafka::headers::EVENT_TYPE, value: Some(row.event_type.as_str()) })
-            .insert(Header { key: kafka::headers::OCCURRED_AT, value: Some(occurred_at.as_str()) })
-            .insert(Header { key: kafka::headers::PRODUCER, value: Some(self.config.producer) });
-        let trace: HashMap<String, String> = serde_json::from_value(row.trace_headers.clone()).unwrap_or_default();
+            .insert(Header {
+                key: kafka::headers::EVENT_ID,
+                value: Some(event_id.as_str()),
+            })
+            .insert(Header {
+                key: kafka::headers::EVENT_TYPE,
+                value: Some(row.event_type.as_str()),
+            })
+            .insert(Header {
+                key: kafka::headers::OCCURRED_AT,
+                value: Some(occurred_at.as_str()),
+            })
+            .insert(Header {
+                key: kafka::headers::PRODUCER,
+                value: Some(self.config.producer),
+            });
+        let trace: HashMap<String, String> =
+            serde_json::from_value(row.trace_headers.clone()).unwrap_or_default();
         for (key, value) in &trace {
-            headers = headers.insert(Header { key: key.as_str(), value: Some(value.as_str()) });
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: Some(value.as_str()),
+            });
         }
         headers
     }

@@ -38,7 +38,9 @@ impl Drop for TelemetryGuard {
 pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = Resource::builder().with_service_name(service_name).build();
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
 
     // Spans always get real ids (so trace context propagates even without a collector); they
     // are exported only when an endpoint is configured.
@@ -47,7 +49,9 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     if endpoint.is_some() {
         let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
         tracer_builder = tracer_builder.with_batch_exporter(exporter);
-        let metric_exporter = opentelemetry_otlp::MetricExporter::builder().with_http().build()?;
+        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .build()?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource)
             .with_periodic_exporter(metric_exporter)
@@ -62,11 +66,23 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false),
+        )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()?;
-    tracing::info!(service = service_name, otlp = endpoint.is_some(), "telemetry ready");
-    Ok(TelemetryGuard { tracer_provider, meter_provider })
+    tracing::info!(
+        service = service_name,
+        otlp = endpoint.is_some(),
+        "telemetry ready"
+    );
+    Ok(TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+    })
 }
 
 /// The current span's trace context as W3C headers (`traceparent`, `tracestate`).

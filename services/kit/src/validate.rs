@@ -32,7 +32,10 @@ pub fn check_jurisdiction(
     match directory.township(township_code) {
         None => violations.add(township_field, "unknown township office code"),
         Some(township) if directory.county(county_code).is_some() && township.county_code != county_code => {
-            violations.add(county_field, "the township office does not belong to this county bureau")
+            violations.add(
+                county_field,
+                "the township office does not belong to this county bureau",
+            )
         }
         Some(_) => {}
     }
@@ -45,22 +48,38 @@ mod tests {
     fn fields(check: impl FnOnce(&mut FieldViolations)) -> Vec<String> {
         let mut violations = FieldViolations::new();
         check(&mut violations);
-        violations.into_result().err().map(|status| crate::error::violated_fields(&status)).unwrap_or_default()
+        violations
+            .into_result()
+            .err()
+            .map(|status| crate::error::violated_fields(&status))
+            .unwrap_or_default()
     }
 
     #[test]
     fn text_rules() {
         assert!(fields(|v| assert_eq!(check_text(v, "name", "  张三 ", 64), "张三")).is_empty());
         assert_eq!(fields(|v| drop(check_text(v, "name", "   ", 64))), ["name"]);
-        assert_eq!(fields(|v| drop(check_text(v, "name", &"长".repeat(65), 64))), ["name"]);
+        assert_eq!(
+            fields(|v| drop(check_text(v, "name", &"长".repeat(65), 64))),
+            ["name"]
+        );
         assert_eq!(fields(|v| drop(check_text(v, "name", "a\u{0}b", 64))), ["name"]);
     }
 
     #[test]
     fn jurisdiction_rules() {
         assert!(fields(|v| check_jurisdiction(v, "t", "620702001", "c", "620702")).is_empty());
-        assert_eq!(fields(|v| check_jurisdiction(v, "t", "620702999", "c", "620702")), ["t"]);
-        assert_eq!(fields(|v| check_jurisdiction(v, "t", "620702001", "c", "620721")), ["c"]);
-        assert_eq!(fields(|v| check_jurisdiction(v, "t", "620702001", "c", "999999")), ["c"]);
+        assert_eq!(
+            fields(|v| check_jurisdiction(v, "t", "620702999", "c", "620702")),
+            ["t"]
+        );
+        assert_eq!(
+            fields(|v| check_jurisdiction(v, "t", "620702001", "c", "620721")),
+            ["c"]
+        );
+        assert_eq!(
+            fields(|v| check_jurisdiction(v, "t", "620702001", "c", "999999")),
+            ["c"]
+        );
     }
 }

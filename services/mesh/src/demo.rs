@@ -24,8 +24,17 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let secrets = Secrets::random();
     let tap = EventTap::from_now(&infra, REGISTRY_TOPIC).context("is the broker up? run scripts/infra up")?;
     let log_dir = std::env::temp_dir().join("mesh-demo");
-    let registry = ServiceProcess::spawn("registry", &service_env(&infra, &secrets, DEMO_DATABASE), &log_dir).await?;
-    println!("registry up at {} (log: {})", registry.endpoint(), registry.log_path.display());
+    let registry = ServiceProcess::spawn(
+        "registry",
+        &service_env(&infra, &secrets, DEMO_DATABASE),
+        &log_dir,
+    )
+    .await?;
+    println!(
+        "registry up at {} (log: {})",
+        registry.endpoint(),
+        registry.log_path.display()
+    );
     let mut client = RegistryServiceClient::new(registry.channel().await?);
 
     // Officers of 甘州区 东街街道 (620702001) and 民乐县 洪水镇 (620722001).
@@ -35,18 +44,57 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let bureau = secrets.token(&county_bureau("bureau-ganzhou", "620702"));
 
     println!("\n-- registering supervisees --");
-    let zhang = register(&mut client, &ganzhou, "张伟", "620702", 1, pb::SupervisionLevel::Strict, "620702001").await?;
-    let li = register(&mut client, &ganzhou, "李娜", "620702", 2, pb::SupervisionLevel::Normal, "620702001").await?;
-    let wang = register(&mut client, &minle, "王强", "620722", 3, pb::SupervisionLevel::Lenient, "620722001").await?;
+    let zhang = register(
+        &mut client,
+        &ganzhou,
+        "张伟",
+        "620702",
+        1,
+        pb::SupervisionLevel::Strict,
+        "620702001",
+    )
+    .await?;
+    let li = register(
+        &mut client,
+        &ganzhou,
+        "李娜",
+        "620702",
+        2,
+        pb::SupervisionLevel::Normal,
+        "620702001",
+    )
+    .await?;
+    let wang = register(
+        &mut client,
+        &minle,
+        "王强",
+        "620722",
+        3,
+        pb::SupervisionLevel::Lenient,
+        "620722001",
+    )
+    .await?;
 
     println!("\n-- requests the registry refuses --");
     let mut bad = registration("赵敏", "620702", 4, pb::SupervisionLevel::Normal, "620702001");
-    bad.national_id.replace_range(17..18, if bad.national_id.ends_with('0') { "1" } else { "0" });
-    show_refusal("wrong ID check digit", client.register_supervisee(authorized(bad, &ganzhou)).await);
+    bad.national_id
+        .replace_range(17..18, if bad.national_id.ends_with('0') { "1" } else { "0" });
+    show_refusal(
+        "wrong ID check digit",
+        client.register_supervisee(authorized(bad, &ganzhou)).await,
+    );
     let duplicate = registration("张伟", "620702", 1, pb::SupervisionLevel::Strict, "620702001");
-    show_refusal("same person registered twice", client.register_supervisee(authorized(duplicate, &ganzhou)).await);
-    let get = pb::GetSuperviseeRequest { supervisee_id: zhang.clone() };
-    show_refusal("officer of another township reads", client.get_supervisee(authorized(get, &other_township)).await);
+    show_refusal(
+        "same person registered twice",
+        client.register_supervisee(authorized(duplicate, &ganzhou)).await,
+    );
+    let get = pb::GetSuperviseeRequest {
+        supervisee_id: zhang.clone(),
+    };
+    show_refusal(
+        "officer of another township reads",
+        client.get_supervisee(authorized(get, &other_township)).await,
+    );
 
     println!("\n-- changes --");
     client
@@ -87,14 +135,27 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     println!("王强 transferred 洪水镇 → 六坝镇");
     let listed = client
         .list_supervisees(authorized(
-            pb::ListSuperviseesRequest { township_code: "620702001".into(), status: 0, page: None },
+            pb::ListSuperviseesRequest {
+                township_code: "620702001".into(),
+                status: 0,
+                page: None,
+            },
             &bureau,
         ))
         .await?
         .into_inner();
-    println!("county bureau lists 东街街道: {} supervisees", listed.supervisees.len());
+    println!(
+        "county bureau lists 东街街道: {} supervisees",
+        listed.supervisees.len()
+    );
     for s in &listed.supervisees {
-        println!("  {} {} level={:?} status={:?}", s.name, s.national_id_masked, s.level(), s.status());
+        println!(
+            "  {} {} level={:?} status={:?}",
+            s.name,
+            s.national_id_masked,
+            s.level(),
+            s.status()
+        );
     }
 
     println!("\n-- events on Kafka topic {REGISTRY_TOPIC} --");
@@ -109,10 +170,16 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
             event.header("event_id").unwrap_or("?"),
             event.header("traceparent").unwrap_or("-"),
         );
-        println!("      {}", describe(event.header("event_type").unwrap_or(""), &event.payload));
+        println!(
+            "      {}",
+            describe(event.header("event_type").unwrap_or(""), &event.payload)
+        );
     }
     let status = registry.stop(Duration::from_secs(20)).await?;
-    println!("\nregistry stopped gracefully ({status}); {} events received (expected 6)", events.len());
+    println!(
+        "\nregistry stopped gracefully ({status}); {} events received (expected 6)",
+        events.len()
+    );
     anyhow::ensure!(events.len() == 6, "expected 6 events, got {}", events.len());
     Ok(())
 }
@@ -120,8 +187,12 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
 async fn reset_database(infra: &Infra) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&infra.database_url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")).execute(&mut conn).await?;
-    sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}")).execute(&mut conn).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
 
@@ -146,7 +217,7 @@ fn registration(
         phone: "13800000000".into(),
         address: "张掖市 demo address".into(),
         reported_at: None,
-        needs_employment: sequence % 2 == 0,
+        needs_employment: sequence.is_multiple_of(2),
     }
 }
 
@@ -160,7 +231,10 @@ async fn register(
     township: &str,
 ) -> anyhow::Result<String> {
     let response = client
-        .register_supervisee(authorized(registration(name, area, sequence, level, township), token))
+        .register_supervisee(authorized(
+            registration(name, area, sequence, level, township),
+            token,
+        ))
         .await?
         .into_inner();
     let supervisee = response.supervisee.context("response without supervisee")?;
@@ -185,21 +259,44 @@ fn show_refusal<T>(what: &str, result: Result<tonic::Response<T>, tonic::Status>
 fn describe(event_type: &str, payload: &[u8]) -> String {
     let snapshot = |s: Option<pb::SuperviseeSnapshot>| {
         s.map(|s| {
-            let township = s.jurisdiction.as_ref().map(|j| j.township_code.clone()).unwrap_or_default();
-            format!("{} level={:?} status={:?} township={township}", s.name, s.level(), s.status())
+            let township = s
+                .jurisdiction
+                .as_ref()
+                .map(|j| j.township_code.clone())
+                .unwrap_or_default();
+            format!(
+                "{} level={:?} status={:?} township={township}",
+                s.name,
+                s.level(),
+                s.status()
+            )
         })
         .unwrap_or_default()
     };
     match event_type {
         "supervisee.registered" => pb::SuperviseeRegistered::decode(payload).map(|e| snapshot(e.supervisee)),
-        "supervisee.level_changed" => pb::SuperviseeLevelChanged::decode(payload)
-            .map(|e| format!("{} (was {:?})", snapshot(e.supervisee.clone()), e.previous_level())),
+        "supervisee.level_changed" => pb::SuperviseeLevelChanged::decode(payload).map(|e| {
+            format!(
+                "{} (was {:?})",
+                snapshot(e.supervisee.clone()),
+                e.previous_level()
+            )
+        }),
         "supervisee.transferred" => pb::SuperviseeTransferred::decode(payload).map(|e| {
-            let from = e.previous_jurisdiction.as_ref().map(|j| j.township_code.clone()).unwrap_or_default();
+            let from = e
+                .previous_jurisdiction
+                .as_ref()
+                .map(|j| j.township_code.clone())
+                .unwrap_or_default();
             format!("{} (from {from})", snapshot(e.supervisee))
         }),
-        "supervisee.status_changed" => pb::SuperviseeStatusChanged::decode(payload)
-            .map(|e| format!("{} (was {:?})", snapshot(e.supervisee.clone()), e.previous_status())),
+        "supervisee.status_changed" => pb::SuperviseeStatusChanged::decode(payload).map(|e| {
+            format!(
+                "{} (was {:?})",
+                snapshot(e.supervisee.clone()),
+                e.previous_status()
+            )
+        }),
         other => return format!("(unknown event type {other})"),
     }
     .unwrap_or_else(|error| format!("(undecodable: {error})"))

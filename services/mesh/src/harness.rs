@@ -53,6 +53,13 @@ impl Infra {
         format!("{}/{database}", self.database_url_base.trim_end_matches('/'))
     }
 
+    /// Creates a new, uniquely named database (one per test).
+    pub async fn fresh_database(&self, prefix: &str) -> anyhow::Result<String> {
+        let name = format!("test_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        self.ensure_database(&name).await?;
+        Ok(name)
+    }
+
     /// Creates `database` unless it exists.
     pub async fn ensure_database(&self, database: &str) -> anyhow::Result<()> {
         use sqlx::Connection;
@@ -75,8 +82,9 @@ impl Infra {
     /// Creates a topic; an existing topic is fine. (Never delete topics: Tansu 0.6 deletes
     /// them all.)
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()?;
         let results = admin
             .create_topics(
                 &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -118,14 +126,21 @@ impl Secrets {
     /// A token for `caller`, valid for a day.
     pub fn token(&self, caller: &Caller) -> String {
         let now = Utc::now();
-        self.token_keys().mint(caller, now, now + chrono::Duration::hours(24))
+        self.token_keys()
+            .mint(caller, now, now + chrono::Duration::hours(24))
     }
 }
 
 /// Callers for demos and tests.
 pub fn officer(subject: &str, township: &str) -> Caller {
     let county = township.get(..6).map(str::to_owned);
-    Caller { subject: subject.to_owned(), role: Role::Officer, township: Some(township.to_owned()), county, prison: None }
+    Caller {
+        subject: subject.to_owned(),
+        role: Role::Officer,
+        township: Some(township.to_owned()),
+        county,
+        prison: None,
+    }
 }
 
 pub fn county_bureau(subject: &str, county: &str) -> Caller {
@@ -192,7 +207,12 @@ impl ServiceProcess {
         let log_path = log_dir.join(format!("{binary}-{}.log", uuid::Uuid::new_v4().simple()));
         let mut child = Command::new(&path)
             .envs(env)
-            .env("MESH_GRPC_ADDR", env.get("MESH_GRPC_ADDR").map(String::as_str).unwrap_or("127.0.0.1:0"))
+            .env(
+                "MESH_GRPC_ADDR",
+                env.get("MESH_GRPC_ADDR")
+                    .map(String::as_str)
+                    .unwrap_or("127.0.0.1:0"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -238,7 +258,13 @@ impl ServiceProcess {
         .map_err(|_| anyhow::anyhow!("no listening address logged within 60 s"))
         .and_then(|inner| inner)
         .with_context(|| format!("{binary} did not start; log: {}", log_path.display()))?;
-        let process = Self { name: binary.to_owned(), child, addr, log_path, log_lines };
+        let process = Self {
+            name: binary.to_owned(),
+            child,
+            addr,
+            log_path,
+            log_lines,
+        };
         process.wait_serving().await?;
         Ok(process)
     }
@@ -252,10 +278,16 @@ impl ServiceProcess {
     }
 
     async fn wait_serving(&self) -> anyhow::Result<()> {
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
         let mut client = HealthClient::new(self.channel().await?);
         for _ in 0..100 {
-            if let Ok(response) = client.check(HealthCheckRequest { service: String::new() }).await
+            if let Ok(response) = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
                 && response.get_ref().status == ServingStatus::Serving as i32
             {
                 return Ok(());
@@ -267,13 +299,19 @@ impl ServiceProcess {
 
     /// Everything the process wrote so far (stdout and stderr).
     pub fn log_text(&self) -> String {
-        self.log_lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+        self.log_lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
     }
 
     /// SIGTERM, then wait for a graceful exit (SIGKILL after `timeout`).
     pub async fn stop(mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => Ok(status?),
@@ -367,9 +405,17 @@ impl EventTap {
 
     /// The next event, or `None` if nothing arrives within `timeout`.
     pub async fn next(&self, timeout: Duration) -> anyhow::Result<Option<ReceivedEvent>> {
-        let message = match tokio::time::timeout(timeout, self.consumer.recv()).await {
-            Err(_) => return Ok(None),
-            Ok(message) => message?,
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Connection errors (a broker still starting) are transient: keep waiting.
+        let message = loop {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(message)) => break message,
+                Ok(Err(error)) => {
+                    eprintln!("event tap: {error}; still waiting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
         };
         let mut headers = HashMap::new();
         if let Some(list) = message.headers() {
@@ -408,9 +454,97 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
         ("MESH_DATABASE_URL".to_owned(), infra.database_url(database)),
         ("MESH_KAFKA_BROKERS".to_owned(), infra.brokers.clone()),
         ("MESH_JWT_SECRET".to_owned(), secrets.jwt_secret.clone()),
-        ("MESH_FIELD_ENCRYPTION_KEY".to_owned(), secrets.field_encryption_key.clone()),
+        (
+            "MESH_FIELD_ENCRYPTION_KEY".to_owned(),
+            secrets.field_encryption_key.clone(),
+        ),
         ("MESH_BLIND_INDEX_KEY".to_owned(), secrets.blind_index_key.clone()),
         ("MESH_OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
-        ("RUST_LOG".to_owned(), std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned())),
+        // Tansu cannot take idempotent producers across a broker restart (see kit::kafka).
+        ("MESH_KAFKA_IDEMPOTENT_PRODUCER".to_owned(), "false".to_owned()),
+        (
+            "RUST_LOG".to_owned(),
+            std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),
+        ),
     ])
+}
+
+/// A private Tansu broker (for tests that stop and restart the broker without disturbing
+/// the shared one). Its SQLite storage lives in `dir`, so a restart keeps every record.
+pub struct TansuProcess {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl TansuProcess {
+    /// Starts a broker on a free loopback port.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        // The broker is another program, so the port must be chosen before it binds; the
+        // window between releasing it here and Tansu binding it is tiny on loopback.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::create_dir_all(dir)?;
+        // Tansu reads `.env` from its working directory and its parents; pin an empty one.
+        std::fs::write(dir.join(".env"), "")?;
+        let mut broker = Self {
+            dir: dir.to_owned(),
+            port,
+            child: None,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn binary() -> PathBuf {
+        let home_bin = std::env::var("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/tansu"));
+        match home_bin {
+            Ok(path) if path.is_file() => path,
+            _ => PathBuf::from("tansu"),
+        }
+    }
+
+    /// (Re)starts the broker on the same port and storage; waits until it accepts connections.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("tansu.log"))?;
+        let child = Command::new(Self::binary())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--kafka-cluster-id=test",
+                "--storage-engine=sqlite://tansu.db",
+                &format!("--kafka-listener-url={url}"),
+                &format!("--kafka-advertised-listener-url={url}"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tansu (run scripts/infra up to install it)")?;
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("tansu did not listen on port {} within 10 s", self.port)
+    }
+
+    /// Kills the broker abruptly (SIGKILL), as a crash or outage would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
 }

@@ -5,7 +5,10 @@ use mesh_kit::auth::{Caller, Role, TokenKeys};
 use secrecy::SecretString;
 
 #[derive(Parser)]
-#[command(name = "mesh", about = "Community-corrections monitoring mesh: operator commands")]
+#[command(
+    name = "mesh",
+    about = "Community-corrections monitoring mesh: operator commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,12 +43,29 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo => mesh::demo::run(mesh::harness::Infra::from_env()).await,
-        Command::Token { secret, role, subject, township, county, prison, hours } => {
+        Command::Token {
+            secret,
+            role,
+            subject,
+            township,
+            county,
+            prison,
+            hours,
+        } => {
             let keys = TokenKeys::new(&SecretString::from(secret));
             let county = county.or_else(|| township.as_ref().and_then(|t| t.get(..6)).map(str::to_owned));
-            let caller = Caller { subject, role, township, county, prison };
+            let caller = Caller {
+                subject,
+                role,
+                township,
+                county,
+                prison,
+            };
             let now = chrono::Utc::now();
-            println!("{}", keys.mint(&caller, now, now + chrono::Duration::hours(hours)));
+            println!(
+                "{}",
+                keys.mint(&caller, now, now + chrono::Duration::hours(hours))
+            );
             Ok(())
         }
     }

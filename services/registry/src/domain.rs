@@ -143,7 +143,10 @@ pub fn validate_registration(
     };
     let category = Category::from_proto(request.category);
     if category.is_none() {
-        violations.add("category", "must be one of the four community-corrections categories");
+        violations.add(
+            "category",
+            "must be one of the four community-corrections categories",
+        );
     }
     let term_start = request.term_start.as_ref().and_then(from_date);
     let term_end = request.term_end.as_ref().and_then(from_date);
@@ -163,7 +166,12 @@ pub fn validate_registration(
         "county_code",
         &request.county_code,
     );
-    let officer_id = check_text(&mut violations, "officer_id", &request.officer_id, MAX_OFFICER_ID_CHARS);
+    let officer_id = check_text(
+        &mut violations,
+        "officer_id",
+        &request.officer_id,
+        MAX_OFFICER_ID_CHARS,
+    );
     let phone = check_phone(&mut violations, &request.phone);
     let address = check_text(&mut violations, "address", &request.address, MAX_ADDRESS_CHARS);
     let reported_at = match &request.reported_at {
@@ -178,21 +186,23 @@ pub fn validate_registration(
     };
     violations.into_result()?;
     match (national_id, category, term_start, term_end, level) {
-        (Some(national_id), Some(category), Some(term_start), Some(term_end), Some(level)) => Ok(Registration {
-            name,
-            national_id,
-            category,
-            term_start,
-            term_end,
-            level,
-            township_code: request.township_code.clone(),
-            county_code: request.county_code.clone(),
-            officer_id,
-            phone,
-            address,
-            reported_at,
-            needs_employment: request.needs_employment,
-        }),
+        (Some(national_id), Some(category), Some(term_start), Some(term_end), Some(level)) => {
+            Ok(Registration {
+                name,
+                national_id,
+                category,
+                term_start,
+                term_end,
+                level,
+                township_code: request.township_code.clone(),
+                county_code: request.county_code.clone(),
+                officer_id,
+                phone,
+                address,
+                reported_at,
+                needs_employment: request.needs_employment,
+            })
+        }
         _ => Err(tonic::Status::internal("validation inconsistency")),
     }
 }

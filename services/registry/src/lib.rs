@@ -52,10 +52,15 @@ impl Settings {
         }
         reader.finish()?;
         match (common, field_encryption_key, blind_index_key) {
-            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => {
-                Ok(Self { common, field_encryption_key, blind_index_key, topic })
-            }
-            _ => Err(ConfigError { problems: vec!["incomplete configuration".into()] }),
+            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => Ok(Self {
+                common,
+                field_encryption_key,
+                blind_index_key,
+                topic,
+            }),
+            _ => Err(ConfigError {
+                problems: vec!["incomplete configuration".into()],
+            }),
         }
     }
 }
@@ -76,17 +81,26 @@ impl Application {
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
-        let crypto = Arc::new(FieldCrypto::new(&settings.field_encryption_key, settings.blind_index_key));
+        let crypto = Arc::new(FieldCrypto::new(
+            &settings.field_encryption_key,
+            settings.blind_index_key,
+        ));
         let signal = OutboxSignal::default();
         let relay = Relay::new(
             pool.clone(),
-            RelayConfig::new(&settings.common.kafka_brokers, "registry", settings.common.outbox_poll_interval),
+            RelayConfig::from_settings(&settings.common, "registry"),
             signal.clone(),
         )?;
         let registry = service::Registry::new(pool.clone(), crypto, clock, signal, settings.topic);
         let listener = TcpListener::bind(settings.common.grpc_addr).await?;
         let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self { listener, pool, registry, keys, relay })
+        Ok(Self {
+            listener,
+            pool,
+            registry,
+            keys,
+            relay,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -32,7 +32,13 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
 
 /// Roles that manage supervisees (prisons do not).
-const MANAGERS: &[Role] = &[Role::Officer, Role::TownshipOffice, Role::CountyBureau, Role::Admin, Role::System];
+const MANAGERS: &[Role] = &[
+    Role::Officer,
+    Role::TownshipOffice,
+    Role::CountyBureau,
+    Role::Admin,
+    Role::System,
+];
 
 /// The registry service's state.
 #[derive(Clone)]
@@ -84,7 +90,10 @@ impl Row {
     }
 
     fn jurisdiction(&self) -> common::Jurisdiction {
-        common::Jurisdiction { township_code: self.township_code.clone(), county_code: self.county_code.clone() }
+        common::Jurisdiction {
+            township_code: self.township_code.clone(),
+            county_code: self.county_code.clone(),
+        }
     }
 
     /// What events say about the supervisee (no national ID, phone or address).
@@ -114,11 +123,20 @@ impl Registry {
         outbox_signal: OutboxSignal,
         topic: String,
     ) -> Self {
-        Self { pool, crypto, clock, outbox_signal, topic }
+        Self {
+            pool,
+            crypto,
+            clock,
+            outbox_signal,
+            topic,
+        }
     }
 
     fn to_proto(&self, row: &Row) -> Result<pb::Supervisee, Status> {
-        let national_id = self.crypto.open(&row.national_id_sealed, NATIONAL_ID).map_err(error::internal)?;
+        let national_id = self
+            .crypto
+            .open(&row.national_id_sealed, NATIONAL_ID)
+            .map_err(error::internal)?;
         let masked = mesh_kit::national_id::NationalId::parse(&national_id, NaiveDate::MAX)
             .map(|id| id.masked())
             .unwrap_or_else(|_| "******************".to_owned());
@@ -132,8 +150,14 @@ impl Registry {
             level: row.level()?.to_proto() as i32,
             jurisdiction: Some(row.jurisdiction()),
             officer_id: row.officer_id.clone(),
-            phone: self.crypto.open(&row.phone_sealed, PHONE).map_err(error::internal)?,
-            address: self.crypto.open(&row.address_sealed, ADDRESS).map_err(error::internal)?,
+            phone: self
+                .crypto
+                .open(&row.phone_sealed, PHONE)
+                .map_err(error::internal)?,
+            address: self
+                .crypto
+                .open(&row.address_sealed, ADDRESS)
+                .map_err(error::internal)?,
             status: row.status()?.to_proto() as i32,
             registered_at: Some(to_timestamp(row.registered_at)),
             updated_at: Some(to_timestamp(row.updated_at)),
@@ -144,12 +168,19 @@ impl Registry {
 
     /// Loads a supervisee for update (row lock held until the transaction ends) and checks
     /// the caller may act on it.
-    async fn load_for_update(&self, conn: &mut PgConnection, caller: &Caller, id: Uuid) -> Result<Row, Status> {
-        let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM supervisees WHERE id = $1 FOR UPDATE"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(error::database)?;
+    async fn load_for_update(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<Row, Status> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM supervisees WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(error::database)?;
         let row = row.ok_or_else(|| Status::not_found("no such supervisee"))?;
         caller.ensure_access(&row.township_code, &row.county_code)?;
         Ok(row)
@@ -183,7 +214,13 @@ impl Registry {
         self.to_proto(row)
     }
 
-    async fn update_row(&self, conn: &mut PgConnection, id: Uuid, set: &str, now: DateTime<Utc>) -> Result<Row, Status> {
+    async fn update_row(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        set: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Row, Status> {
         // `set` is one of the fixed assignments below, never caller input.
         sqlx::query_as(&format!(
             "UPDATE supervisees SET {set}, updated_at = $2, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}"
@@ -217,7 +254,10 @@ async fn audit(
 }
 
 fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
-    value.trim().parse().map_err(|_| invalid_field(field, "must be a UUID"))
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid_field(field, "must be a UUID"))
 }
 
 fn reason(field: &str, value: &str) -> Result<String, Status> {
@@ -278,7 +318,9 @@ impl pb::registry_service_server::RegistryService for Registry {
         let row = match inserted {
             Ok(row) => row,
             Err(e) if error::is_unique_violation(&e) => {
-                return Err(Status::already_exists("this person already has an open supervision"));
+                return Err(Status::already_exists(
+                    "this person already has an open supervision",
+                ));
             }
             Err(e) => return Err(error::database(e)),
         };
@@ -288,10 +330,20 @@ impl pb::registry_service_server::RegistryService for Registry {
             handover_id: String::new(),
         };
         let detail = serde_json::json!({ "township_code": row.township_code, "status": row.status });
-        let supervisee =
-            self.finish_change(tx, &caller, "supervisee.registered", &row, event.encode_to_vec(), detail).await?;
+        let supervisee = self
+            .finish_change(
+                tx,
+                &caller,
+                "supervisee.registered",
+                &row,
+                event.encode_to_vec(),
+                detail,
+            )
+            .await?;
         tracing::info!(township = %row.township_code, "supervisee registered");
-        Ok(Response::new(pb::RegisterSuperviseeResponse { supervisee: Some(supervisee) }))
+        Ok(Response::new(pb::RegisterSuperviseeResponse {
+            supervisee: Some(supervisee),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -310,9 +362,18 @@ impl pb::registry_service_server::RegistryService for Registry {
             .map_err(error::database)?;
         let row = row.ok_or_else(|| Status::not_found("no such supervisee"))?;
         caller.ensure_access(&row.township_code, &row.county_code)?;
-        audit(&mut tx, &caller, "supervisee.get", Some(id), serde_json::json!({})).await?;
+        audit(
+            &mut tx,
+            &caller,
+            "supervisee.get",
+            Some(id),
+            serde_json::json!({}),
+        )
+        .await?;
         tx.commit().await.map_err(error::database)?;
-        Ok(Response::new(pb::GetSuperviseeResponse { supervisee: Some(self.to_proto(&row)?) }))
+        Ok(Response::new(pb::GetSuperviseeResponse {
+            supervisee: Some(self.to_proto(&row)?),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -325,7 +386,11 @@ impl pb::registry_service_server::RegistryService for Registry {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let township = mesh_kit::jurisdiction::Directory::get().township(&request.township_code);
-        violations.require(township.is_some(), "township_code", "unknown township office code");
+        violations.require(
+            township.is_some(),
+            "township_code",
+            "unknown township office code",
+        );
         let status_filter = match request.status {
             0 => None,
             value => {
@@ -345,14 +410,23 @@ impl pb::registry_service_server::RegistryService for Registry {
                     .decode(token)
                     .ok()
                     .and_then(|bytes| Uuid::from_slice(&bytes).ok());
-                violations.require(decoded.is_some(), "page.page_token", "not a token from a previous page");
+                violations.require(
+                    decoded.is_some(),
+                    "page.page_token",
+                    "not a token from a previous page",
+                );
                 decoded
             }
         };
         violations.into_result()?;
-        let township = township.ok_or_else(|| invalid_field("township_code", "unknown township office code"))?;
+        let township =
+            township.ok_or_else(|| invalid_field("township_code", "unknown township office code"))?;
         caller.ensure_access(&township.code, &township.county_code)?;
-        let page_size = if page.page_size == 0 { DEFAULT_PAGE_SIZE } else { page.page_size };
+        let page_size = if page.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            page.page_size
+        };
 
         let mut tx = self.pool.begin().await.map_err(error::database)?;
         // One row more than asked tells whether another page exists.
@@ -377,7 +451,10 @@ impl pb::registry_service_server::RegistryService for Registry {
         let detail = serde_json::json!({ "township_code": township.code, "returned": rows.len() });
         audit(&mut tx, &caller, "supervisee.list", None, detail).await?;
         tx.commit().await.map_err(error::database)?;
-        let supervisees = rows.iter().map(|row| self.to_proto(row)).collect::<Result<_, _>>()?;
+        let supervisees = rows
+            .iter()
+            .map(|row| self.to_proto(row))
+            .collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListSuperviseesResponse {
             supervisees,
             page: Some(common::PageResponse { next_page_token }),
@@ -404,7 +481,9 @@ impl pb::registry_service_server::RegistryService for Registry {
         let previous = current.level()?;
         if previous == level {
             // A retried request changes nothing and emits nothing.
-            return Ok(Response::new(pb::ChangeLevelResponse { supervisee: Some(self.to_proto(&current)?) }));
+            return Ok(Response::new(pb::ChangeLevelResponse {
+                supervisee: Some(self.to_proto(&current)?),
+            }));
         }
         let now = self.clock.now();
         let set = match level {
@@ -420,9 +499,19 @@ impl pb::registry_service_server::RegistryService for Registry {
             actor: Some(caller.actor()),
         };
         let detail = serde_json::json!({ "from": previous.as_str(), "to": level.as_str(), "reason": reason });
-        let supervisee =
-            self.finish_change(tx, &caller, "supervisee.level_changed", &row, event.encode_to_vec(), detail).await?;
-        Ok(Response::new(pb::ChangeLevelResponse { supervisee: Some(supervisee) }))
+        let supervisee = self
+            .finish_change(
+                tx,
+                &caller,
+                "supervisee.level_changed",
+                &row,
+                event.encode_to_vec(),
+                detail,
+            )
+            .await?;
+        Ok(Response::new(pb::ChangeLevelResponse {
+            supervisee: Some(supervisee),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -444,9 +533,17 @@ impl pb::registry_service_server::RegistryService for Registry {
         );
         let officer = request.to_officer_id.trim().to_owned();
         if officer.chars().count() > domain::MAX_OFFICER_ID_CHARS {
-            violations.add("to_officer_id", format!("must be at most {} characters", domain::MAX_OFFICER_ID_CHARS));
+            violations.add(
+                "to_officer_id",
+                format!("must be at most {} characters", domain::MAX_OFFICER_ID_CHARS),
+            );
         }
-        let reason = check_text(&mut violations, "reason", &request.reason, domain::MAX_REASON_CHARS);
+        let reason = check_text(
+            &mut violations,
+            "reason",
+            &request.reason,
+            domain::MAX_REASON_CHARS,
+        );
         violations.into_result()?;
 
         let mut tx = self.pool.begin().await.map_err(error::database)?;
@@ -480,9 +577,19 @@ impl pb::registry_service_server::RegistryService for Registry {
         let detail = serde_json::json!({
             "from": current.township_code, "to": row.township_code, "reason": reason,
         });
-        let supervisee =
-            self.finish_change(tx, &caller, "supervisee.transferred", &row, event.encode_to_vec(), detail).await?;
-        Ok(Response::new(pb::TransferSuperviseeResponse { supervisee: Some(supervisee) }))
+        let supervisee = self
+            .finish_change(
+                tx,
+                &caller,
+                "supervisee.transferred",
+                &row,
+                event.encode_to_vec(),
+                detail,
+            )
+            .await?;
+        Ok(Response::new(pb::TransferSuperviseeResponse {
+            supervisee: Some(supervisee),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -497,13 +604,24 @@ impl pb::registry_service_server::RegistryService for Registry {
         let mut violations = FieldViolations::new();
         let next = SupervisionStatus::from_proto(request.status);
         violations.require(next.is_some(), "status", "must be a known status");
-        let reason = check_text(&mut violations, "reason", &request.reason, domain::MAX_REASON_CHARS);
+        let reason = check_text(
+            &mut violations,
+            "reason",
+            &request.reason,
+            domain::MAX_REASON_CHARS,
+        );
         let now = self.clock.now();
         let effective_at = match &request.effective_at {
             None => Some(now),
-            Some(timestamp) => from_timestamp(timestamp).filter(|time| *time <= now + chrono::Duration::minutes(5)),
+            Some(timestamp) => {
+                from_timestamp(timestamp).filter(|time| *time <= now + chrono::Duration::minutes(5))
+            }
         };
-        violations.require(effective_at.is_some(), "effective_at", "must be a valid time, not in the future");
+        violations.require(
+            effective_at.is_some(),
+            "effective_at",
+            "must be a valid time, not in the future",
+        );
         violations.into_result()?;
         let (Some(next), Some(effective_at)) = (next, effective_at) else {
             return Err(error::internal("validation inconsistency"));
@@ -537,8 +655,18 @@ impl pb::registry_service_server::RegistryService for Registry {
             actor: Some(caller.actor()),
         };
         let detail = serde_json::json!({ "from": previous.as_str(), "to": next.as_str(), "reason": reason });
-        let supervisee =
-            self.finish_change(tx, &caller, "supervisee.status_changed", &row, event.encode_to_vec(), detail).await?;
-        Ok(Response::new(pb::ChangeStatusResponse { supervisee: Some(supervisee) }))
+        let supervisee = self
+            .finish_change(
+                tx,
+                &caller,
+                "supervisee.status_changed",
+                &row,
+                event.encode_to_vec(),
+                detail,
+            )
+            .await?;
+        Ok(Response::new(pb::ChangeStatusResponse {
+            supervisee: Some(supervisee),
+        }))
     }
 }

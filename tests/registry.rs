@@ -1,0 +1,603 @@
+//! The registry end to end: the real binary against real PostgreSQL and Tansu.
+
+use std::time::Duration;
+
+use mesh_e2e::{RegistryFixture, authorized, county_bureau, home_officer, officer, prison, registration};
+use mesh_kit::error::violated_fields;
+use mesh_proto::registry as pb;
+use prost::Message;
+use tonic::Code;
+
+async fn count_supervisees(fixture: &RegistryFixture) -> i64 {
+    let pool = fixture.pool().await.expect("pool");
+    sqlx::query_scalar("SELECT count(*) FROM supervisees")
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn registered_event_reaches_kafka_and_decodes() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let token = fixture.token(&home_officer());
+    let response = fixture
+        .client
+        .register_supervisee(authorized(registration(1), &token))
+        .await
+        .expect("registered")
+        .into_inner();
+    let supervisee = response.supervisee.expect("supervisee");
+    assert_eq!(supervisee.status(), pb::SuperviseeStatus::PendingReportIn);
+    assert_eq!(supervisee.national_id_masked.len(), 18);
+    assert!(supervisee.national_id_masked.contains("********"));
+
+    let tap = fixture.tap().expect("tap");
+    let event = tap
+        .next(Duration::from_secs(30))
+        .await
+        .expect("kafka")
+        .expect("an event arrives");
+    assert_eq!(event.header("event_type"), Some("supervisee.registered"));
+    assert_eq!(event.header("producer"), Some("registry"));
+    assert_eq!(event.key.as_deref(), Some(supervisee.supervisee_id.as_str()));
+    let event_id: uuid::Uuid = event.header("event_id").expect("event_id").parse().expect("uuid");
+    assert_eq!(event_id.get_version_num(), 7);
+    assert!(event.header("occurred_at").is_some());
+    assert!(event.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    let decoded = pb::SuperviseeRegistered::decode(event.payload.as_slice()).expect("decodes");
+    let snapshot = decoded.supervisee.expect("snapshot");
+    assert_eq!(snapshot.supervisee_id, supervisee.supervisee_id);
+    assert_eq!(snapshot.name, "测试人员1");
+    assert_eq!(snapshot.level(), pb::SupervisionLevel::Normal);
+    assert_eq!(
+        snapshot.jurisdiction.expect("jurisdiction").township_code,
+        "620702001"
+    );
+    assert_eq!(decoded.actor.expect("actor").subject, "officer-1");
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn second_open_supervision_of_the_same_person_is_refused() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let token = fixture.token(&home_officer());
+    let first = fixture
+        .client
+        .register_supervisee(authorized(registration(2), &token))
+        .await
+        .expect("first registration")
+        .into_inner()
+        .supervisee
+        .expect("supervisee");
+    // Same person, different details and even a different (lower-case) spelling of the ID.
+    let mut again = registration(2);
+    again.name = "另一个名字".into();
+    again.national_id = again.national_id.to_lowercase();
+    let status = fixture
+        .client
+        .register_supervisee(authorized(again.clone(), &token))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(count_supervisees(&fixture).await, 1);
+
+    // Once the first supervision has ended, the person can be registered again.
+    fixture
+        .client
+        .change_status(authorized(
+            pb::ChangeStatusRequest {
+                supervisee_id: first.supervisee_id,
+                status: pb::SuperviseeStatus::Terminated as i32,
+                reason: "term completed".into(),
+                effective_at: None,
+            },
+            &token,
+        ))
+        .await
+        .expect("terminated");
+    fixture
+        .client
+        .register_supervisee(authorized(again, &token))
+        .await
+        .expect("new supervision allowed");
+    assert_eq!(count_supervisees(&fixture).await, 2);
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn bad_inputs_name_the_field_and_store_nothing() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let token = fixture.token(&home_officer());
+    type Mutation = fn(&mut pb::RegisterSuperviseeRequest);
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("name", |r| r.name = "   ".into()),
+        ("name", |r| r.name = "长".repeat(65)),
+        ("national_id", |r| r.national_id.truncate(17)),
+        ("national_id", |r| {
+            let last = if r.national_id.ends_with('0') { "1" } else { "0" };
+            r.national_id.replace_range(17..18, last);
+        }),
+        ("national_id", |r| r.national_id.replace_range(10..14, "1340")),
+        ("national_id", |r| r.national_id = "ABCDEFGHIJKLMNOPQR".into()),
+        ("category", |r| r.category = 0),
+        ("category", |r| r.category = 42),
+        ("term_start", |r| r.term_start = None),
+        ("term_end", |r| {
+            r.term_end = Some(mesh_proto::common::Date {
+                year: 2026,
+                month: 2,
+                day: 30,
+            })
+        }),
+        ("term_end", |r| {
+            r.term_end = Some(mesh_proto::common::Date {
+                year: 2025,
+                month: 1,
+                day: 1,
+            })
+        }),
+        ("level", |r| r.level = 0),
+        ("township_code", |r| r.township_code = "620702999".into()),
+        ("county_code", |r| r.county_code = "620721".into()),
+        ("officer_id", |r| r.officer_id = String::new()),
+        ("phone", |r| r.phone = "call me".into()),
+        ("address", |r| r.address = "\u{7}".into()),
+        ("reported_at", |r| {
+            r.reported_at = Some(prost_types_timestamp(
+                chrono::Utc::now() + chrono::Duration::days(2),
+            ))
+        }),
+    ];
+    for (field, mutate) in cases {
+        let mut request = registration(3);
+        mutate(&mut request);
+        let status = fixture
+            .client
+            .register_supervisee(authorized(request, &token))
+            .await
+            .expect_err(&format!("{field} case must be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(
+            violated_fields(&status),
+            vec![field.to_owned()],
+            "{field}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    // Several bad fields at once are all named.
+    let mut request = registration(3);
+    request.name.clear();
+    request.level = 0;
+    let status = fixture
+        .client
+        .register_supervisee(authorized(request, &token))
+        .await
+        .expect_err("refused");
+    assert_eq!(violated_fields(&status), vec!["name", "level"]);
+
+    assert_eq!(count_supervisees(&fixture).await, 0, "nothing stored");
+    let pool = fixture.pool().await.expect("pool");
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_outbox")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(outbox, 0, "no event emitted");
+    fixture.stop().await.expect("graceful stop");
+}
+
+fn prost_types_timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    mesh_kit::proto_time::to_timestamp(time)
+}
+
+#[tokio::test]
+async fn callers_outside_the_jurisdiction_are_refused() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let home = fixture.token(&home_officer());
+    let neighbour = fixture.token(&officer("officer-9", "620702002"));
+    let other_county = fixture.token(&county_bureau("bureau-minle", "620722"));
+    let own_county = fixture.token(&county_bureau("bureau-ganzhou", "620702"));
+    let a_prison = fixture.token(&prison("prison-1", "zhangye-prison"));
+
+    // Registering into another township is refused and stores nothing.
+    let status = fixture
+        .client
+        .register_supervisee(authorized(registration(4), &neighbour))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(count_supervisees(&fixture).await, 0);
+
+    let id = fixture
+        .client
+        .register_supervisee(authorized(registration(4), &home))
+        .await
+        .expect("registered")
+        .into_inner()
+        .supervisee
+        .expect("supervisee")
+        .supervisee_id;
+    for token in [&neighbour, &other_county, &a_prison] {
+        let get = fixture
+            .client
+            .get_supervisee(authorized(
+                pb::GetSuperviseeRequest {
+                    supervisee_id: id.clone(),
+                },
+                token,
+            ))
+            .await
+            .expect_err("get refused");
+        assert_eq!(get.code(), Code::PermissionDenied);
+        let change = fixture
+            .client
+            .change_level(authorized(
+                pb::ChangeLevelRequest {
+                    supervisee_id: id.clone(),
+                    level: pb::SupervisionLevel::Strict as i32,
+                    reason: "not mine".into(),
+                },
+                token,
+            ))
+            .await
+            .expect_err("change refused");
+        assert_eq!(change.code(), Code::PermissionDenied);
+    }
+    let list = fixture
+        .client
+        .list_supervisees(authorized(
+            pb::ListSuperviseesRequest {
+                township_code: "620702001".into(),
+                status: 0,
+                page: None,
+            },
+            &neighbour,
+        ))
+        .await
+        .expect_err("list refused");
+    assert_eq!(list.code(), Code::PermissionDenied);
+    // The county bureau of the township sees it; no token at all is unauthenticated.
+    fixture
+        .client
+        .get_supervisee(authorized(
+            pb::GetSuperviseeRequest {
+                supervisee_id: id.clone(),
+            },
+            &own_county,
+        ))
+        .await
+        .expect("own county bureau reads");
+    let anonymous = fixture
+        .client
+        .get_supervisee(tonic::Request::new(pb::GetSuperviseeRequest {
+            supervisee_id: id,
+        }))
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let token = fixture.token(&home_officer());
+    let id = fixture
+        .client
+        .register_supervisee(authorized(registration(5), &token))
+        .await
+        .expect("registered")
+        .into_inner()
+        .supervisee
+        .expect("supervisee")
+        .supervisee_id;
+    let change_status = |status: pb::SuperviseeStatus| {
+        authorized(
+            pb::ChangeStatusRequest {
+                supervisee_id: id.clone(),
+                status: status as i32,
+                reason: "test".into(),
+                effective_at: None,
+            },
+            &token,
+        )
+    };
+    let illegal = fixture
+        .client
+        .change_status(change_status(pb::SuperviseeStatus::Suspended))
+        .await
+        .expect_err("pending → suspended is illegal");
+    assert_eq!(illegal.code(), Code::FailedPrecondition);
+    assert!(
+        illegal.message().contains("from pending_report_in to suspended"),
+        "{}",
+        illegal.message()
+    );
+    fixture
+        .client
+        .change_status(change_status(pb::SuperviseeStatus::Active))
+        .await
+        .expect("report in");
+    fixture
+        .client
+        .change_status(change_status(pb::SuperviseeStatus::Absconded))
+        .await
+        .expect("abscond");
+    fixture
+        .client
+        .change_status(change_status(pb::SuperviseeStatus::Active))
+        .await
+        .expect("back");
+    fixture
+        .client
+        .change_level(authorized(
+            pb::ChangeLevelRequest {
+                supervisee_id: id.clone(),
+                level: pb::SupervisionLevel::Strict as i32,
+                reason: "assessment".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("level");
+    let moved = fixture
+        .client
+        .transfer_supervisee(authorized(
+            pb::TransferSuperviseeRequest {
+                supervisee_id: id.clone(),
+                to_township_code: "620702002".into(),
+                to_county_code: "620702".into(),
+                to_officer_id: "officer-2".into(),
+                reason: "moved house".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("transfer")
+        .into_inner()
+        .supervisee
+        .expect("supervisee");
+    assert_eq!(
+        moved.jurisdiction.expect("jurisdiction").township_code,
+        "620702002"
+    );
+    // After the transfer the old township's officer no longer has access.
+    let gone = fixture
+        .client
+        .get_supervisee(authorized(
+            pb::GetSuperviseeRequest {
+                supervisee_id: id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("no longer in the old township");
+    assert_eq!(gone.code(), Code::PermissionDenied);
+
+    let events = fixture
+        .tap()
+        .expect("tap")
+        .collect(6, Duration::from_secs(30))
+        .await
+        .expect("events");
+    let types: Vec<_> = events
+        .iter()
+        .map(|e| e.header("event_type").unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "supervisee.registered",
+            "supervisee.status_changed",
+            "supervisee.status_changed",
+            "supervisee.status_changed",
+            "supervisee.level_changed",
+            "supervisee.transferred"
+        ]
+    );
+    let transferred = pb::SuperviseeTransferred::decode(events[5].payload.as_slice()).expect("decodes");
+    assert_eq!(
+        transferred.previous_jurisdiction.expect("previous").township_code,
+        "620702001"
+    );
+    assert_eq!(transferred.supervisee.expect("snapshot").version, 6);
+
+    // Every read and change left an audit record, and the audit log cannot be rewritten.
+    let pool = fixture.pool().await.expect("pool");
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("audit");
+    assert_eq!(actions.first().map(String::as_str), Some("supervisee.registered"));
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "supervisee.status_changed")
+            .count(),
+        3
+    );
+    assert!(actions.contains(&"supervisee.transferred".to_owned()));
+    assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
+    assert!(
+        sqlx::query("UPDATE audit_log SET action = 'x'")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn listing_pages_are_stable_and_complete() {
+    let mut fixture = RegistryFixture::start().await.expect("registry starts");
+    let token = fixture.token(&home_officer());
+    let mut registered = Vec::new();
+    for n in 10..17 {
+        let s = fixture
+            .client
+            .register_supervisee(authorized(registration(n), &token))
+            .await
+            .expect("registered")
+            .into_inner()
+            .supervisee
+            .expect("supervisee");
+        registered.push(s.supervisee_id);
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = fixture
+            .client
+            .list_supervisees(authorized(
+                pb::ListSuperviseesRequest {
+                    township_code: "620702001".into(),
+                    status: 0,
+                    page: Some(mesh_proto::common::PageRequest {
+                        page_size: 3,
+                        page_token: page_token.clone(),
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.supervisees.len() <= 3);
+        seen.extend(page.supervisees.into_iter().map(|s| s.supervisee_id));
+        page_token = page.page.expect("page info").next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, registered, "every supervisee once, in registration order");
+    let bad = fixture
+        .client
+        .list_supervisees(authorized(
+            pb::ListSuperviseesRequest {
+                township_code: "620702001".into(),
+                status: 0,
+                page: Some(mesh_proto::common::PageRequest {
+                    page_size: 3,
+                    page_token: "garbage!".into(),
+                }),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("bad token");
+    assert_eq!(violated_fields(&bad), vec!["page.page_token"]);
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
+    let infra = mesh::harness::Infra::from_env();
+    let debug_logs = std::collections::HashMap::from([("RUST_LOG".to_owned(), "debug".to_owned())]);
+    let mut fixture = RegistryFixture::start_with(infra, debug_logs)
+        .await
+        .expect("registry starts");
+    let token = fixture.token(&home_officer());
+    let request = registration(7);
+    let national_id = request.national_id.clone();
+    let phone = request.phone.clone();
+    let id = fixture
+        .client
+        .register_supervisee(authorized(request.clone(), &token))
+        .await
+        .expect("registered")
+        .into_inner()
+        .supervisee
+        .expect("supervisee")
+        .supervisee_id;
+    // A duplicate and an invalid variant go through the error paths too.
+    fixture
+        .client
+        .register_supervisee(authorized(request.clone(), &token))
+        .await
+        .expect_err("duplicate");
+    let mut invalid = request;
+    invalid
+        .national_id
+        .replace_range(17..18, if national_id.ends_with('0') { "1" } else { "0" });
+    let invalid_id = invalid.national_id.clone();
+    fixture
+        .client
+        .register_supervisee(authorized(invalid, &token))
+        .await
+        .expect_err("invalid");
+    fixture
+        .client
+        .get_supervisee(authorized(pb::GetSuperviseeRequest { supervisee_id: id }, &token))
+        .await
+        .expect("read back");
+    let events = fixture
+        .tap()
+        .expect("tap")
+        .collect(1, Duration::from_secs(30))
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1);
+
+    // Everything in the database, every row of every table as text (bytea shows as hex).
+    let pool = fixture.pool().await.expect("pool");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+    assert!(tables.contains(&"supervisees".to_owned()));
+    let mut dump = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        dump.push_str(&rows.join("\n"));
+    }
+    let stop = fixture.process.log_text();
+    for secret in [&national_id, &invalid_id, &phone] {
+        let hex_form = hex::encode(secret.as_bytes());
+        assert!(!dump.contains(secret.as_str()), "plain value in the database");
+        assert!(!dump.contains(&hex_form), "plain value inside a bytea column");
+        assert!(!stop.contains(secret.as_str()), "plain value in the logs");
+        for event in &events {
+            assert!(
+                !event
+                    .payload
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes()),
+                "plain value in an event"
+            );
+        }
+    }
+    assert!(stop.contains("supervisee registered"), "the log was captured");
+    fixture.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_64_with_one_message() {
+    let binary = mesh::harness::binary_path("registry").expect("built");
+    let output = tokio::process::Command::new(binary)
+        .env_clear()
+        .env("MESH_GRPC_ADDR", "127.0.0.1:1")
+        .env("MESH_JWT_SECRET", "too-short")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for expected in [
+        "MESH_DATABASE_URL is required",
+        "MESH_KAFKA_BROKERS is required",
+        "MESH_JWT_SECRET must be at least 32 bytes",
+        "MESH_FIELD_ENCRYPTION_KEY is required",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(!stderr.contains("too-short"), "secret echoed: {stderr}");
+}
