@@ -1,11 +1,11 @@
-//! Shared fixtures of the end-to-end tests: a registry process on its own database and
-//! topic, with tokens for callers of different jurisdictions.
+//! Shared fixtures of the end-to-end tests: a [`Mesh`] of real service processes sharing
+//! fresh topics, each on a fresh database, with tokens for callers of any jurisdiction.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use chrono::NaiveDate;
 use mesh::harness::{EventTap, Infra, Secrets, ServiceProcess, service_env};
-use mesh_kit::{auth::Caller, national_id::synthesize, proto_time::to_date};
+use mesh_kit::{auth::Caller, kafka::Topics, national_id::synthesize, proto_time::to_date};
 use mesh_proto::registry::{self as pb, registry_service_client::RegistryServiceClient};
 use tonic::transport::Channel;
 
@@ -16,11 +16,82 @@ pub fn log_dir() -> PathBuf {
     std::env::temp_dir().join("mesh-e2e-logs")
 }
 
-/// A registry process with a fresh database and a fresh topic.
-pub struct RegistryFixture {
+/// Infrastructure, secrets and topics shared by the services of one test.
+pub struct Mesh {
     pub infra: Infra,
     pub secrets: Secrets,
-    pub database: String,
+    pub topics: Topics,
+    databases: HashMap<String, String>,
+}
+
+impl Mesh {
+    /// Fresh topics (and their dead-letter topics) on the shared broker.
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::on(Infra::from_env(), 2).await
+    }
+
+    /// Fresh topics of `partitions` partitions each on `infra`'s broker.
+    pub async fn on(infra: Infra, partitions: i32) -> anyhow::Result<Self> {
+        let topics = Topics::unique("test");
+        for topic in topics.all() {
+            infra.create_topic(topic, partitions).await?;
+            infra
+                .create_topic(&mesh_kit::kafka::dead_letter_topic(topic), 1)
+                .await?;
+        }
+        Ok(Self {
+            infra,
+            secrets: Secrets::random(),
+            topics,
+            databases: HashMap::new(),
+        })
+    }
+
+    /// The database of `service` in this mesh (created on first use).
+    pub async fn database(&mut self, service: &str) -> anyhow::Result<String> {
+        if let Some(name) = self.databases.get(service) {
+            return Ok(name.clone());
+        }
+        let name = self.infra.fresh_database(&service.replace('-', "_")).await?;
+        self.databases.insert(service.to_owned(), name.clone());
+        Ok(name)
+    }
+
+    pub async fn pool(&mut self, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        let database = self.database(service).await?;
+        Ok(sqlx::PgPool::connect(&self.infra.database_url(&database)).await?)
+    }
+
+    /// Starts the `binary` of `service` with the mesh's environment plus `extra_env`. Several
+    /// replicas of one service share its database.
+    pub async fn spawn(
+        &mut self,
+        service: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        let database = self.database(service).await?;
+        let mut env = service_env(&self.infra, &self.secrets, &database);
+        for (key, value) in self.topics.env() {
+            env.insert(key.to_owned(), value.to_owned());
+        }
+        for (key, value) in extra_env {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        ServiceProcess::spawn(service, &env, &log_dir()).await
+    }
+
+    pub fn token(&self, caller: &Caller) -> String {
+        self.secrets.token(caller)
+    }
+
+    pub fn tap(&self, topic: &str) -> anyhow::Result<EventTap> {
+        EventTap::from_beginning(&self.infra, topic)
+    }
+}
+
+/// A registry process in its own mesh.
+pub struct RegistryFixture {
+    pub mesh: Mesh,
     pub topic: String,
     pub process: ServiceProcess,
     pub client: RegistryServiceClient<Channel>,
@@ -28,24 +99,18 @@ pub struct RegistryFixture {
 
 impl RegistryFixture {
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(Infra::from_env(), HashMap::new()).await
+        Self::start_with(Infra::from_env(), &[]).await
     }
 
     /// Starts against `infra` with extra environment variables.
-    pub async fn start_with(infra: Infra, extra_env: HashMap<String, String>) -> anyhow::Result<Self> {
-        let secrets = Secrets::random();
-        let database = infra.fresh_database("registry").await?;
-        let topic = format!("test.registry.{}", uuid::Uuid::new_v4().simple());
-        infra.create_topic(&topic, 1).await?;
-        let mut env = service_env(&infra, &secrets, &database);
-        env.insert("MESH_REGISTRY_TOPIC".into(), topic.clone());
-        env.extend(extra_env);
-        let process = ServiceProcess::spawn("registry", &env, &log_dir()).await?;
+    pub async fn start_with(infra: Infra, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        // One partition: the registry tests check the total order of events.
+        let mut mesh = Mesh::on(infra, 1).await?;
+        let process = mesh.spawn("registry", extra_env).await?;
         let client = RegistryServiceClient::new(process.channel().await?);
+        let topic = mesh.topics.registry.clone();
         Ok(Self {
-            infra,
-            secrets,
-            database,
+            mesh,
             topic,
             process,
             client,
@@ -53,15 +118,15 @@ impl RegistryFixture {
     }
 
     pub fn token(&self, caller: &Caller) -> String {
-        self.secrets.token(caller)
+        self.mesh.token(caller)
     }
 
     pub fn tap(&self) -> anyhow::Result<EventTap> {
-        EventTap::from_beginning(&self.infra, &self.topic)
+        self.mesh.tap(&self.topic)
     }
 
-    pub async fn pool(&self) -> anyhow::Result<sqlx::PgPool> {
-        Ok(sqlx::PgPool::connect(&self.infra.database_url(&self.database)).await?)
+    pub async fn pool(&mut self) -> anyhow::Result<sqlx::PgPool> {
+        self.mesh.pool("registry").await
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! A broker outage delays events but loses none: with the broker down, registrations still
 //! succeed; once it is back, every event arrives exactly once, in outbox order.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use mesh::harness::{EventTap, Infra, TansuProcess};
 use mesh_e2e::{RegistryFixture, authorized, home_officer, registration};
@@ -18,8 +18,8 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
         brokers: broker.brokers(),
         ..base
     };
-    let fast_retry = HashMap::from([("MESH_KAFKA_MESSAGE_TIMEOUT_MS".to_owned(), "3000".to_owned())]);
-    let mut fixture = RegistryFixture::start_with(infra.clone(), fast_retry)
+    let fast_retry = [("MESH_KAFKA_MESSAGE_TIMEOUT_MS", "3000")];
+    let mut fixture = RegistryFixture::start_with(infra.clone(), &fast_retry)
         .await
         .expect("registry starts");
     let token = fixture.token(&home_officer());

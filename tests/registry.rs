@@ -8,7 +8,7 @@ use mesh_proto::registry as pb;
 use prost::Message;
 use tonic::Code;
 
-async fn count_supervisees(fixture: &RegistryFixture) -> i64 {
+async fn count_supervisees(fixture: &mut RegistryFixture) -> i64 {
     let pool = fixture.pool().await.expect("pool");
     sqlx::query_scalar("SELECT count(*) FROM supervisees")
         .fetch_one(&pool)
@@ -79,7 +79,7 @@ async fn second_open_supervision_of_the_same_person_is_refused() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    assert_eq!(count_supervisees(&fixture).await, 1);
+    assert_eq!(count_supervisees(&mut fixture).await, 1);
 
     // Once the first supervision has ended, the person can be registered again.
     fixture
@@ -100,7 +100,7 @@ async fn second_open_supervision_of_the_same_person_is_refused() {
         .register_supervisee(authorized(again, &token))
         .await
         .expect("new supervision allowed");
-    assert_eq!(count_supervisees(&fixture).await, 2);
+    assert_eq!(count_supervisees(&mut fixture).await, 2);
     fixture.stop().await.expect("graceful stop");
 }
 
@@ -180,7 +180,7 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
         .expect_err("refused");
     assert_eq!(violated_fields(&status), vec!["name", "level"]);
 
-    assert_eq!(count_supervisees(&fixture).await, 0, "nothing stored");
+    assert_eq!(count_supervisees(&mut fixture).await, 0, "nothing stored");
     let pool = fixture.pool().await.expect("pool");
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_outbox")
         .fetch_one(&pool)
@@ -210,7 +210,7 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert_eq!(count_supervisees(&fixture).await, 0);
+    assert_eq!(count_supervisees(&mut fixture).await, 0);
 
     let id = fixture
         .client
@@ -496,8 +496,7 @@ async fn listing_pages_are_stable_and_complete() {
 #[tokio::test]
 async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
     let infra = mesh::harness::Infra::from_env();
-    let debug_logs = std::collections::HashMap::from([("RUST_LOG".to_owned(), "debug".to_owned())]);
-    let mut fixture = RegistryFixture::start_with(infra, debug_logs)
+    let mut fixture = RegistryFixture::start_with(infra, &[("RUST_LOG", "debug")])
         .await
         .expect("registry starts");
     let token = fixture.token(&home_officer());

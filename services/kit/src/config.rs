@@ -230,11 +230,15 @@ pub struct CommonSettings {
     pub shutdown_grace: Duration,
     /// How often the outbox relay polls when idle.
     pub outbox_poll_interval: Duration,
+    /// Topic names.
+    pub topics: crate::kafka::Topics,
+    /// Consumer group of this service (`MESH_CONSUMER_GROUP`, default the service name).
+    pub consumer_group: String,
 }
 
 impl CommonSettings {
     /// Reads the shared settings; `default_port` is the service's conventional gRPC port.
-    pub fn read(reader: &mut Reader<'_>, default_port: u16) -> Option<Self> {
+    pub fn read(reader: &mut Reader<'_>, service: &str, default_port: u16) -> Option<Self> {
         let grpc_addr =
             reader.socket_addr("MESH_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)));
         let database_url = reader.secret("MESH_DATABASE_URL", 1);
@@ -256,6 +260,8 @@ impl CommonSettings {
         let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
+        let topics = crate::kafka::Topics::read(reader);
+        let consumer_group = reader.optional("MESH_CONSUMER_GROUP", service.to_owned());
         Some(Self {
             grpc_addr,
             database_url: database_url?,
@@ -266,6 +272,8 @@ impl CommonSettings {
             jwt_secret: jwt_secret?,
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
+            topics,
+            consumer_group,
         })
     }
 }
@@ -289,7 +297,7 @@ mod tests {
 
     fn read(source: &dyn Source) -> Result<CommonSettings, ConfigError> {
         let mut reader = Reader::new(source);
-        let settings = CommonSettings::read(&mut reader, 50051);
+        let settings = CommonSettings::read(&mut reader, "registry", 50051);
         reader.finish()?;
         Ok(settings.expect("no problems means every value was read"))
     }

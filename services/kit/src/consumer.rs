@@ -127,6 +127,14 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// A consumer of `topics` in the service's own group, with the service's producer mode.
+    pub fn from_settings(settings: &crate::config::CommonSettings, topics: &[&str]) -> Self {
+        Self {
+            idempotent_producer: settings.kafka_idempotent_producer,
+            ..Self::new(&settings.kafka_brokers, &settings.consumer_group, topics)
+        }
+    }
+
     pub fn new(brokers: &str, group_id: &str, topics: &[&str]) -> Self {
         Self {
             brokers: brokers.to_owned(),

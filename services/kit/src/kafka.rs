@@ -25,6 +25,64 @@ pub const ALL_TOPICS: [&str; 5] = [
     ALERT_TOPIC,
 ];
 
+/// The topic names a service uses, overridable per deployment (and per test, so tests can
+/// run side by side on one broker): `MESH_<SERVICE>_TOPIC`, e.g. `MESH_REGISTRY_TOPIC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub registry: String,
+    pub checkin: String,
+    pub handover: String,
+    pub placement: String,
+    pub alert: String,
+}
+
+impl Topics {
+    pub fn read(reader: &mut crate::config::Reader<'_>) -> Self {
+        let mut topic = |name: &str, default: &str| reader.optional(name, default.to_owned());
+        Self {
+            registry: topic("MESH_REGISTRY_TOPIC", REGISTRY_TOPIC),
+            checkin: topic("MESH_CHECKIN_TOPIC", CHECKIN_TOPIC),
+            handover: topic("MESH_HANDOVER_TOPIC", HANDOVER_TOPIC),
+            placement: topic("MESH_PLACEMENT_TOPIC", PLACEMENT_TOPIC),
+            alert: topic("MESH_ALERT_TOPIC", ALERT_TOPIC),
+        }
+    }
+
+    /// The variables that point a service at these topics (for spawning services).
+    pub fn env(&self) -> [(&'static str, &str); 5] {
+        [
+            ("MESH_REGISTRY_TOPIC", &self.registry),
+            ("MESH_CHECKIN_TOPIC", &self.checkin),
+            ("MESH_HANDOVER_TOPIC", &self.handover),
+            ("MESH_PLACEMENT_TOPIC", &self.placement),
+            ("MESH_ALERT_TOPIC", &self.alert),
+        ]
+    }
+
+    /// Fresh, unique topic names (tests).
+    pub fn unique(prefix: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = |service: &str| format!("{prefix}.{service}.{id}");
+        Self {
+            registry: name("registry"),
+            checkin: name("checkin"),
+            handover: name("handover"),
+            placement: name("placement"),
+            alert: name("alert"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.registry,
+            &self.checkin,
+            &self.handover,
+            &self.placement,
+            &self.alert,
+        ]
+    }
+}
+
 /// The dead-letter topic of `topic`.
 pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")

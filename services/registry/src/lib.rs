@@ -13,7 +13,6 @@ use mesh_kit::{
     config::{CommonSettings, ConfigError, Reader, Source},
     crypto::FieldCrypto,
     db, grpc,
-    kafka::REGISTRY_TOPIC,
     outbox::{OutboxSignal, Relay, RelayConfig},
 };
 use mesh_proto::registry::registry_service_server::RegistryServiceServer;
@@ -34,17 +33,14 @@ pub struct Settings {
     pub field_encryption_key: SecretBox<[u8; 32]>,
     /// HMAC key for the national-ID blind index (`MESH_BLIND_INDEX_KEY`, base64).
     pub blind_index_key: SecretBox<[u8; 32]>,
-    /// Topic the registry publishes to (`MESH_REGISTRY_TOPIC`, default `registry.events`).
-    pub topic: String,
 }
 
 impl Settings {
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let mut reader = Reader::new(source);
-        let common = CommonSettings::read(&mut reader, DEFAULT_PORT);
+        let common = CommonSettings::read(&mut reader, "registry", DEFAULT_PORT);
         let field_encryption_key = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
         let blind_index_key = reader.key_32("MESH_BLIND_INDEX_KEY");
-        let topic = reader.optional("MESH_REGISTRY_TOPIC", REGISTRY_TOPIC.to_owned());
         if let (Some(a), Some(b)) = (&field_encryption_key, &blind_index_key)
             && a.expose_secret() == b.expose_secret()
         {
@@ -56,7 +52,6 @@ impl Settings {
                 common,
                 field_encryption_key,
                 blind_index_key,
-                topic,
             }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
@@ -91,7 +86,13 @@ impl Application {
             RelayConfig::from_settings(&settings.common, "registry"),
             signal.clone(),
         )?;
-        let registry = service::Registry::new(pool.clone(), crypto, clock, signal, settings.topic);
+        let registry = service::Registry::new(
+            pool.clone(),
+            crypto,
+            clock,
+            signal,
+            settings.common.topics.registry.clone(),
+        );
         let listener = TcpListener::bind(settings.common.grpc_addr).await?;
         let keys = TokenKeys::new(&settings.common.jwt_secret);
         Ok(Self {
