@@ -1,0 +1,377 @@
+//! Check-in policy and deadline computation, as pure functions of the last contact, the
+//! policy and the office's time zone (calendar rules such as "by the end of the day a week
+//! later" are evaluated in local time, DESIGN §2). No clock is read here.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use chrono::{DateTime, Days, Months, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// How far a deadline lies after the contact that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// Exactly this many seconds later (second-scale test policies, hour-based thresholds).
+    Seconds(u64),
+    /// By the end of the local calendar day this many days later.
+    EndOfDay(u32),
+    /// By the end of the local calendar day this many months later.
+    Months(u32),
+}
+
+impl Span {
+    /// The deadline a contact at `from` sets, evaluated in `tz`.
+    pub fn after(self, from: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        let local_day = from.with_timezone(&tz).date_naive();
+        let due_day = match self {
+            Span::Seconds(seconds) => {
+                return from + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2_000));
+            }
+            Span::EndOfDay(days) => local_day.checked_add_days(Days::new(u64::from(days))),
+            Span::Months(months) => local_day.checked_add_months(Months::new(months)),
+        };
+        // The end of a day is the first instant of the next one.
+        let next_midnight = due_day
+            .and_then(|day| day.checked_add_days(Days::new(1)))
+            .map(|day| day.and_time(NaiveTime::MIN));
+        match next_midnight.and_then(|naive| tz.from_local_datetime(&naive).earliest()) {
+            Some(local) => local.with_timezone(&Utc),
+            None => from + chrono::Duration::days(3650),
+        }
+    }
+}
+
+impl FromStr for Span {
+    type Err = String;
+    /// `30s`, `36h` (seconds-exact), `7d` (end of day), `1mo` (end of day, calendar months).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+        let value: u32 = number
+            .parse()
+            .map_err(|_| format!("expected a number and a unit in {text:?}"))?;
+        if value == 0 {
+            return Err("must be greater than zero".into());
+        }
+        match unit {
+            "s" => Ok(Span::Seconds(u64::from(value))),
+            "m" => Ok(Span::Seconds(u64::from(value) * 60)),
+            "h" => Ok(Span::Seconds(u64::from(value) * 3600)),
+            "d" => Ok(Span::EndOfDay(value)),
+            "mo" => Ok(Span::Months(value)),
+            _ => Err(format!("unit of {text:?} must be s, m, h, d or mo")),
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Span::Seconds(s) => write!(f, "{s}s"),
+            Span::EndOfDay(d) => write!(f, "{d}d"),
+            Span::Months(m) => write!(f, "{m}mo"),
+        }
+    }
+}
+
+/// One recurring obligation: a contact within `interval`, with `grace` before alerting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obligation {
+    pub interval: Span,
+    pub grace: Duration,
+}
+
+/// The policy of one supervision level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// Any identity-verified check-in (app, phone, visit, office).
+    pub checkin: Obligation,
+    /// In-person contact (home visit or office report), for levels that require it.
+    pub in_person: Option<Obligation>,
+}
+
+/// The whole policy: the three levels and the absconding thresholds of the Implementation
+/// Measures (up to 10 days without contact → admonition; over 10 days → warning; over one
+/// month → revocation proposal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub strict: LevelPolicy,
+    pub normal: LevelPolicy,
+    pub lenient: LevelPolicy,
+    pub absconding_warning: Span,
+    pub absconding_revocation: Span,
+}
+
+impl Default for Policy {
+    /// DESIGN §2 defaults: strict = daily app check-in + weekly in person, normal = weekly,
+    /// lenient = monthly, each with a grace period.
+    fn default() -> Self {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        Self {
+            strict: LevelPolicy {
+                checkin: Obligation {
+                    interval: Span::EndOfDay(1),
+                    grace: hours(2),
+                },
+                in_person: Some(Obligation {
+                    interval: Span::EndOfDay(7),
+                    grace: hours(24),
+                }),
+            },
+            normal: LevelPolicy {
+                checkin: Obligation {
+                    interval: Span::EndOfDay(7),
+                    grace: hours(24),
+                },
+                in_person: None,
+            },
+            lenient: LevelPolicy {
+                checkin: Obligation {
+                    interval: Span::Months(1),
+                    grace: hours(72),
+                },
+                in_person: None,
+            },
+            absconding_warning: Span::Seconds(10 * 24 * 3600),
+            absconding_revocation: Span::Months(1),
+        }
+    }
+}
+
+/// Supervision level as the deadline engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Strict,
+    Normal,
+    Lenient,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Strict => "strict",
+            Level::Normal => "normal",
+            Level::Lenient => "lenient",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "strict" => Some(Level::Strict),
+            "normal" => Some(Level::Normal),
+            "lenient" => Some(Level::Lenient),
+            _ => None,
+        }
+    }
+}
+
+/// The deadline tracks kept per supervisee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
+    Checkin,
+    InPerson,
+    AbscondingWarning,
+    AbscondingRevocation,
+}
+
+impl Track {
+    pub const ALL: [Track; 4] = [
+        Track::Checkin,
+        Track::InPerson,
+        Track::AbscondingWarning,
+        Track::AbscondingRevocation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Checkin => "checkin",
+            Track::InPerson => "in_person",
+            Track::AbscondingWarning => "absconding_warning",
+            Track::AbscondingRevocation => "absconding_revocation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Track::ALL.into_iter().find(|track| track.as_str() == text)
+    }
+}
+
+/// A computed deadline: `due` is the deadline itself; the alert fires at `due + grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub track: Track,
+    pub due: DateTime<Utc>,
+    pub grace: Duration,
+    /// The contact the deadline counts from.
+    pub since: DateTime<Utc>,
+}
+
+impl Deadline {
+    pub fn fires_at(&self) -> DateTime<Utc> {
+        self.due + chrono::Duration::from_std(self.grace).unwrap_or_default()
+    }
+}
+
+impl Policy {
+    pub fn level(&self, level: Level) -> &LevelPolicy {
+        match level {
+            Level::Strict => &self.strict,
+            Level::Normal => &self.normal,
+            Level::Lenient => &self.lenient,
+        }
+    }
+
+    /// Every deadline of an active supervisee whose last verified contact was `last_contact`
+    /// and last in-person contact `last_in_person`.
+    pub fn deadlines(
+        &self,
+        level: Level,
+        last_contact: DateTime<Utc>,
+        last_in_person: DateTime<Utc>,
+        tz: Tz,
+    ) -> Vec<Deadline> {
+        let level_policy = self.level(level);
+        let obligation = |track, obligation: Obligation, since: DateTime<Utc>| Deadline {
+            track,
+            due: obligation.interval.after(since, tz),
+            grace: obligation.grace,
+            since,
+        };
+        let mut deadlines = vec![obligation(Track::Checkin, level_policy.checkin, last_contact)];
+        if let Some(in_person) = level_policy.in_person {
+            deadlines.push(obligation(Track::InPerson, in_person, last_in_person));
+        }
+        for (track, span) in [
+            (Track::AbscondingWarning, self.absconding_warning),
+            (Track::AbscondingRevocation, self.absconding_revocation),
+        ] {
+            deadlines.push(Deadline {
+                track,
+                due: span.after(last_contact, tz),
+                grace: Duration::ZERO,
+                since: last_contact,
+            });
+        }
+        deadlines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::{America::New_York, Asia::Shanghai};
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("RFC 3339")
+    }
+
+    #[test]
+    fn end_of_day_is_local_midnight() {
+        // 10:00 in Zhangye on 26 Nov; strict daily → by the end of 27 Nov local time,
+        // i.e. 28 Nov 00:00 +08:00 = 27 Nov 16:00 UTC.
+        let contact = utc("2026-11-26T02:00:00Z");
+        assert_eq!(
+            Span::EndOfDay(1).after(contact, Shanghai),
+            utc("2026-11-27T16:00:00Z")
+        );
+        // 23:30 local on 26 Nov is 15:30 UTC: still the 26th locally, same deadline.
+        assert_eq!(
+            Span::EndOfDay(1).after(utc("2026-11-26T15:30:00Z"), Shanghai),
+            utc("2026-11-27T16:00:00Z")
+        );
+        // 00:30 local on 27 Nov (16:30 UTC on the 26th) is already the next local day.
+        assert_eq!(
+            Span::EndOfDay(1).after(utc("2026-11-26T16:30:00Z"), Shanghai),
+            utc("2026-11-28T16:00:00Z")
+        );
+    }
+
+    #[test]
+    fn time_zone_changes_the_calendar_day() {
+        let contact = utc("2026-11-26T02:00:00Z"); // 25 Nov 21:00 in New York
+        assert_eq!(
+            Span::EndOfDay(1).after(contact, New_York),
+            utc("2026-11-27T05:00:00Z")
+        );
+        assert_eq!(
+            Span::EndOfDay(1).after(contact, Shanghai),
+            utc("2026-11-27T16:00:00Z")
+        );
+    }
+
+    #[test]
+    fn months_follow_the_calendar() {
+        // 31 Jan + 1 month clamps to 28 Feb (2027 is not a leap year); end of that day.
+        let contact = utc("2027-01-31T04:00:00Z");
+        assert_eq!(
+            Span::Months(1).after(contact, Shanghai),
+            utc("2027-02-28T16:00:00Z")
+        );
+    }
+
+    #[test]
+    fn seconds_are_exact() {
+        let contact = utc("2026-11-26T02:00:00Z");
+        assert_eq!(
+            Span::Seconds(30).after(contact, Shanghai),
+            utc("2026-11-26T02:00:30Z")
+        );
+    }
+
+    #[test]
+    fn spans_parse_and_print() {
+        assert_eq!("30s".parse(), Ok(Span::Seconds(30)));
+        assert_eq!("2m".parse(), Ok(Span::Seconds(120)));
+        assert_eq!("240h".parse(), Ok(Span::Seconds(864_000)));
+        assert_eq!("7d".parse(), Ok(Span::EndOfDay(7)));
+        assert_eq!("1mo".parse(), Ok(Span::Months(1)));
+        assert!("0d".parse::<Span>().is_err());
+        assert!("7w".parse::<Span>().is_err());
+        assert!("d".parse::<Span>().is_err());
+        assert_eq!(Span::Months(1).to_string(), "1mo");
+    }
+
+    #[test]
+    fn default_deadlines_per_level() {
+        let policy = Policy::default();
+        let contact = utc("2026-11-26T02:00:00Z"); // Thursday 10:00 in Zhangye
+        let strict = policy.deadlines(Level::Strict, contact, contact, Shanghai);
+        let tracks: Vec<_> = strict.iter().map(|d| d.track).collect();
+        assert_eq!(tracks, Track::ALL);
+        assert_eq!(strict[0].due, utc("2026-11-27T16:00:00Z"));
+        assert_eq!(strict[0].fires_at(), utc("2026-11-27T18:00:00Z"));
+        assert_eq!(
+            strict[1].due,
+            utc("2026-12-03T16:00:00Z"),
+            "in person within the week"
+        );
+        assert_eq!(
+            strict[2].due,
+            utc("2026-12-06T02:00:00Z"),
+            "10 days without contact"
+        );
+        assert_eq!(
+            strict[3].due,
+            utc("2026-12-26T16:00:00Z"),
+            "one month without contact"
+        );
+
+        let normal = policy.deadlines(Level::Normal, contact, contact, Shanghai);
+        assert_eq!(normal.len(), 3, "no in-person track");
+        assert_eq!(normal[0].due, utc("2026-12-03T16:00:00Z"));
+        assert_eq!(normal[0].fires_at(), utc("2026-12-04T16:00:00Z"));
+
+        let lenient = policy.deadlines(Level::Lenient, contact, contact, Shanghai);
+        assert_eq!(lenient[0].due, utc("2026-12-26T16:00:00Z"));
+        assert_eq!(lenient[0].fires_at(), utc("2026-12-29T16:00:00Z"));
+    }
+
+    #[test]
+    fn in_person_counts_from_the_last_in_person_contact() {
+        let policy = Policy::default();
+        let app = utc("2026-11-26T02:00:00Z");
+        let visit = utc("2026-11-20T02:00:00Z");
+        let strict = policy.deadlines(Level::Strict, app, visit, Shanghai);
+        assert_eq!(strict[1].since, visit);
+        assert_eq!(strict[1].due, utc("2026-11-27T16:00:00Z"));
+    }
+}

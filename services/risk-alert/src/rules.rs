@@ -1,0 +1,196 @@
+//! What each alert means: severity, who must act, the recommended measure, the rule that
+//! fired and its legal basis, so an officer can act without looking anything up. The system
+//! recommends; a person decides (DESIGN §2).
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use mesh_proto::alert::{AlertKind, AlertSeverity, EscalationTarget, RecommendedMeasure};
+
+use crate::policy::{Level, Policy, Track};
+
+/// The fixed meaning of one kind of alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSpec {
+    pub kind: AlertKind,
+    pub severity: AlertSeverity,
+    pub target: EscalationTarget,
+    pub measure: RecommendedMeasure,
+    pub rule_id: String,
+    pub description: String,
+    pub legal_basis: &'static str,
+}
+
+const LAW_SUPERVISION: &str =
+    "《中华人民共和国社区矫正法》第二十三条（遵守报告等监督管理规定）、第二十八条（视情节给予训诫、警告）";
+const MEASURES_ADMONITION: &str =
+    "《社区矫正法实施办法》第三十五条：不按规定时间报到或者接受社区矫正期间脱离监管，未超过十日的，给予训诫";
+const MEASURES_WARNING: &str =
+    "《社区矫正法实施办法》第三十六条：不按规定时间报到或者接受社区矫正期间脱离监管，超过十日的，给予警告";
+const MEASURES_REVOCATION: &str = "《社区矫正法实施办法》第四十六条、第四十七条：无正当理由不按规定时间报到或者接受社区矫正期间脱离监管，超过一个月的，提出撤销缓刑、假释建议";
+const LAW_AREA: &str = "《中华人民共和国社区矫正法》第二十七条（离开所居住的市、县应当经批准）";
+
+/// The spec of the alert a missed deadline on `track` raises, for a supervisee at `level`.
+pub fn for_track(track: Track, level: Level) -> AlertSpec {
+    match track {
+        Track::Checkin => AlertSpec {
+            kind: AlertKind::MissedCheckin,
+            severity: AlertSeverity::Medium,
+            target: EscalationTarget::TownshipOffice,
+            measure: RecommendedMeasure::Admonition,
+            rule_id: format!("checkin.missed.{}", level.as_str()),
+            description: match level {
+                Level::Strict => "严管对象应每日签到，逾期未签到".to_owned(),
+                Level::Normal => "普管对象应每周签到，逾期未签到".to_owned(),
+                Level::Lenient => "宽管对象应每月签到，逾期未签到".to_owned(),
+            },
+            legal_basis: MEASURES_ADMONITION,
+        },
+        Track::InPerson => AlertSpec {
+            kind: AlertKind::MissedCheckin,
+            severity: AlertSeverity::Medium,
+            target: EscalationTarget::TownshipOffice,
+            measure: RecommendedMeasure::Admonition,
+            rule_id: "checkin.missed.strict_in_person".to_owned(),
+            description: "严管对象应每周当面报到或接受走访，逾期未见面".to_owned(),
+            legal_basis: LAW_SUPERVISION,
+        },
+        Track::AbscondingWarning => AlertSpec {
+            kind: AlertKind::AbscondingTenDays,
+            severity: AlertSeverity::High,
+            target: EscalationTarget::CountyBureau,
+            measure: RecommendedMeasure::Warning,
+            rule_id: "absconding.over_10_days".to_owned(),
+            description: "脱离监管超过十日".to_owned(),
+            legal_basis: MEASURES_WARNING,
+        },
+        Track::AbscondingRevocation => AlertSpec {
+            kind: AlertKind::AbscondingOneMonth,
+            severity: AlertSeverity::Critical,
+            target: EscalationTarget::CountyBureau,
+            measure: RecommendedMeasure::RevocationProposal,
+            rule_id: "absconding.over_1_month".to_owned(),
+            description: "脱离监管超过一个月".to_owned(),
+            legal_basis: MEASURES_REVOCATION,
+        },
+    }
+}
+
+/// The spec of the alert an out-of-area check-in raises.
+pub fn out_of_area() -> AlertSpec {
+    AlertSpec {
+        kind: AlertKind::OutOfArea,
+        severity: AlertSeverity::Medium,
+        target: EscalationTarget::TownshipOffice,
+        measure: RecommendedMeasure::None,
+        rule_id: "checkin.out_of_area".to_owned(),
+        description: "签到位置超出所在司法所允许活动范围".to_owned(),
+        legal_basis: LAW_AREA,
+    }
+}
+
+/// The measure the absconding thresholds recommend after losing contact at `last_contact`:
+/// up to the first threshold an admonition, beyond it a warning, beyond the second a
+/// revocation proposal.
+pub fn measure_for_lost_contact(
+    policy: &Policy,
+    last_contact: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> RecommendedMeasure {
+    if now > policy.absconding_revocation.after(last_contact, tz) {
+        RecommendedMeasure::RevocationProposal
+    } else if now > policy.absconding_warning.after(last_contact, tz) {
+        RecommendedMeasure::Warning
+    } else {
+        RecommendedMeasure::Admonition
+    }
+}
+
+/// The stable name of a kind inside dedup keys: the enum value name without its prefix, in
+/// lower case (e.g. `missed_checkin`).
+pub fn kind_key(kind: AlertKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("ALERT_KIND_")
+        .to_ascii_lowercase()
+}
+
+/// Dedup key of a deadline alert: one alert per kind, subject and missed deadline. The
+/// in-person track gets its own suffix so it never collides with the check-in track.
+pub fn deadline_dedup_key(track: Track, kind: AlertKind, subject_id: &str, due: DateTime<Utc>) -> String {
+    let base = format!(
+        "{}:{subject_id}:{}",
+        kind_key(kind),
+        due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    match track {
+        Track::InPerson => format!("{base}:in_person"),
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Asia::Shanghai;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("RFC 3339")
+    }
+
+    #[test]
+    fn escalation_thresholds_follow_the_implementation_measures() {
+        let policy = Policy::default();
+        let contact = utc("2026-11-01T02:00:00Z");
+        let measure = |now: &str| measure_for_lost_contact(&policy, contact, utc(now), Shanghai);
+        assert_eq!(measure("2026-11-05T02:00:00Z"), RecommendedMeasure::Admonition);
+        assert_eq!(
+            measure("2026-11-11T02:00:00Z"),
+            RecommendedMeasure::Admonition,
+            "exactly 10 days"
+        );
+        assert_eq!(
+            measure("2026-11-11T02:00:01Z"),
+            RecommendedMeasure::Warning,
+            "over 10 days"
+        );
+        assert_eq!(
+            measure("2026-12-01T15:59:59Z"),
+            RecommendedMeasure::Warning,
+            "within the month"
+        );
+        assert_eq!(
+            measure("2026-12-01T16:00:01Z"),
+            RecommendedMeasure::RevocationProposal,
+            "over one month"
+        );
+    }
+
+    #[test]
+    fn absconding_alerts_go_to_the_county_bureau() {
+        let warning = for_track(Track::AbscondingWarning, Level::Normal);
+        assert_eq!(warning.target, EscalationTarget::CountyBureau);
+        assert_eq!(warning.measure, RecommendedMeasure::Warning);
+        assert!(warning.legal_basis.contains("第三十六条"));
+        let revocation = for_track(Track::AbscondingRevocation, Level::Normal);
+        assert_eq!(revocation.severity, AlertSeverity::Critical);
+        assert_eq!(revocation.measure, RecommendedMeasure::RevocationProposal);
+        let missed = for_track(Track::Checkin, Level::Strict);
+        assert_eq!(missed.target, EscalationTarget::TownshipOffice);
+        assert_eq!(missed.measure, RecommendedMeasure::Admonition);
+        assert_eq!(missed.rule_id, "checkin.missed.strict");
+    }
+
+    #[test]
+    fn dedup_keys_name_kind_subject_and_deadline() {
+        let due = utc("2026-03-01T16:00:00Z");
+        assert_eq!(
+            deadline_dedup_key(Track::Checkin, AlertKind::MissedCheckin, "s1", due),
+            "missed_checkin:s1:2026-03-01T16:00:00Z"
+        );
+        assert_eq!(
+            deadline_dedup_key(Track::InPerson, AlertKind::MissedCheckin, "s1", due),
+            "missed_checkin:s1:2026-03-01T16:00:00Z:in_person"
+        );
+        assert_eq!(kind_key(AlertKind::ReportInOverdue), "report_in_overdue");
+    }
+}
