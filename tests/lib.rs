@@ -9,6 +9,8 @@ use mesh_kit::{auth::Caller, kafka::Topics, national_id::synthesize, proto_time:
 use mesh_proto::registry::{self as pb, registry_service_client::RegistryServiceClient};
 use tonic::transport::Channel;
 
+pub mod webhook_receiver;
+
 pub use mesh::harness::{authorized, county_bureau, officer, prison};
 
 /// Where test logs go (kept for inspection after a failure).

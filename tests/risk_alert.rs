@@ -1,0 +1,566 @@
+//! risk-alert end to end, with second-scale policies: real registry, check-in and risk-alert
+//! processes on real PostgreSQL and Tansu, and a township office's webhook receiver.
+
+use std::time::Duration;
+
+use mesh::harness::ServiceProcess;
+use mesh_e2e::{Mesh, authorized, home_officer, officer, registration, webhook_receiver::Receiver};
+use mesh_kit::{
+    auth::{Caller, Role},
+    proto_time::to_timestamp,
+};
+use mesh_proto::{
+    alert::{self as pb, alert_service_client::AlertServiceClient},
+    checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
+    common::{GeoPoint, Jurisdiction},
+    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
+};
+use prost::Message;
+use tonic::{Code, transport::Channel};
+
+const SECRET: &str = "township-620702001-webhook-secret-0123456789";
+
+/// Every level must check in every 4 s with 1 s of grace; lost-contact thresholds stay far
+/// away so only missed check-ins fire.
+const FAST_POLICY: &[(&str, &str)] = &[
+    ("MESH_POLICY_STRICT_INTERVAL", "4s"),
+    ("MESH_POLICY_STRICT_GRACE", "1s"),
+    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
+    ("MESH_POLICY_NORMAL_INTERVAL", "4s"),
+    ("MESH_POLICY_NORMAL_GRACE", "1s"),
+    ("MESH_POLICY_LENIENT_INTERVAL", "4s"),
+    ("MESH_POLICY_LENIENT_GRACE", "1s"),
+    ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
+    ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
+    ("MESH_ALERT_TICK_MS", "100"),
+    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
+    ("MESH_WEBHOOK_RETRY_BASE_MS", "300"),
+    ("MESH_WEBHOOK_RETRY_MAX_SECS", "2"),
+];
+
+fn township_office() -> Caller {
+    Caller {
+        subject: "office-620702001".into(),
+        role: Role::TownshipOffice,
+        township: Some("620702001".into()),
+        county: Some("620702".into()),
+        prison: None,
+    }
+}
+
+fn home() -> Jurisdiction {
+    Jurisdiction {
+        township_code: "620702001".into(),
+        county_code: "620702".into(),
+    }
+}
+
+async fn alert_client(process: &ServiceProcess) -> AlertServiceClient<Channel> {
+    AlertServiceClient::new(process.channel().await.expect("channel"))
+}
+
+/// Registers person `n` as already reported in (active), returning the supervisee id.
+async fn register_active(registry: &mut RegistryServiceClient<Channel>, token: &str, n: u16) -> String {
+    let mut request = registration(n);
+    request.reported_at = Some(to_timestamp(chrono::Utc::now()));
+    registry
+        .register_supervisee(authorized(request, token))
+        .await
+        .expect("registered")
+        .into_inner()
+        .supervisee
+        .expect("supervisee")
+        .supervisee_id
+}
+
+async fn register_endpoint(alerts: &mut AlertServiceClient<Channel>, mesh: &Mesh, url: String) {
+    alerts
+        .register_endpoint(authorized(
+            pb::RegisterEndpointRequest {
+                jurisdiction: Some(home()),
+                url,
+                secret: SECRET.into(),
+                description: "东街司法所值班系统".into(),
+            },
+            &mesh.token(&township_office()),
+        ))
+        .await
+        .expect("endpoint registered");
+}
+
+fn new_checkin(supervisee_id: &str) -> checkin_pb::NewCheckin {
+    checkin_pb::NewCheckin {
+        checkin_id: uuid::Uuid::new_v4().to_string(),
+        supervisee_id: supervisee_id.to_owned(),
+        method: checkin_pb::CheckinMethod::AppSelfCheckin as i32,
+        recording_officer_id: "officer-1".into(),
+        device_time: Some(to_timestamp(chrono::Utc::now())),
+        // Ganzhou district seat, inside the default permitted area.
+        position: Some(GeoPoint {
+            latitude: 38.93,
+            longitude: 100.45,
+            accuracy_m: 15.0,
+        }),
+        identity_verification: Some(checkin_pb::IdentityVerification {
+            verification: Some(checkin_pb::identity_verification::Verification::FaceMatch(
+                checkin_pb::FaceMatch { score: 0.97 },
+            )),
+        }),
+        captured_offline: false,
+        note: String::new(),
+    }
+}
+
+/// Records a check-in, retrying while the check-in service has not yet learnt of the
+/// supervisee from the registry's events.
+async fn check_in(checkins: &mut CheckinServiceClient<Channel>, token: &str, supervisee_id: &str) -> String {
+    for _ in 0..100 {
+        let checkin = new_checkin(supervisee_id);
+        let id = checkin.checkin_id.clone();
+        match checkins
+            .record_checkin(authorized(
+                checkin_pb::RecordCheckinRequest {
+                    checkin: Some(checkin),
+                },
+                token,
+            ))
+            .await
+        {
+            Ok(_) => return id,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("check-in refused: {status:?}"),
+        }
+    }
+    panic!("the check-in service never learnt of supervisee {supervisee_id}");
+}
+
+async fn list_alerts(alerts: &mut AlertServiceClient<Channel>, token: &str) -> Vec<pb::Alert> {
+    alerts
+        .list_alerts(authorized(
+            pb::ListAlertsRequest {
+                jurisdiction: Some(home()),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("alerts listed")
+        .into_inner()
+        .alerts
+}
+
+async fn wait_for_alerts(
+    alerts: &mut AlertServiceClient<Channel>,
+    token: &str,
+    timeout: Duration,
+    done: impl Fn(&[pb::Alert]) -> bool,
+) -> Vec<pb::Alert> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let listed = list_alerts(alerts, token).await;
+        if done(&listed) || tokio::time::Instant::now() >= deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn subject_id(alert: &pb::Alert) -> String {
+    match alert.subject.as_ref().and_then(|s| s.id.clone()) {
+        Some(pb::alert_subject::Id::SuperviseeId(id)) => id,
+        _ => String::new(),
+    }
+}
+
+/// The `alert.*` event types on the alert topic, read until it is quiet.
+async fn alert_events(mesh: &Mesh) -> Vec<(String, pb::Alert)> {
+    let events = mesh
+        .tap(&mesh.topics.alert)
+        .expect("tap")
+        .collect(1000, Duration::from_secs(5))
+        .await
+        .expect("events");
+    events
+        .into_iter()
+        .map(|event| {
+            let event_type = event.header("event_type").unwrap_or_default().to_owned();
+            let alert = match event_type.as_str() {
+                "alert.raised" => pb::AlertRaised::decode(event.payload.as_slice())
+                    .ok()
+                    .and_then(|e| e.alert),
+                "alert.resolved" => pb::AlertResolved::decode(event.payload.as_slice())
+                    .ok()
+                    .and_then(|e| e.alert),
+                "alert.acknowledged" => pb::AlertAcknowledged::decode(event.payload.as_slice())
+                    .ok()
+                    .and_then(|e| e.alert),
+                _ => None,
+            };
+            (event_type, alert.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_checkin_resolves_it() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let checkin = mesh.spawn("checkin", &[]).await.expect("checkin");
+    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut checkins = CheckinServiceClient::new(checkin.channel().await.expect("channel"));
+    let mut alerts = alert_client(&risk).await;
+    let officer_token = mesh.token(&home_officer());
+    let receiver = Receiver::start(SECRET).await.expect("receiver");
+    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+
+    // A dashboard watches the township's live feed from the start.
+    let mut stream = alerts
+        .stream_alerts(authorized(
+            pb::StreamAlertsRequest {
+                jurisdiction: Some(home()),
+                include_current: true,
+            },
+            &officer_token,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+
+    let punctual_a = register_active(&mut registry_client, &officer_token, 31).await;
+    let punctual_b = register_active(&mut registry_client, &officer_token, 32).await;
+    let missing = register_active(&mut registry_client, &officer_token, 33).await;
+
+    // Two supervisees check in every second for 8 s; the third never does.
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        check_in(&mut checkins, &officer_token, &punctual_a).await;
+        check_in(&mut checkins, &officer_token, &punctual_b).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let listed = list_alerts(&mut alerts, &officer_token).await;
+    assert_eq!(listed.len(), 1, "exactly one alert: {listed:#?}");
+    let alert = &listed[0];
+    assert_eq!(subject_id(alert), missing);
+    assert_eq!(alert.kind(), pb::AlertKind::MissedCheckin);
+    assert_eq!(alert.status(), pb::AlertStatus::Open);
+    assert_eq!(alert.escalation_target(), pb::EscalationTarget::TownshipOffice);
+    assert_eq!(alert.recommended_measure(), pb::RecommendedMeasure::Admonition);
+    // It explains itself: rule, legal basis, evidence of the deadline and grace that passed.
+    assert_eq!(
+        alert.rule.as_ref().expect("rule").rule_id,
+        "checkin.missed.normal"
+    );
+    assert!(alert.legal_basis.contains("社区矫正法实施办法"));
+    let evidence = alert.evidence.as_ref().expect("evidence");
+    assert_eq!(evidence.grace_period_seconds, 1);
+    assert!(evidence.last_contact_at.is_some());
+    assert!(
+        evidence
+            .facts
+            .iter()
+            .any(|f| f.key == "required_interval" && f.value == "4s")
+    );
+    assert!(alert.dedup_key.starts_with(&format!("missed_checkin:{missing}:")));
+    assert_eq!(alert.subject.as_ref().expect("subject").name, "测试人员33");
+
+    let raised = receiver
+        .wait_for(Duration::from_secs(10), |r| {
+            r.iter().any(|n| n.event_type == "alert.raised")
+        })
+        .await;
+    let raised: Vec<_> = raised.iter().filter(|n| n.event_type == "alert.raised").collect();
+    assert_eq!(raised.len(), 1, "one notification: {raised:#?}");
+    assert!(raised[0].signature_valid, "signed with the endpoint secret");
+    assert_eq!(raised[0].subject_id(), missing);
+    assert_eq!(raised[0].alert_kind(), "ALERT_KIND_MISSED_CHECKIN");
+    assert!(!raised[0].notification_id.is_empty());
+
+    let streamed = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("stream delivers")
+        .expect("stream ok")
+        .expect("a message");
+    assert_eq!(streamed.change(), pb::AlertChange::Raised);
+    assert_eq!(subject_id(streamed.alert.as_ref().expect("alert")), missing);
+
+    // Someone else's officer sees none of it.
+    let stranger = mesh.token(&officer("officer-9", "620702002"));
+    let denied = alerts
+        .list_alerts(authorized(
+            pb::ListAlertsRequest {
+                jurisdiction: Some(home()),
+                ..Default::default()
+            },
+            &stranger,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = alerts
+        .acknowledge_alert(authorized(
+            pb::AcknowledgeAlertRequest {
+                alert_id: alert.alert_id.clone(),
+            },
+            &stranger,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // The late check-in resolves the alert, and the resolution is notified too.
+    let late = check_in(&mut checkins, &officer_token, &missing).await;
+    let listed = wait_for_alerts(&mut alerts, &officer_token, Duration::from_secs(15), |alerts| {
+        alerts.iter().all(|a| a.status() == pb::AlertStatus::Resolved)
+    })
+    .await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status(), pb::AlertStatus::Resolved);
+    assert!(listed[0].auto_resolved);
+    assert_eq!(listed[0].resolved_by_reference, format!("checkin:{late}"));
+    let resolved = receiver
+        .wait_for(Duration::from_secs(10), |r| {
+            r.iter().any(|n| n.event_type == "alert.resolved")
+        })
+        .await;
+    let resolved: Vec<_> = resolved
+        .iter()
+        .filter(|n| n.event_type == "alert.resolved")
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert!(resolved[0].signature_valid);
+
+    let events = alert_events(&mesh).await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["alert.raised", "alert.resolved"]);
+}
+
+#[tokio::test]
+async fn two_replicas_never_double_alert() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let replica_a = mesh.spawn("risk-alert", FAST_POLICY).await.expect("replica a");
+    let replica_b = mesh.spawn("risk-alert", FAST_POLICY).await.expect("replica b");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut alerts = alert_client(&replica_a).await;
+    let receiver = Receiver::start(SECRET).await.expect("receiver");
+    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+    let token = mesh.token(&home_officer());
+
+    let mut missing = Vec::new();
+    for n in 40..46 {
+        missing.push(register_active(&mut registry_client, &token, n).await);
+    }
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(30), |a| {
+        a.len() >= missing.len()
+    })
+    .await;
+    // Give both replicas time to (wrongly) raise more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listed_again = list_alerts(&mut alerts, &token).await;
+    assert_eq!(listed.len(), missing.len());
+    assert_eq!(
+        listed_again.len(),
+        missing.len(),
+        "no second alert for any deadline"
+    );
+    let mut subjects: Vec<String> = listed_again.iter().map(subject_id).collect();
+    subjects.sort();
+    missing.sort();
+    assert_eq!(subjects, missing);
+
+    let raised_events = alert_events(&mesh)
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "alert.raised")
+        .count();
+    assert_eq!(
+        raised_events,
+        missing.len(),
+        "one alert.raised event per missed deadline"
+    );
+    receiver
+        .wait_for(Duration::from_secs(10), |r| r.len() >= missing.len())
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notified = receiver.received();
+    assert_eq!(
+        notified.len(),
+        missing.len(),
+        "one notification per alert: {notified:#?}"
+    );
+
+    // Both replicas see the same alerts.
+    let mut alerts_b = alert_client(&replica_b).await;
+    assert_eq!(list_alerts(&mut alerts_b, &token).await.len(), missing.len());
+}
+
+#[tokio::test]
+async fn a_deadline_that_passes_while_risk_alert_is_down_is_alerted_once_after_restart() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let token = mesh.token(&home_officer());
+    let pool = mesh.pool("risk-alert").await.expect("pool");
+
+    let id = register_active(&mut registry_client, &token, 50).await;
+    let id_uuid: uuid::Uuid = id.parse().expect("uuid");
+    // Wait until risk-alert holds the deadline, then crash it before the deadline passes.
+    for _ in 0..100 {
+        let tracked: i64 = sqlx::query_scalar("SELECT count(*) FROM deadlines WHERE subject_id = $1")
+            .bind(id_uuid)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if tracked > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    risk.kill().await.expect("killed");
+    tokio::time::sleep(Duration::from_secs(7)).await; // deadline (4 s) + grace (1 s) pass while down
+    let alerts_while_down: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(alerts_while_down, 0);
+
+    let restarted = mesh.spawn("risk-alert", FAST_POLICY).await.expect("restarted");
+    let mut alerts = alert_client(&restarted).await;
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(subject_id(&listed[0]), id);
+    // A second restart does not raise it again.
+    restarted.stop(Duration::from_secs(20)).await.expect("stopped");
+    let again = mesh
+        .spawn("risk-alert", FAST_POLICY)
+        .await
+        .expect("restarted again");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut alerts = alert_client(&again).await;
+    assert_eq!(list_alerts(&mut alerts, &token).await.len(), 1);
+    let raised_events = alert_events(&mesh)
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "alert.raised")
+        .count();
+    assert_eq!(raised_events, 1);
+}
+
+#[tokio::test]
+async fn notifications_reach_a_receiver_that_was_down_once_per_idempotency_key() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut alerts = alert_client(&risk).await;
+    let token = mesh.token(&home_officer());
+    let mut receiver = Receiver::reserve(SECRET).expect("port reserved");
+    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+
+    register_active(&mut registry_client, &token, 60).await;
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
+    let alert_id = listed.first().expect("alert raised").alert_id.clone();
+    // While the receiver is down, attempts fail and are recorded.
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        failed = alerts
+            .list_deliveries(authorized(
+                pb::ListDeliveriesRequest {
+                    alert_id: alert_id.clone(),
+                    page: None,
+                },
+                &token,
+            ))
+            .await
+            .expect("deliveries")
+            .into_inner()
+            .deliveries;
+        if failed.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(failed.len() >= 2, "retried while down: {failed:#?}");
+    assert!(
+        failed
+            .iter()
+            .all(|d| d.outcome() == pb::DeliveryOutcome::Failed && d.http_status == 0)
+    );
+    assert_eq!(failed[0].attempt_number, 1);
+    assert_eq!(failed[1].attempt_number, 2);
+    assert_eq!(
+        failed[0].notification_id, failed[1].notification_id,
+        "same idempotency key on retry"
+    );
+
+    receiver.listen().await.expect("receiver up");
+    let received = receiver
+        .wait_for(Duration::from_secs(15), |r| !r.is_empty())
+        .await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].notification_id, failed[0].notification_id);
+    assert!(received[0].signature_valid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), 1, "delivered once, not again");
+    let deliveries = alerts
+        .list_deliveries(authorized(
+            pb::ListDeliveriesRequest { alert_id, page: None },
+            &token,
+        ))
+        .await
+        .expect("deliveries")
+        .into_inner()
+        .deliveries;
+    let last = deliveries.last().expect("attempts");
+    assert_eq!(last.outcome(), pb::DeliveryOutcome::Delivered);
+    assert_eq!(last.http_status, 204);
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d.outcome() == pb::DeliveryOutcome::Delivered)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn suspension_withdraws_deadlines_and_alerts() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut alerts = alert_client(&risk).await;
+    let token = mesh.token(&home_officer());
+    let id = register_active(&mut registry_client, &token, 70).await;
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
+    assert_eq!(listed.len(), 1);
+    registry_client
+        .change_status(authorized(
+            registry_pb::ChangeStatusRequest {
+                supervisee_id: id.clone(),
+                status: registry_pb::SuperviseeStatus::Suspended as i32,
+                reason: "detained on another matter".into(),
+                effective_at: None,
+            },
+            &token,
+        ))
+        .await
+        .expect("suspended");
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| {
+        a.iter().all(|alert| alert.status() == pb::AlertStatus::Resolved)
+    })
+    .await;
+    assert_eq!(listed[0].status(), pb::AlertStatus::Resolved);
+    assert!(listed[0].resolution_note.contains("suspended"));
+    let pool = mesh.pool("risk-alert").await.expect("pool");
+    let deadlines: i64 = sqlx::query_scalar("SELECT count(*) FROM deadlines WHERE subject_id = $1")
+        .bind(id.parse::<uuid::Uuid>().expect("uuid"))
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(deadlines, 0, "a suspended supervisee produces no deadlines");
+}
