@@ -1,94 +1,19 @@
 //! Shared fixtures of the end-to-end tests: a [`Mesh`] of real service processes sharing
 //! fresh topics, each on a fresh database, with tokens for callers of any jurisdiction.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use chrono::NaiveDate;
-use mesh::harness::{EventTap, Infra, Secrets, ServiceProcess, service_env};
-use mesh_kit::{auth::Caller, kafka::Topics, national_id::synthesize, proto_time::to_date};
+use mesh::harness::{EventTap, Infra, ServiceProcess};
+use mesh_kit::{auth::Caller, national_id::synthesize, proto_time::to_date};
 use mesh_proto::registry::{self as pb, registry_service_client::RegistryServiceClient};
 use tonic::transport::Channel;
 
-pub mod webhook_receiver;
-
-pub use mesh::harness::{authorized, county_bureau, officer, prison};
+pub use mesh::harness::{Mesh, authorized, county_bureau, officer, prison};
 
 /// Where test logs go (kept for inspection after a failure).
 pub fn log_dir() -> PathBuf {
     std::env::temp_dir().join("mesh-e2e-logs")
-}
-
-/// Infrastructure, secrets and topics shared by the services of one test.
-pub struct Mesh {
-    pub infra: Infra,
-    pub secrets: Secrets,
-    pub topics: Topics,
-    databases: HashMap<String, String>,
-}
-
-impl Mesh {
-    /// Fresh topics (and their dead-letter topics) on the shared broker.
-    pub async fn new() -> anyhow::Result<Self> {
-        Self::on(Infra::from_env(), 2).await
-    }
-
-    /// Fresh topics of `partitions` partitions each on `infra`'s broker.
-    pub async fn on(infra: Infra, partitions: i32) -> anyhow::Result<Self> {
-        let topics = Topics::unique("test");
-        for topic in topics.all() {
-            infra.create_topic(topic, partitions).await?;
-            infra
-                .create_topic(&mesh_kit::kafka::dead_letter_topic(topic), 1)
-                .await?;
-        }
-        Ok(Self {
-            infra,
-            secrets: Secrets::random(),
-            topics,
-            databases: HashMap::new(),
-        })
-    }
-
-    /// The database of `service` in this mesh (created on first use).
-    pub async fn database(&mut self, service: &str) -> anyhow::Result<String> {
-        if let Some(name) = self.databases.get(service) {
-            return Ok(name.clone());
-        }
-        let name = self.infra.fresh_database(&service.replace('-', "_")).await?;
-        self.databases.insert(service.to_owned(), name.clone());
-        Ok(name)
-    }
-
-    pub async fn pool(&mut self, service: &str) -> anyhow::Result<sqlx::PgPool> {
-        let database = self.database(service).await?;
-        Ok(sqlx::PgPool::connect(&self.infra.database_url(&database)).await?)
-    }
-
-    /// Starts the `binary` of `service` with the mesh's environment plus `extra_env`. Several
-    /// replicas of one service share its database.
-    pub async fn spawn(
-        &mut self,
-        service: &str,
-        extra_env: &[(&str, &str)],
-    ) -> anyhow::Result<ServiceProcess> {
-        let database = self.database(service).await?;
-        let mut env = service_env(&self.infra, &self.secrets, &database);
-        for (key, value) in self.topics.env() {
-            env.insert(key.to_owned(), value.to_owned());
-        }
-        for (key, value) in extra_env {
-            env.insert((*key).to_owned(), (*value).to_owned());
-        }
-        ServiceProcess::spawn(service, &env, &log_dir()).await
-    }
-
-    pub fn token(&self, caller: &Caller) -> String {
-        self.secrets.token(caller)
-    }
-
-    pub fn tap(&self, topic: &str) -> anyhow::Result<EventTap> {
-        EventTap::from_beginning(&self.infra, topic)
-    }
 }
 
 /// A registry process in its own mesh.
@@ -107,7 +32,7 @@ impl RegistryFixture {
     /// Starts against `infra` with extra environment variables.
     pub async fn start_with(infra: Infra, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         // One partition: the registry tests check the total order of events.
-        let mut mesh = Mesh::on(infra, 1).await?;
+        let mut mesh = Mesh::on(infra, 1, &log_dir()).await?;
         let process = mesh.spawn("registry", extra_env).await?;
         let client = RegistryServiceClient::new(process.channel().await?);
         let topic = mesh.topics.registry.clone();

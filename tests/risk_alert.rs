@@ -3,16 +3,17 @@
 
 use std::time::Duration;
 
-use mesh::harness::ServiceProcess;
-use mesh_e2e::{Mesh, authorized, home_officer, officer, registration, webhook_receiver::Receiver};
+use mesh::harness::{ServiceProcess, check_in};
+use mesh::receiver::Receiver;
+use mesh_e2e::{Mesh, authorized, home_officer, officer, registration};
 use mesh_kit::{
     auth::{Caller, Role},
     proto_time::to_timestamp,
 };
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
-    checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
-    common::{GeoPoint, Jurisdiction},
+    checkin::checkin_service_client::CheckinServiceClient,
+    common::Jurisdiction,
     registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
 };
 use prost::Message;
@@ -86,54 +87,6 @@ async fn register_endpoint(alerts: &mut AlertServiceClient<Channel>, mesh: &Mesh
         ))
         .await
         .expect("endpoint registered");
-}
-
-fn new_checkin(supervisee_id: &str) -> checkin_pb::NewCheckin {
-    checkin_pb::NewCheckin {
-        checkin_id: uuid::Uuid::new_v4().to_string(),
-        supervisee_id: supervisee_id.to_owned(),
-        method: checkin_pb::CheckinMethod::AppSelfCheckin as i32,
-        recording_officer_id: "officer-1".into(),
-        device_time: Some(to_timestamp(chrono::Utc::now())),
-        // Ganzhou district seat, inside the default permitted area.
-        position: Some(GeoPoint {
-            latitude: 38.93,
-            longitude: 100.45,
-            accuracy_m: 15.0,
-        }),
-        identity_verification: Some(checkin_pb::IdentityVerification {
-            verification: Some(checkin_pb::identity_verification::Verification::FaceMatch(
-                checkin_pb::FaceMatch { score: 0.97 },
-            )),
-        }),
-        captured_offline: false,
-        note: String::new(),
-    }
-}
-
-/// Records a check-in, retrying while the check-in service has not yet learnt of the
-/// supervisee from the registry's events.
-async fn check_in(checkins: &mut CheckinServiceClient<Channel>, token: &str, supervisee_id: &str) -> String {
-    for _ in 0..100 {
-        let checkin = new_checkin(supervisee_id);
-        let id = checkin.checkin_id.clone();
-        match checkins
-            .record_checkin(authorized(
-                checkin_pb::RecordCheckinRequest {
-                    checkin: Some(checkin),
-                },
-                token,
-            ))
-            .await
-        {
-            Ok(_) => return id,
-            Err(status) if status.code() == Code::FailedPrecondition => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("check-in refused: {status:?}"),
-        }
-    }
-    panic!("the check-in service never learnt of supervisee {supervisee_id}");
 }
 
 async fn list_alerts(alerts: &mut AlertServiceClient<Channel>, token: &str) -> Vec<pb::Alert> {
@@ -236,8 +189,12 @@ async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_check
     // Two supervisees check in every second for 8 s; the third never does.
     let until = tokio::time::Instant::now() + Duration::from_secs(8);
     while tokio::time::Instant::now() < until {
-        check_in(&mut checkins, &officer_token, &punctual_a).await;
-        check_in(&mut checkins, &officer_token, &punctual_b).await;
+        check_in(&mut checkins, &officer_token, &punctual_a)
+            .await
+            .expect("check-in");
+        check_in(&mut checkins, &officer_token, &punctual_b)
+            .await
+            .expect("check-in");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let listed = list_alerts(&mut alerts, &officer_token).await;
@@ -311,7 +268,9 @@ async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_check
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     // The late check-in resolves the alert, and the resolution is notified too.
-    let late = check_in(&mut checkins, &officer_token, &missing).await;
+    let late = check_in(&mut checkins, &officer_token, &missing)
+        .await
+        .expect("check-in");
     let listed = wait_for_alerts(&mut alerts, &officer_token, Duration::from_secs(15), |alerts| {
         alerts.iter().all(|a| a.status() == pb::AlertStatus::Resolved)
     })

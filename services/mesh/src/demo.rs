@@ -1,249 +1,347 @@
-//! The demo scenario run by the README's main command: the registry starts against the
-//! local broker and PostgreSQL, officers of Zhangye's townships register supervisees, bad
-//! and unauthorised requests are refused, and every `supervisee.*` event is read back from
-//! Kafka and decoded.
+//! The demo scenario run by the README's main command. Against the local broker and
+//! PostgreSQL it starts the registry, check-in and risk-alert services (second-scale
+//! check-in policy so the story fits in a minute) and a township office's webhook receiver,
+//! then plays the core loop against 脱管: supervisees registered, officers' check-ins
+//! arriving, one supervisee missing a deadline, the alert and its signed notification
+//! reaching the township endpoint, a late check-in resolving it. Refused requests and the
+//! events on Kafka are shown along the way.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::NaiveDate;
-use mesh_kit::{kafka::REGISTRY_TOPIC, national_id::synthesize, proto_time::to_date};
-use mesh_proto::registry::{self as pb, registry_service_client::RegistryServiceClient};
-use prost::Message;
+use chrono::{NaiveDate, Utc};
+use mesh_kit::{
+    auth::{Caller, Role},
+    kafka::Topics,
+    national_id::synthesize,
+    proto_time::{to_date, to_timestamp},
+};
+use mesh_proto::{
+    alert::{self as alert_pb, alert_service_client::AlertServiceClient},
+    checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
+    common::Jurisdiction,
+    registry::{self as pb, registry_service_client::RegistryServiceClient},
+};
+use tonic::transport::Channel;
 
-use crate::harness::{
-    EventTap, Infra, Secrets, ServiceProcess, authorized, county_bureau, officer, service_env,
+use crate::{
+    harness::{Infra, Mesh, authorized, check_in, county_bureau, new_checkin, officer},
+    receiver::Receiver,
 };
 
-/// Demo database, recreated on every run (the demo's keys are fresh each time).
-const DEMO_DATABASE: &str = "mesh_demo_registry";
+/// Services of the demo, each on a database recreated on every run (the demo's keys are
+/// fresh each time).
+const SERVICES: [&str; 3] = ["registry", "checkin", "risk-alert"];
+
+/// Every level checks in every 6 s with 2 s of grace, so a missed deadline happens live.
+const DEMO_POLICY: &[(&str, &str)] = &[
+    ("MESH_POLICY_STRICT_INTERVAL", "6s"),
+    ("MESH_POLICY_STRICT_GRACE", "2s"),
+    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
+    ("MESH_POLICY_NORMAL_INTERVAL", "6s"),
+    ("MESH_POLICY_NORMAL_GRACE", "2s"),
+    ("MESH_POLICY_LENIENT_INTERVAL", "6s"),
+    ("MESH_POLICY_LENIENT_GRACE", "2s"),
+    ("MESH_ABSCONDING_WARNING_AFTER", "240h"),
+    ("MESH_ABSCONDING_REVOCATION_AFTER", "1mo"),
+    ("MESH_ALERT_TICK_MS", "200"),
+    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
+];
+
+const WEBHOOK_SECRET: &str = "dongjie-judicial-office-webhook-secret-2026";
+
+/// 甘州区 东街街道 司法所.
+fn dongjie() -> Jurisdiction {
+    Jurisdiction {
+        township_code: "620702001".into(),
+        county_code: "620702".into(),
+    }
+}
 
 pub async fn run(infra: Infra) -> anyhow::Result<()> {
     println!("== community-corrections mesh demo ==");
-    reset_database(&infra).await?;
-    let secrets = Secrets::random();
-    let tap = EventTap::from_now(&infra, REGISTRY_TOPIC).context("is the broker up? run scripts/infra up")?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let log_dir = std::env::temp_dir().join("mesh-demo");
-    let registry = ServiceProcess::spawn(
-        "registry",
-        &service_env(&infra, &secrets, DEMO_DATABASE),
-        &log_dir,
-    )
-    .await?;
+    let topics = Topics::unique(&format!("demo.{run_id}"));
+    let mut mesh = Mesh::with_topics(infra.clone(), 2, &log_dir, topics)
+        .await
+        .context("creating topics: is the broker up? run scripts/infra up")?;
+    for service in SERVICES {
+        let database = format!("mesh_demo_{}", service.replace('-', "_"));
+        reset_database(&infra, &database).await?;
+        mesh.use_database(service, &database);
+    }
     println!(
-        "registry up at {} (log: {})",
-        registry.endpoint(),
-        registry.log_path.display()
+        "topics of this run: {}.*",
+        mesh.topics.registry.trim_end_matches(".registry")
     );
-    let mut client = RegistryServiceClient::new(registry.channel().await?);
 
-    // Officers of 甘州区 东街街道 (620702001) and 民乐县 洪水镇 (620722001).
-    let ganzhou = secrets.token(&officer("officer-ganzhou-1", "620702001"));
-    let minle = secrets.token(&officer("officer-minle-1", "620722001"));
-    let other_township = secrets.token(&officer("officer-ganzhou-2", "620702002"));
-    let bureau = secrets.token(&county_bureau("bureau-ganzhou", "620702"));
+    let registry = mesh.spawn("registry", &[]).await?;
+    let checkin = mesh.spawn("checkin", &[]).await?;
+    let risk = mesh.spawn("risk-alert", DEMO_POLICY).await?;
+    for service in [&registry, &checkin, &risk] {
+        println!(
+            "{:<10} up at {}  (log: {})",
+            service.name,
+            service.endpoint(),
+            service.log_path.display()
+        );
+    }
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await?);
+    let mut checkins = CheckinServiceClient::new(checkin.channel().await?);
+    let mut alerts = AlertServiceClient::new(risk.channel().await?);
 
-    println!("\n-- registering supervisees --");
+    let officer_token = mesh.token(&officer("officer-dongjie-1", "620702001"));
+    let other_township = mesh.token(&officer("officer-nanjie-1", "620702002"));
+    let office_token = mesh.token(&Caller {
+        subject: "office-dongjie".into(),
+        role: Role::TownshipOffice,
+        township: Some("620702001".into()),
+        county: Some("620702".into()),
+        prison: None,
+    });
+    let bureau_token = mesh.token(&county_bureau("bureau-ganzhou", "620702"));
+
+    println!("\n-- 东街司法所 registers its webhook endpoint --");
+    let receiver = Receiver::start(WEBHOOK_SECRET).await?;
+    alerts
+        .register_endpoint(authorized(
+            alert_pb::RegisterEndpointRequest {
+                jurisdiction: Some(dongjie()),
+                url: receiver.url(),
+                secret: WEBHOOK_SECRET.into(),
+                description: "东街司法所值班系统".into(),
+            },
+            &office_token,
+        ))
+        .await?;
+    println!("endpoint {} (HMAC-SHA256 signed)", receiver.url());
+
+    println!("\n-- registering supervisees at 东街街道 --");
     let zhang = register(
-        &mut client,
-        &ganzhou,
+        &mut registry_client,
+        &officer_token,
         "张伟",
-        "620702",
         1,
         pb::SupervisionLevel::Strict,
-        "620702001",
     )
     .await?;
     let li = register(
-        &mut client,
-        &ganzhou,
+        &mut registry_client,
+        &officer_token,
         "李娜",
-        "620702",
         2,
         pb::SupervisionLevel::Normal,
-        "620702001",
     )
     .await?;
     let wang = register(
-        &mut client,
-        &minle,
-        "王强",
-        "620722",
+        &mut registry_client,
+        &officer_token,
+        "王芳",
         3,
-        pb::SupervisionLevel::Lenient,
-        "620722001",
+        pb::SupervisionLevel::Normal,
     )
     .await?;
 
-    println!("\n-- requests the registry refuses --");
-    let mut bad = registration("赵敏", "620702", 4, pb::SupervisionLevel::Normal, "620702001");
+    println!("\n-- requests the mesh refuses --");
+    let mut bad = registration("赵敏", 4, pb::SupervisionLevel::Normal);
     bad.national_id
         .replace_range(17..18, if bad.national_id.ends_with('0') { "1" } else { "0" });
     show_refusal(
         "wrong ID check digit",
-        client.register_supervisee(authorized(bad, &ganzhou)).await,
+        registry_client
+            .register_supervisee(authorized(bad, &officer_token))
+            .await,
     );
-    let duplicate = registration("张伟", "620702", 1, pb::SupervisionLevel::Strict, "620702001");
+    let duplicate = registration("张伟", 1, pb::SupervisionLevel::Strict);
     show_refusal(
         "same person registered twice",
-        client.register_supervisee(authorized(duplicate, &ganzhou)).await,
+        registry_client
+            .register_supervisee(authorized(duplicate, &officer_token))
+            .await,
     );
     let get = pb::GetSuperviseeRequest {
         supervisee_id: zhang.clone(),
     };
     show_refusal(
-        "officer of another township reads",
-        client.get_supervisee(authorized(get, &other_township)).await,
+        "officer of 南街街道 reads a 东街 supervisee",
+        registry_client
+            .get_supervisee(authorized(get, &other_township))
+            .await,
+    );
+    let foreign = new_checkin(&li, Utc::now());
+    show_refusal(
+        "officer of 南街街道 records a check-in for 李娜",
+        checkins
+            .record_checkin(authorized(
+                checkin_pb::RecordCheckinRequest {
+                    checkin: Some(foreign),
+                },
+                &other_township,
+            ))
+            .await,
     );
 
-    println!("\n-- changes --");
-    client
-        .change_status(authorized(
-            pb::ChangeStatusRequest {
-                supervisee_id: zhang.clone(),
-                status: pb::SuperviseeStatus::Active as i32,
-                reason: "reported in at 东街街道司法所".into(),
-                effective_at: None,
+    println!("\n-- check-ins arrive for 张伟 and 李娜; 王芳 misses her 6 s deadline (+2 s grace) --");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        for (name, id) in [("张伟", &zhang), ("李娜", &li)] {
+            let checkin_id = check_in(&mut checkins, &officer_token, id).await?;
+            println!("  check-in {name} ({})", &checkin_id[..8]);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    println!("\n-- the township endpoint receives the alert --");
+    let received = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            r.iter().any(|n| n.event_type == "alert.raised")
+        })
+        .await;
+    let raised = received
+        .iter()
+        .find(|n| n.event_type == "alert.raised")
+        .context("no alert notification arrived")?;
+    let alert = &raised.body["alert"];
+    println!(
+        "notification {} signature valid: {}",
+        raised.notification_id, raised.signature_valid
+    );
+    println!(
+        "  {} about {} ({})",
+        alert["kind"], alert["subject"]["name"], alert["severity"]
+    );
+    println!("  rule: {}", alert["rule"]["description"]);
+    println!("  legal basis: {}", alert["legal_basis"]);
+    println!("  last contact: {}", alert["evidence"]["last_contact_at"]);
+    println!(
+        "  deadline: {} (+{} s grace)",
+        alert["deadline"], alert["evidence"]["grace_period_seconds"]
+    );
+    println!(
+        "  recommended measure: {} → {}",
+        alert["recommended_measure"], alert["escalation_target"]
+    );
+    let listed = alerts
+        .list_alerts(authorized(
+            alert_pb::ListAlertsRequest {
+                jurisdiction: Some(dongjie()),
+                ..Default::default()
             },
-            &ganzhou,
-        ))
-        .await?;
-    println!("张伟 reported in: status → active");
-    client
-        .change_level(authorized(
-            pb::ChangeLevelRequest {
-                supervisee_id: li.clone(),
-                level: pb::SupervisionLevel::Strict as i32,
-                reason: "quarterly assessment".into(),
-            },
-            &ganzhou,
-        ))
-        .await?;
-    println!("李娜 level → strict");
-    client
-        .transfer_supervisee(authorized(
-            pb::TransferSuperviseeRequest {
-                supervisee_id: wang.clone(),
-                to_township_code: "620722002".into(),
-                to_county_code: "620722".into(),
-                to_officer_id: "officer-minle-2".into(),
-                reason: "moved to 六坝镇".into(),
-            },
-            &minle,
-        ))
-        .await?;
-    println!("王强 transferred 洪水镇 → 六坝镇");
-    let listed = client
-        .list_supervisees(authorized(
-            pb::ListSuperviseesRequest {
-                township_code: "620702001".into(),
-                status: 0,
-                page: None,
-            },
-            &bureau,
+            &bureau_token,
         ))
         .await?
-        .into_inner();
+        .into_inner()
+        .alerts;
+    println!("county bureau lists {} alert(s) for 东街街道", listed.len());
+
+    println!("\n-- 王芳 checks in late; the alert resolves itself --");
+    let late = check_in(&mut checkins, &officer_token, &wang).await?;
+    println!("  check-in 王芳 ({})", &late[..8]);
+    let received = receiver
+        .wait_for(Duration::from_secs(20), |r| {
+            r.iter().any(|n| n.event_type == "alert.resolved")
+        })
+        .await;
+    let resolved = received
+        .iter()
+        .find(|n| n.event_type == "alert.resolved")
+        .context("no resolution notification arrived")?;
     println!(
-        "county bureau lists 东街街道: {} supervisees",
-        listed.supervisees.len()
+        "notification {} signature valid: {}: {} — {}",
+        resolved.notification_id,
+        resolved.signature_valid,
+        resolved.body["alert"]["status"],
+        resolved.body["alert"]["resolution_note"]
     );
-    for s in &listed.supervisees {
+
+    println!("\n-- events on Kafka --");
+    for (name, topic) in [
+        ("registry", &mesh.topics.registry),
+        ("checkin", &mesh.topics.checkin),
+        ("risk-alert", &mesh.topics.alert),
+    ] {
+        let events = mesh.tap(topic)?.collect(10_000, Duration::from_secs(3)).await?;
+        let mut counts = std::collections::BTreeMap::new();
+        for event in &events {
+            *counts
+                .entry(event.header("event_type").unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+        let traced = events
+            .iter()
+            .filter(|e| e.header("traceparent").is_some())
+            .count();
         println!(
-            "  {} {} level={:?} status={:?}",
-            s.name,
-            s.national_id_masked,
-            s.level(),
-            s.status()
+            "  {name:<10} {topic}: {counts:?} ({traced}/{} carry traceparent)",
+            events.len()
         );
     }
 
-    println!("\n-- events on Kafka topic {REGISTRY_TOPIC} --");
-    let events = tap.collect(6, Duration::from_secs(20)).await?;
-    for event in &events {
-        println!(
-            "  p{}@{} {:<26} key={} event_id={} traceparent={}",
-            event.partition,
-            event.offset,
-            event.header("event_type").unwrap_or("?"),
-            event.key.as_deref().unwrap_or("-"),
-            event.header("event_id").unwrap_or("?"),
-            event.header("traceparent").unwrap_or("-"),
-        );
-        println!(
-            "      {}",
-            describe(event.header("event_type").unwrap_or(""), &event.payload)
-        );
+    for service in [risk, checkin, registry] {
+        let name = service.name.clone();
+        let status = service.stop(Duration::from_secs(20)).await?;
+        println!("{name} stopped gracefully ({status})");
     }
-    let status = registry.stop(Duration::from_secs(20)).await?;
-    println!(
-        "\nregistry stopped gracefully ({status}); {} events received (expected 6)",
-        events.len()
+    anyhow::ensure!(
+        raised.signature_valid && resolved.signature_valid,
+        "a notification was not signed correctly"
     );
-    anyhow::ensure!(events.len() == 6, "expected 6 events, got {}", events.len());
+    println!("\ndemo complete");
     Ok(())
 }
 
-async fn reset_database(infra: &Infra) -> anyhow::Result<()> {
+async fn reset_database(infra: &Infra, database: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&infra.database_url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"))
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .execute(&mut conn)
         .await?;
-    sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+    sqlx::query(&format!("CREATE DATABASE {database}"))
         .execute(&mut conn)
         .await?;
     Ok(())
 }
 
-fn registration(
-    name: &str,
-    area: &str,
-    sequence: u16,
-    level: pb::SupervisionLevel,
-    township: &str,
-) -> pb::RegisterSuperviseeRequest {
+fn registration(name: &str, sequence: u16, level: pb::SupervisionLevel) -> pb::RegisterSuperviseeRequest {
     let birth = NaiveDate::from_ymd_opt(1985 + i32::from(sequence), 3, 14).unwrap_or_default();
     pb::RegisterSuperviseeRequest {
         name: name.into(),
-        national_id: synthesize(area, birth, sequence),
+        national_id: synthesize("620702", birth, sequence),
         category: pb::Category::Probation as i32,
         term_start: NaiveDate::from_ymd_opt(2026, 9, 1).map(to_date),
         term_end: NaiveDate::from_ymd_opt(2028, 8, 31).map(to_date),
         level: level as i32,
-        township_code: township.into(),
-        county_code: township[..6].into(),
-        officer_id: "officer-1".into(),
+        township_code: "620702001".into(),
+        county_code: "620702".into(),
+        officer_id: "officer-dongjie-1".into(),
         phone: "13800000000".into(),
-        address: "张掖市 demo address".into(),
-        reported_at: None,
+        address: "张掖市甘州区东街 demo address".into(),
+        // Reported in now: supervision is active and the check-in schedule starts.
+        reported_at: Some(to_timestamp(Utc::now())),
         needs_employment: sequence.is_multiple_of(2),
     }
 }
 
 async fn register(
-    client: &mut RegistryServiceClient<tonic::transport::Channel>,
+    client: &mut RegistryServiceClient<Channel>,
     token: &str,
     name: &str,
-    area: &str,
     sequence: u16,
     level: pb::SupervisionLevel,
-    township: &str,
 ) -> anyhow::Result<String> {
-    let response = client
-        .register_supervisee(authorized(
-            registration(name, area, sequence, level, township),
-            token,
-        ))
+    let supervisee = client
+        .register_supervisee(authorized(registration(name, sequence, level), token))
         .await?
-        .into_inner();
-    let supervisee = response.supervisee.context("response without supervisee")?;
+        .into_inner()
+        .supervisee
+        .context("response without supervisee")?;
     println!(
-        "registered {} ({}) at township {} → id {} status {:?}",
+        "registered {} ({}) level {:?} → {} {:?}",
         supervisee.name,
         supervisee.national_id_masked,
-        township,
-        supervisee.supervisee_id,
+        supervisee.level(),
+        &supervisee.supervisee_id[..13],
         supervisee.status()
     );
     Ok(supervisee.supervisee_id)
@@ -254,50 +352,4 @@ fn show_refusal<T>(what: &str, result: Result<tonic::Response<T>, tonic::Status>
         Ok(_) => println!("UNEXPECTED: {what} was accepted"),
         Err(status) => println!("{what}: {:?} — {}", status.code(), status.message()),
     }
-}
-
-fn describe(event_type: &str, payload: &[u8]) -> String {
-    let snapshot = |s: Option<pb::SuperviseeSnapshot>| {
-        s.map(|s| {
-            let township = s
-                .jurisdiction
-                .as_ref()
-                .map(|j| j.township_code.clone())
-                .unwrap_or_default();
-            format!(
-                "{} level={:?} status={:?} township={township}",
-                s.name,
-                s.level(),
-                s.status()
-            )
-        })
-        .unwrap_or_default()
-    };
-    match event_type {
-        "supervisee.registered" => pb::SuperviseeRegistered::decode(payload).map(|e| snapshot(e.supervisee)),
-        "supervisee.level_changed" => pb::SuperviseeLevelChanged::decode(payload).map(|e| {
-            format!(
-                "{} (was {:?})",
-                snapshot(e.supervisee.clone()),
-                e.previous_level()
-            )
-        }),
-        "supervisee.transferred" => pb::SuperviseeTransferred::decode(payload).map(|e| {
-            let from = e
-                .previous_jurisdiction
-                .as_ref()
-                .map(|j| j.township_code.clone())
-                .unwrap_or_default();
-            format!("{} (from {from})", snapshot(e.supervisee))
-        }),
-        "supervisee.status_changed" => pb::SuperviseeStatusChanged::decode(payload).map(|e| {
-            format!(
-                "{} (was {:?})",
-                snapshot(e.supervisee.clone()),
-                e.previous_status()
-            )
-        }),
-        other => return format!("(unknown event type {other})"),
-    }
-    .unwrap_or_else(|error| format!("(undecodable: {error})"))
 }

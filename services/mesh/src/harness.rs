@@ -14,7 +14,14 @@ use std::{
 use anyhow::{Context, bail};
 use base64::Engine;
 use chrono::Utc;
-use mesh_kit::auth::{Caller, Role, TokenKeys};
+use mesh_kit::{
+    auth::{Caller, Role, TokenKeys},
+    kafka::Topics,
+};
+use mesh_proto::{
+    checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
+    common::GeoPoint,
+};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -98,6 +105,96 @@ impl Infra {
             }
         }
         Ok(())
+    }
+}
+
+/// Infrastructure, secrets and topics shared by the services of one test or demo run.
+pub struct Mesh {
+    pub infra: Infra,
+    pub secrets: Secrets,
+    pub topics: Topics,
+    databases: HashMap<String, String>,
+    log_dir: PathBuf,
+}
+
+impl Mesh {
+    /// Fresh topics (and their dead-letter topics) on the shared broker.
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::on(Infra::from_env(), 2, &std::env::temp_dir().join("mesh-e2e-logs")).await
+    }
+
+    /// Fresh topics of `partitions` partitions each on `infra`'s broker; service logs go to
+    /// `log_dir`.
+    pub async fn on(infra: Infra, partitions: i32, log_dir: &Path) -> anyhow::Result<Self> {
+        Self::with_topics(infra, partitions, log_dir, Topics::unique("test")).await
+    }
+
+    /// Like [`Mesh::on`] with the given topic names.
+    pub async fn with_topics(
+        infra: Infra,
+        partitions: i32,
+        log_dir: &Path,
+        topics: Topics,
+    ) -> anyhow::Result<Self> {
+        for topic in topics.all() {
+            infra.create_topic(topic, partitions).await?;
+            infra
+                .create_topic(&mesh_kit::kafka::dead_letter_topic(topic), 1)
+                .await?;
+        }
+        Ok(Self {
+            infra,
+            secrets: Secrets::random(),
+            topics,
+            databases: HashMap::new(),
+            log_dir: log_dir.to_owned(),
+        })
+    }
+
+    /// Uses `database` for `service` instead of a fresh one.
+    pub fn use_database(&mut self, service: &str, database: &str) {
+        self.databases.insert(service.to_owned(), database.to_owned());
+    }
+
+    /// The database of `service` in this mesh (created on first use).
+    pub async fn database(&mut self, service: &str) -> anyhow::Result<String> {
+        if let Some(name) = self.databases.get(service) {
+            return Ok(name.clone());
+        }
+        let name = self.infra.fresh_database(&service.replace('-', "_")).await?;
+        self.databases.insert(service.to_owned(), name.clone());
+        Ok(name)
+    }
+
+    pub async fn pool(&mut self, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        let database = self.database(service).await?;
+        Ok(sqlx::PgPool::connect(&self.infra.database_url(&database)).await?)
+    }
+
+    /// Starts the `binary` of `service` with the mesh's environment plus `extra_env`. Several
+    /// replicas of one service share its database.
+    pub async fn spawn(
+        &mut self,
+        service: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        let database = self.database(service).await?;
+        let mut env = service_env(&self.infra, &self.secrets, &database);
+        for (key, value) in self.topics.env() {
+            env.insert(key.to_owned(), value.to_owned());
+        }
+        for (key, value) in extra_env {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        ServiceProcess::spawn(service, &env, &self.log_dir).await
+    }
+
+    pub fn token(&self, caller: &Caller) -> String {
+        self.secrets.token(caller)
+    }
+
+    pub fn tap(&self, topic: &str) -> anyhow::Result<EventTap> {
+        EventTap::from_beginning(&self.infra, topic)
     }
 }
 
@@ -547,4 +644,57 @@ impl TansuProcess {
         }
         Ok(())
     }
+}
+
+/// A face-verified app check-in near the Ganzhou district seat (inside the default
+/// permitted area) at `at`.
+pub fn new_checkin(supervisee_id: &str, at: chrono::DateTime<Utc>) -> checkin_pb::NewCheckin {
+    checkin_pb::NewCheckin {
+        checkin_id: uuid::Uuid::new_v4().to_string(),
+        supervisee_id: supervisee_id.to_owned(),
+        method: checkin_pb::CheckinMethod::AppSelfCheckin as i32,
+        recording_officer_id: "officer-1".into(),
+        device_time: Some(mesh_kit::proto_time::to_timestamp(at)),
+        position: Some(GeoPoint {
+            latitude: 38.931,
+            longitude: 100.452,
+            accuracy_m: 12.0,
+        }),
+        identity_verification: Some(checkin_pb::IdentityVerification {
+            verification: Some(checkin_pb::identity_verification::Verification::FaceMatch(
+                checkin_pb::FaceMatch { score: 0.96 },
+            )),
+        }),
+        captured_offline: false,
+        note: String::new(),
+    }
+}
+
+/// Records a check-in, retrying while the check-in service has not yet learnt of the
+/// supervisee from the registry's events (it follows them asynchronously).
+pub async fn check_in(
+    client: &mut CheckinServiceClient<Channel>,
+    token: &str,
+    supervisee_id: &str,
+) -> anyhow::Result<String> {
+    for _ in 0..100 {
+        let checkin = new_checkin(supervisee_id, chrono::Utc::now());
+        let id = checkin.checkin_id.clone();
+        match client
+            .record_checkin(authorized(
+                checkin_pb::RecordCheckinRequest {
+                    checkin: Some(checkin),
+                },
+                token,
+            ))
+            .await
+        {
+            Ok(_) => return Ok(id),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    anyhow::bail!("the check-in service never learnt of supervisee {supervisee_id}")
 }

@@ -1,6 +1,6 @@
-//! A township office's webhook receiver for the tests: records every POST, checks its
-//! HMAC signature with the endpoint secret, and can be started late (to play a receiver that
-//! was down) on a port reserved in advance.
+//! A township office's webhook receiver, for the demo and the tests: records every POST,
+//! checks its HMAC signature with the endpoint secret, and can be started late (to play a
+//! receiver that was down) on a port reserved in advance.
 
 use std::{
     net::SocketAddr,
