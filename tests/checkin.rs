@@ -1,0 +1,1292 @@
+//! The check-in service end to end: the real registry and check-in binaries against real
+//! PostgreSQL and Tansu. Supervisees are registered through the registry's API and reach the
+//! check-in service only through the registry's Kafka events.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mesh::harness::ServiceProcess;
+use mesh_e2e::{Mesh, authorized, county_bureau, home_officer, officer, prison, registration};
+use mesh_kit::{
+    auth::{Caller, Role},
+    error::violated_fields,
+    proto_time::to_timestamp,
+};
+use mesh_proto::{
+    checkin::{self as pb, checkin_service_client::CheckinServiceClient},
+    common,
+    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
+};
+use prost::Message;
+use tonic::{Code, Status, transport::Channel};
+use uuid::Uuid;
+
+/// Ganzhou district seat, inside the default permitted area of its townships.
+const SEAT: (f64, f64) = (38.93, 100.45);
+/// Metres per degree of latitude (haversine on the mean Earth radius).
+const METRES_PER_DEGREE: f64 = 111_195.0;
+
+/// A registry and a check-in service sharing one mesh (topics), each on its own database.
+struct Fixture {
+    mesh: Mesh,
+    registry_process: ServiceProcess,
+    checkin_process: ServiceProcess,
+    registry: RegistryServiceClient<Channel>,
+    checkin: CheckinServiceClient<Channel>,
+    /// The check-in service's database, to observe the projection and what was stored.
+    pool: sqlx::PgPool,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let mut mesh = Mesh::new().await.expect("mesh");
+        let registry_process = mesh.spawn("registry", &[]).await.expect("registry starts");
+        // A group of its own, so parallel tests never rebalance each other's consumers.
+        let group = format!("checkin-test-{}", Uuid::new_v4().simple());
+        let checkin_process = mesh
+            .spawn("checkin", &[("MESH_CONSUMER_GROUP", group.as_str())])
+            .await
+            .expect("checkin starts");
+        let registry = RegistryServiceClient::new(registry_process.channel().await.expect("channel"));
+        let checkin = CheckinServiceClient::new(checkin_process.channel().await.expect("channel"));
+        let pool = mesh.pool("checkin").await.expect("pool");
+        Self {
+            mesh,
+            registry_process,
+            checkin_process,
+            registry,
+            checkin,
+            pool,
+        }
+    }
+
+    fn token(&self, caller: &Caller) -> String {
+        self.mesh.token(caller)
+    }
+
+    /// Registers person `n` in township 620702001, already reported in (active) or not.
+    async fn register(&mut self, n: u16, reported: bool) -> String {
+        let mut request = registration(n);
+        if reported {
+            request.reported_at = Some(to_timestamp(Utc::now() - chrono::Duration::days(1)));
+        }
+        let token = self.token(&home_officer());
+        self.registry
+            .register_supervisee(authorized(request, &token))
+            .await
+            .expect("registered")
+            .into_inner()
+            .supervisee
+            .expect("supervisee")
+            .supervisee_id
+    }
+
+    /// Registers an active supervisee and waits until the check-in service knows it.
+    async fn register_active(&mut self, n: u16) -> String {
+        let id = self.register(n, true).await;
+        self.wait_projected(&id, 1).await;
+        id
+    }
+
+    async fn change_status(&mut self, id: &str, status: registry_pb::SuperviseeStatus) {
+        let token = self.token(&home_officer());
+        self.registry
+            .change_status(authorized(
+                registry_pb::ChangeStatusRequest {
+                    supervisee_id: id.to_owned(),
+                    status: status as i32,
+                    reason: "test".into(),
+                    effective_at: None,
+                },
+                &token,
+            ))
+            .await
+            .expect("status changed");
+    }
+
+    /// Waits (bounded) until the projection holds `version` of the supervisee; returns the
+    /// projected status.
+    async fn wait_projected(&self, id: &str, version: i64) -> String {
+        let id: Uuid = id.parse().expect("uuid");
+        for _ in 0..300 {
+            let row: Option<(i64, String)> =
+                sqlx::query_as("SELECT version, status FROM supervisees WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .expect("projection readable");
+            if let Some((projected, status)) = row
+                && projected >= version
+            {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "supervisee {id} version {version} never reached the check-in projection; log: {}",
+            self.checkin_process.log_path.display()
+        );
+    }
+
+    async fn record(
+        &mut self,
+        caller: &Caller,
+        checkin: pb::NewCheckin,
+    ) -> Result<pb::RecordCheckinResponse, Status> {
+        let token = self.token(caller);
+        self.checkin
+            .record_checkin(authorized(
+                pb::RecordCheckinRequest {
+                    checkin: Some(checkin),
+                },
+                &token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn sync(
+        &mut self,
+        caller: &Caller,
+        checkins: Vec<pb::NewCheckin>,
+    ) -> Result<Vec<pb::SyncItemResult>, Status> {
+        let token = self.token(caller);
+        self.checkin
+            .sync_offline_batch(authorized(pb::SyncOfflineBatchRequest { checkins }, &token))
+            .await
+            .map(|response| response.into_inner().results)
+    }
+
+    async fn list(
+        &mut self,
+        caller: &Caller,
+        supervisee_id: &str,
+        range: (DateTime<Utc>, DateTime<Utc>),
+        page: Option<common::PageRequest>,
+    ) -> Result<pb::ListCheckinsResponse, Status> {
+        let token = self.token(caller);
+        self.checkin
+            .list_checkins(authorized(
+                pb::ListCheckinsRequest {
+                    supervisee_id: supervisee_id.to_owned(),
+                    range: Some(common::TimeRange {
+                        start: Some(to_timestamp(range.0)),
+                        end: Some(to_timestamp(range.1)),
+                    }),
+                    page,
+                },
+                &token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    async fn stored_checkins(&self) -> i64 {
+        self.count("SELECT count(*) FROM checkins").await
+    }
+
+    async fn recorded_events(&self) -> i64 {
+        self.count("SELECT count(*) FROM kit_outbox WHERE event_type = 'checkin.recorded'")
+            .await
+    }
+
+    async fn stop(self) {
+        for process in [self.checkin_process, self.registry_process] {
+            let name = process.name.clone();
+            let status = process.stop(Duration::from_secs(20)).await.expect("stops");
+            assert!(status.success(), "{name} exited with {status}");
+        }
+    }
+}
+
+fn manual(officer_id: &str) -> Option<pb::IdentityVerification> {
+    Some(pb::IdentityVerification {
+        verification: Some(pb::identity_verification::Verification::Manual(
+            pb::ManualVerification {
+                officer_id: officer_id.into(),
+                note: "known in person".into(),
+            },
+        )),
+    })
+}
+
+fn face(score: f64) -> Option<pb::IdentityVerification> {
+    Some(pb::IdentityVerification {
+        verification: Some(pb::identity_verification::Verification::FaceMatch(
+            pb::FaceMatch { score },
+        )),
+    })
+}
+
+fn point(latitude: f64, longitude: f64, accuracy_m: f64) -> Option<common::GeoPoint> {
+    Some(common::GeoPoint {
+        latitude,
+        longitude,
+        accuracy_m,
+    })
+}
+
+/// A home visit by officer-1 (the home officer) at the district seat, `ago` before now.
+fn home_visit(supervisee_id: &str, ago: chrono::Duration) -> pb::NewCheckin {
+    pb::NewCheckin {
+        checkin_id: Uuid::new_v4().to_string(),
+        supervisee_id: supervisee_id.to_owned(),
+        method: pb::CheckinMethod::HomeVisit as i32,
+        recording_officer_id: "officer-1".into(),
+        device_time: Some(to_timestamp(Utc::now() - ago)),
+        position: point(SEAT.0, SEAT.1, 15.0),
+        identity_verification: manual("officer-1"),
+        captured_offline: false,
+        note: "at home, all well".into(),
+    }
+}
+
+fn hours(n: i64) -> chrono::Duration {
+    chrono::Duration::hours(n)
+}
+
+fn township_office() -> Caller {
+    Caller {
+        subject: "office-620702001".into(),
+        role: Role::TownshipOffice,
+        township: Some("620702001".into()),
+        county: Some("620702".into()),
+        prison: None,
+    }
+}
+
+#[tokio::test]
+async fn accepted_checkin_is_published_with_its_fields() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(1).await;
+    let visit = home_visit(&id, chrono::Duration::minutes(3));
+    let response = fixture
+        .record(&home_officer(), visit.clone())
+        .await
+        .expect("accepted");
+    assert!(!response.duplicate);
+    let stored = response.checkin.expect("checkin");
+    assert_eq!(stored.checkin_id, visit.checkin_id);
+    assert_eq!(stored.method(), pb::CheckinMethod::HomeVisit);
+    assert!(stored.identity_verified);
+    assert!(!stored.out_of_area, "the seat lies in the default area");
+    assert_eq!(stored.distance_outside_m, 0.0);
+    let jurisdiction = stored.jurisdiction.clone().expect("jurisdiction");
+    assert_eq!(jurisdiction.township_code, "620702001");
+    assert_eq!(jurisdiction.county_code, "620702");
+    assert!(stored.received_at.is_some());
+
+    // A supervisee app self check-in with a weak face match is stored but proves nothing.
+    let mut app = home_visit(&id, chrono::Duration::minutes(1));
+    app.method = pb::CheckinMethod::AppSelfCheckin as i32;
+    app.recording_officer_id.clear();
+    app.identity_verification = face(0.42);
+    let weak = fixture
+        .record(&home_officer(), app.clone())
+        .await
+        .expect("accepted")
+        .checkin
+        .expect("checkin");
+    assert!(!weak.identity_verified);
+
+    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
+    assert_eq!(events.len(), 2, "one event per accepted check-in");
+    let event = events
+        .iter()
+        .find(|event| {
+            pb::CheckinRecorded::decode(event.payload.as_slice())
+                .is_ok_and(|decoded| decoded.checkin_id == visit.checkin_id)
+        })
+        .expect("the home visit's event");
+    assert_eq!(event.header("event_type"), Some("checkin.recorded"));
+    assert_eq!(event.header("producer"), Some("checkin"));
+    assert_eq!(event.key.as_deref(), Some(id.as_str()));
+    assert!(event.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    let decoded = pb::CheckinRecorded::decode(event.payload.as_slice()).expect("decodes");
+    assert_eq!(decoded.supervisee_id, id);
+    assert_eq!(decoded.method(), pb::CheckinMethod::HomeVisit);
+    assert_eq!(decoded.device_time, stored.device_time);
+    assert_eq!(decoded.received_at, stored.received_at);
+    assert_eq!(decoded.position, stored.position);
+    assert_eq!(decoded.jurisdiction, stored.jurisdiction);
+    assert!(decoded.identity_verified);
+    assert!(!decoded.out_of_area);
+    assert!(!decoded.captured_offline);
+    assert_eq!(decoded.recording_officer_id, "officer-1");
+    let actor = decoded.actor.expect("actor");
+    assert_eq!(
+        (actor.subject.as_str(), actor.role.as_str()),
+        ("officer-1", "officer")
+    );
+    let weak_event = events
+        .iter()
+        .filter_map(|event| pb::CheckinRecorded::decode(event.payload.as_slice()).ok())
+        .find(|decoded| decoded.checkin_id == app.checkin_id)
+        .expect("the app check-in's event");
+    assert!(!weak_event.identity_verified);
+    assert_eq!(weak_event.method(), pb::CheckinMethod::AppSelfCheckin);
+
+    let audited = fixture
+        .count("SELECT count(*) FROM audit_log WHERE action = 'checkin.recorded'")
+        .await;
+    assert_eq!(audited, 2);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(2).await;
+    let visit = home_visit(&id, chrono::Duration::minutes(10));
+    let first = fixture
+        .record(&home_officer(), visit.clone())
+        .await
+        .expect("accepted");
+    let again = fixture
+        .record(&home_officer(), visit.clone())
+        .await
+        .expect("retry accepted");
+    assert!(!first.duplicate);
+    assert!(again.duplicate, "the retry is recognised");
+    assert_eq!(again.checkin, first.checkin, "same answer");
+    // The same check-in re-uploaded in an offline batch is a duplicate too.
+    let results = fixture
+        .sync(&home_officer(), vec![visit.clone()])
+        .await
+        .expect("batch");
+    assert_eq!(results[0].outcome(), pb::SyncItemOutcome::Duplicate);
+    assert_eq!(results[0].checkin, first.checkin);
+
+    // Same id, different content: refused, whatever changed.
+    let mut other_note = visit.clone();
+    other_note.note = "a different remark".into();
+    let mut other_time = visit.clone();
+    other_time.device_time = Some(to_timestamp(Utc::now()));
+    let mut other_person = visit.clone();
+    other_person.supervisee_id = Uuid::new_v4().to_string();
+    for conflicting in [other_note, other_time, other_person] {
+        let status = fixture
+            .record(&home_officer(), conflicting)
+            .await
+            .expect_err("id reuse refused");
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    }
+
+    // Concurrent first attempts of one check-in: exactly one is stored.
+    let racing = home_visit(&id, chrono::Duration::minutes(5));
+    let token = fixture.token(&home_officer());
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let mut client = fixture.checkin.clone();
+        let request = pb::RecordCheckinRequest {
+            checkin: Some(racing.clone()),
+        };
+        let token = token.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .record_checkin(authorized(request, &token))
+                .await
+                .map(tonic::Response::into_inner)
+        }));
+    }
+    let mut fresh = 0;
+    let mut answers = Vec::new();
+    for call in calls {
+        let response = call.await.expect("joined").expect("accepted");
+        fresh += usize::from(!response.duplicate);
+        answers.push(response.checkin);
+    }
+    assert_eq!(fresh, 1, "one first write, the rest are retries");
+    assert!(
+        answers.windows(2).all(|pair| pair[0] == pair[1]),
+        "same answer for all"
+    );
+
+    assert_eq!(fixture.stored_checkins().await, 2);
+    assert_eq!(fixture.recorded_events().await, 2, "retries publish nothing");
+    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
+    assert_eq!(events.len(), 2);
+    assert!(
+        tap.next(Duration::from_secs(3)).await.expect("kafka").is_none(),
+        "no third event"
+    );
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_by_one() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(3).await;
+    let offline = |ago| pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(&id, ago)
+    };
+    let inside_old = offline(hours(71));
+    let inside_recent = offline(hours(2));
+    let too_old = offline(hours(73));
+    let future = offline(-chrono::Duration::minutes(10));
+    let mut bad_latitude = offline(hours(1));
+    bad_latitude.position = point(123.0, SEAT.1, 10.0);
+    let unknown_person = pb::NewCheckin {
+        supervisee_id: Uuid::new_v4().to_string(),
+        ..offline(hours(1))
+    };
+    let reused_id = pb::NewCheckin {
+        note: "different content".into(),
+        ..inside_recent.clone()
+    };
+    let batch = vec![
+        inside_old.clone(),
+        inside_recent.clone(),
+        too_old,
+        future,
+        inside_old.clone(), // the same item twice in one batch
+        bad_latitude,
+        unknown_person,
+        reused_id,
+    ];
+    let results = fixture
+        .sync(&home_officer(), batch.clone())
+        .await
+        .expect("batch answered");
+    use pb::SyncItemOutcome::{Accepted, Duplicate, Rejected};
+    let expected = [
+        (Accepted, ""),
+        (Accepted, ""),
+        (Rejected, "device_time"),
+        (Rejected, "device_time"),
+        (Duplicate, ""),
+        (Rejected, "position.latitude"),
+        (Rejected, "supervisee_id"),
+        (Rejected, "checkin_id"),
+    ];
+    assert_eq!(results.len(), expected.len());
+    for (index, (result, (outcome, field))) in results.iter().zip(expected).enumerate() {
+        assert_eq!(result.index as usize, index);
+        assert_eq!(result.checkin_id, batch[index].checkin_id);
+        assert_eq!(result.outcome(), outcome, "item {index}: {result:?}");
+        assert_eq!(result.reject_field, field, "item {index}: {result:?}");
+        assert_eq!(result.checkin.is_some(), outcome != Rejected, "item {index}");
+        assert_eq!(
+            result.reject_reason.is_empty(),
+            outcome != Rejected,
+            "item {index}"
+        );
+    }
+    assert!(
+        results[2].reject_reason.contains("72-hour"),
+        "{}",
+        results[2].reject_reason
+    );
+    assert!(
+        results[3].reject_reason.contains("future"),
+        "{}",
+        results[3].reject_reason
+    );
+    let accepted = results[0].checkin.clone().expect("checkin");
+    assert!(accepted.captured_offline);
+    assert_eq!(
+        accepted.device_time,
+        inside_old.device_time.map(|t| prost_types::Timestamp {
+            nanos: t.nanos / 1000 * 1000, // stored to the microsecond
+            ..t
+        })
+    );
+    assert_eq!(fixture.stored_checkins().await, 2);
+    assert_eq!(fixture.recorded_events().await, 2);
+
+    // The client did not get the answer and sends the whole batch again: nothing doubles.
+    let again = fixture
+        .sync(&home_officer(), batch)
+        .await
+        .expect("batch answered");
+    let outcomes: Vec<_> = again.iter().map(pb::SyncItemResult::outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Duplicate, Duplicate, Rejected, Rejected, Duplicate, Rejected, Rejected, Rejected
+        ]
+    );
+    assert_eq!(fixture.stored_checkins().await, 2);
+    assert_eq!(fixture.recorded_events().await, 2);
+
+    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
+    let mut published: Vec<String> = events
+        .iter()
+        .filter_map(|event| pb::CheckinRecorded::decode(event.payload.as_slice()).ok())
+        .inspect(|decoded| assert!(decoded.captured_offline))
+        .map(|decoded| decoded.checkin_id)
+        .collect();
+    published.sort();
+    let mut expected_ids = vec![inside_old.checkin_id, inside_recent.checkin_id];
+    expected_ids.sort();
+    assert_eq!(published, expected_ids);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn batch_size_is_bounded() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(4).await;
+    let oversized: Vec<_> = (0..501)
+        .map(|_| home_visit(&id, chrono::Duration::minutes(30)))
+        .collect();
+    let status = fixture
+        .sync(&home_officer(), oversized.clone())
+        .await
+        .expect_err("refused as a whole");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["checkins"]);
+    let empty = fixture
+        .sync(&home_officer(), Vec::new())
+        .await
+        .expect_err("empty batch refused");
+    assert_eq!(violated_fields(&empty), ["checkins"]);
+    assert_eq!(
+        fixture.stored_checkins().await,
+        0,
+        "nothing of the refused batch stored"
+    );
+
+    // The largest batch allowed goes through.
+    let results = fixture
+        .sync(&home_officer(), oversized[..500].to_vec())
+        .await
+        .expect("500 items accepted");
+    assert_eq!(results.len(), 500);
+    assert!(
+        results
+            .iter()
+            .all(|result| result.outcome() == pb::SyncItemOutcome::Accepted)
+    );
+    assert_eq!(fixture.stored_checkins().await, 500);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn callers_outside_the_jurisdiction_are_refused() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(5).await;
+    let neighbour = officer("officer-9", "620702002");
+    let mut theirs = home_visit(&id, chrono::Duration::minutes(5));
+    theirs.recording_officer_id = "officer-9".into();
+    theirs.identity_verification = manual("officer-9");
+
+    let status = fixture
+        .record(&neighbour, theirs.clone())
+        .await
+        .expect_err("record refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let results = fixture
+        .sync(&neighbour, vec![theirs])
+        .await
+        .expect("batch answered");
+    assert_eq!(results[0].outcome(), pb::SyncItemOutcome::Rejected);
+    assert_eq!(results[0].reject_field, "supervisee_id");
+    let window = (Utc::now() - hours(24), Utc::now() + hours(1));
+    for caller in [neighbour.clone(), county_bureau("bureau-minle", "620722")] {
+        let status = fixture
+            .list(&caller, &id, window, None)
+            .await
+            .expect_err("list refused");
+        assert_eq!(status.code(), Code::PermissionDenied, "{caller:?}");
+    }
+    // Prisons have no business with check-ins at all.
+    let a_prison = prison("prison-1", "zhangye-prison");
+    let status = fixture
+        .record(&a_prison, home_visit(&id, chrono::Duration::minutes(5)))
+        .await
+        .expect_err("prison refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture
+        .sync(&a_prison, vec![home_visit(&id, chrono::Duration::minutes(5))])
+        .await
+        .expect_err("prison refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // An officer records under their own id only.
+    let status = fixture
+        .record(
+            &officer("officer-2", "620702001"),
+            home_visit(&id, chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect_err("someone else's id refused");
+    assert_eq!(violated_fields(&status), ["checkin.recording_officer_id"]);
+    assert_eq!(fixture.stored_checkins().await, 0);
+
+    // The county bureau of the township records and reads.
+    let own_county = county_bureau("bureau-ganzhou", "620702");
+    fixture
+        .record(&own_county, home_visit(&id, chrono::Duration::minutes(5)))
+        .await
+        .expect("own county bureau records");
+    let listed = fixture
+        .list(&own_county, &id, window, None)
+        .await
+        .expect("own county bureau reads");
+    assert_eq!(listed.checkins.len(), 1);
+
+    // After a transfer the old township's officer is refused, the new one accepted.
+    let token = fixture.token(&home_officer());
+    fixture
+        .registry
+        .transfer_supervisee(authorized(
+            registry_pb::TransferSuperviseeRequest {
+                supervisee_id: id.clone(),
+                to_township_code: "620702002".into(),
+                to_county_code: "620702".into(),
+                to_officer_id: "officer-9".into(),
+                reason: "moved house".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("transferred");
+    fixture.wait_projected(&id, 2).await;
+    let status = fixture
+        .record(&home_officer(), home_visit(&id, chrono::Duration::minutes(1)))
+        .await
+        .expect_err("old township refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let mut new_home = home_visit(&id, chrono::Duration::minutes(1));
+    new_home.recording_officer_id = "officer-9".into();
+    let moved = fixture
+        .record(&neighbour, new_home)
+        .await
+        .expect("new township accepted")
+        .checkin
+        .expect("checkin");
+    assert_eq!(
+        moved.jurisdiction.expect("jurisdiction").township_code,
+        "620702002"
+    );
+    assert_eq!(fixture.stored_checkins().await, 2);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(6).await;
+    let get_area = |fixture: &Fixture, caller: &Caller| {
+        let mut client = fixture.checkin.clone();
+        let token = fixture.token(caller);
+        async move {
+            client
+                .get_permitted_area(authorized(
+                    pb::GetPermittedAreaRequest {
+                        township_code: "620702001".into(),
+                    },
+                    &token,
+                ))
+                .await
+                .map(|response| response.into_inner().area.expect("area"))
+        }
+    };
+    // Before any area is set, the default circle around the county seat applies.
+    let default = get_area(&fixture, &home_officer()).await.expect("default area");
+    assert_eq!(default.version, 0);
+    assert_eq!(default.circles.len(), 1);
+    assert_eq!(default.circles[0].radius_m, 60_000.0);
+
+    let small_area = |radius_m: f64| pb::SetPermittedAreaRequest {
+        township_code: "620702001".into(),
+        circles: vec![pb::GeoCircle {
+            centre: point(SEAT.0, SEAT.1, 0.0),
+            radius_m,
+        }],
+    };
+    let other_office = Caller {
+        subject: "office-620702002".into(),
+        township: Some("620702002".into()),
+        ..township_office()
+    };
+    for (caller, code) in [
+        (home_officer(), Code::PermissionDenied),
+        (other_office, Code::PermissionDenied),
+    ] {
+        let token = fixture.token(&caller);
+        let status = fixture
+            .checkin
+            .set_permitted_area(authorized(small_area(2_000.0), &token))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{caller:?}");
+    }
+    let token = fixture.token(&township_office());
+    let status = fixture
+        .checkin
+        .set_permitted_area(authorized(small_area(1.0), &token))
+        .await
+        .expect_err("tiny radius refused");
+    assert_eq!(violated_fields(&status), ["circles[0].radius_m"]);
+    let set = fixture
+        .checkin
+        .set_permitted_area(authorized(small_area(2_000.0), &token))
+        .await
+        .expect("township office sets its area")
+        .into_inner()
+        .area
+        .expect("area");
+    assert_eq!(set.version, 1);
+    let read = get_area(&fixture, &home_officer()).await.expect("area");
+    assert_eq!(read, set);
+    assert_eq!(read.updated_by.expect("actor").subject, "office-620702001");
+
+    let at = |metres_north: f64, accuracy_m: f64| pb::NewCheckin {
+        position: point(SEAT.0 + metres_north / METRES_PER_DEGREE, SEAT.1, accuracy_m),
+        ..home_visit(&id, chrono::Duration::minutes(2))
+    };
+    let inside = fixture
+        .record(&home_officer(), at(500.0, 10.0))
+        .await
+        .expect("accepted")
+        .checkin
+        .expect("checkin");
+    assert!(!inside.out_of_area);
+    // 100 m beyond the edge, but the device only knows its position to 150 m: not flagged.
+    let uncertain = fixture
+        .record(&home_officer(), at(2_100.0, 150.0))
+        .await
+        .expect("accepted")
+        .checkin
+        .expect("checkin");
+    assert!(!uncertain.out_of_area);
+    // 5.5 km north of the centre: 3.5 km outside the circle, accepted and flagged.
+    let outside_visit = at(5_500.0, 20.0);
+    let outside = fixture
+        .record(&home_officer(), outside_visit.clone())
+        .await
+        .expect("accepted although out of area")
+        .checkin
+        .expect("checkin");
+    assert!(outside.out_of_area);
+    assert!(
+        (outside.distance_outside_m - 3_500.0).abs() < 20.0,
+        "{}",
+        outside.distance_outside_m
+    );
+
+    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let events = tap.collect(3, Duration::from_secs(30)).await.expect("kafka");
+    let flagged = events
+        .iter()
+        .filter_map(|event| pb::CheckinRecorded::decode(event.payload.as_slice()).ok())
+        .find(|decoded| decoded.checkin_id == outside_visit.checkin_id)
+        .expect("the out-of-area event");
+    assert!(flagged.out_of_area, "risk-alert learns of it from the event");
+    assert_eq!(flagged.distance_outside_m, outside.distance_outside_m);
+
+    // Replacing the area bumps its version; stored check-ins keep their flag.
+    let replaced = fixture
+        .checkin
+        .set_permitted_area(authorized(small_area(10_000.0), &token))
+        .await
+        .expect("replaced")
+        .into_inner()
+        .area
+        .expect("area");
+    assert_eq!(replaced.version, 2);
+    let listed = fixture
+        .list(
+            &home_officer(),
+            &id,
+            (Utc::now() - hours(1), Utc::now() + hours(1)),
+            None,
+        )
+        .await
+        .expect("listed");
+    assert_eq!(listed.checkins.iter().filter(|c| c.out_of_area).count(), 1);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_name_the_field_and_store_nothing() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(7).await;
+    type Mutation = fn(&mut pb::NewCheckin);
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("checkin.checkin_id", |c| c.checkin_id = "not-a-uuid".into()),
+        ("checkin.supervisee_id", |c| c.supervisee_id = "42".into()),
+        ("checkin.method", |c| c.method = 0),
+        ("checkin.recording_officer_id", |c| c.recording_officer_id.clear()),
+        ("checkin.device_time", |c| c.device_time = None),
+        ("checkin.device_time", |c| {
+            c.device_time = Some(to_timestamp(Utc::now() + chrono::Duration::hours(1)))
+        }),
+        ("checkin.device_time", |c| {
+            c.device_time = Some(to_timestamp(Utc::now() - chrono::Duration::days(4)))
+        }),
+        ("checkin.position", |c| c.position = None),
+        ("checkin.position.latitude", |c| {
+            c.position = point(-91.0, 100.0, 5.0)
+        }),
+        ("checkin.position.longitude", |c| {
+            c.position = point(38.0, 181.0, 5.0)
+        }),
+        ("checkin.position.latitude", |c| {
+            c.position = point(f64::NAN, 100.0, 5.0)
+        }),
+        ("checkin.position.accuracy_m", |c| {
+            c.position = point(38.0, 100.0, -3.0)
+        }),
+        ("checkin.identity_verification", |c| {
+            c.identity_verification = None
+        }),
+        ("checkin.identity_verification.face_match.score", |c| {
+            c.identity_verification = face(-0.1)
+        }),
+        ("checkin.identity_verification.manual.officer_id", |c| {
+            c.identity_verification = manual("")
+        }),
+        ("checkin.note", |c| c.note = "长".repeat(501)),
+    ];
+    for (field, mutate) in cases {
+        let mut checkin = home_visit(&id, chrono::Duration::minutes(5));
+        mutate(&mut checkin);
+        let status = fixture
+            .record(&home_officer(), checkin)
+            .await
+            .expect_err(&format!("{field} case must be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(
+            violated_fields(&status),
+            vec![field.to_owned()],
+            "{field}: {}",
+            status.message()
+        );
+    }
+    // Several bad fields at once are all named; a missing check-in is named too.
+    let mut several = home_visit(&id, chrono::Duration::minutes(5));
+    several.method = 0;
+    several.position = point(100.0, 100.0, 1.0);
+    let status = fixture
+        .record(&home_officer(), several)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        violated_fields(&status),
+        ["checkin.method", "checkin.position.latitude"]
+    );
+    let token = fixture.token(&home_officer());
+    let status = fixture
+        .checkin
+        .record_checkin(authorized(pb::RecordCheckinRequest { checkin: None }, &token))
+        .await
+        .expect_err("refused");
+    assert_eq!(violated_fields(&status), ["checkin"]);
+
+    assert_eq!(fixture.stored_checkins().await, 0, "nothing stored");
+    assert_eq!(fixture.recorded_events().await, 0, "no event emitted");
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn only_supervisees_under_active_supervision_check_in() {
+    let mut fixture = Fixture::start().await;
+    let refused = |status: Status, needle: &str| {
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains(needle), "{}", status.message());
+    };
+
+    // Registered but not yet reported in.
+    let pending = fixture.register(8, false).await;
+    assert_eq!(fixture.wait_projected(&pending, 1).await, "pending_report_in");
+    let status = fixture
+        .record(
+            &home_officer(),
+            home_visit(&pending, chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect_err("pending refused");
+    refused(status, "not under active supervision");
+
+    // Suspended (e.g. taken into custody).
+    let suspended = fixture.register_active(9).await;
+    fixture
+        .change_status(&suspended, registry_pb::SuperviseeStatus::Suspended)
+        .await;
+    assert_eq!(fixture.wait_projected(&suspended, 2).await, "suspended");
+    let status = fixture
+        .record(
+            &home_officer(),
+            home_visit(&suspended, chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect_err("suspended refused");
+    refused(status, "not under active supervision");
+
+    // Absconded: a check-in is contact restored and must get through.
+    let absconded = fixture.register_active(10).await;
+    fixture
+        .change_status(&absconded, registry_pb::SuperviseeStatus::Absconded)
+        .await;
+    assert_eq!(fixture.wait_projected(&absconded, 2).await, "absconded");
+    fixture
+        .record(
+            &home_officer(),
+            home_visit(&absconded, chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect("absconded person's check-in accepted");
+
+    // Nobody the registry ever announced.
+    let status = fixture
+        .record(
+            &home_officer(),
+            home_visit(&Uuid::new_v4().to_string(), chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect_err("unknown refused");
+    refused(status, "not known");
+
+    assert_eq!(fixture.stored_checkins().await, 1);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn list_returns_a_time_range_newest_first_in_pages() {
+    let mut fixture = Fixture::start().await;
+    let id = fixture.register_active(11).await;
+    let other = fixture.register_active(12).await;
+    let now = Utc::now();
+    let batch: Vec<_> = [50, 40, 30, 20, 10]
+        .into_iter()
+        .map(|ago| pb::NewCheckin {
+            captured_offline: true,
+            ..home_visit(&id, hours(ago))
+        })
+        .chain([home_visit(&other, hours(25))])
+        .collect();
+    let results = fixture.sync(&home_officer(), batch.clone()).await.expect("batch");
+    assert!(
+        results
+            .iter()
+            .all(|result| result.outcome() == pb::SyncItemOutcome::Accepted)
+    );
+    let ids_of = |response: &pb::ListCheckinsResponse| -> Vec<String> {
+        response
+            .checkins
+            .iter()
+            .map(|checkin| checkin.checkin_id.clone())
+            .collect()
+    };
+
+    // [now - 45 h, now - 15 h): the 40, 30 and 20 hour old ones, newest first.
+    let ranged = fixture
+        .list(&home_officer(), &id, (now - hours(45), now - hours(15)), None)
+        .await
+        .expect("listed");
+    assert_eq!(
+        ids_of(&ranged),
+        [
+            batch[3].checkin_id.clone(),
+            batch[2].checkin_id.clone(),
+            batch[1].checkin_id.clone()
+        ]
+    );
+    assert!(ranged.page.expect("page").next_page_token.is_empty());
+
+    // Pages of two over everything: 10 20 | 30 40 | 50, never skipping or repeating.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = fixture
+            .list(
+                &home_officer(),
+                &id,
+                (now - hours(60), now + hours(1)),
+                Some(common::PageRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                }),
+            )
+            .await
+            .expect("page");
+        pages += 1;
+        seen.extend(ids_of(&page));
+        token = page.page.expect("page").next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let newest_first: Vec<String> = batch[..5]
+        .iter()
+        .rev()
+        .map(|checkin| checkin.checkin_id.clone())
+        .collect();
+    assert_eq!(seen, newest_first);
+
+    // Bad requests name the field; an unknown supervisee is not found.
+    let token = fixture.token(&home_officer());
+    type Mutation = fn(&mut pb::ListCheckinsRequest);
+    let bad = |mutate: Mutation| {
+        let mut request = pb::ListCheckinsRequest {
+            supervisee_id: id.clone(),
+            range: Some(common::TimeRange {
+                start: Some(to_timestamp(now - hours(1))),
+                end: Some(to_timestamp(now)),
+            }),
+            page: None,
+        };
+        mutate(&mut request);
+        authorized(request, &token)
+    };
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("supervisee_id", |r| r.supervisee_id = "x".into()),
+        ("range", |r| r.range = None),
+        ("range.start", |r| {
+            if let Some(range) = r.range.as_mut() {
+                range.start = None
+            }
+        }),
+        ("range.end", |r| {
+            if let Some(range) = r.range.as_mut() {
+                range.end = range.start
+            }
+        }),
+        ("page.page_size", |r| {
+            r.page = Some(common::PageRequest {
+                page_size: 501,
+                page_token: String::new(),
+            })
+        }),
+        ("page.page_token", |r| {
+            r.page = Some(common::PageRequest {
+                page_size: 0,
+                page_token: "not-a-token".into(),
+            })
+        }),
+    ];
+    for (field, mutate) in cases {
+        let status = fixture.checkin.list_checkins(bad(mutate)).await.expect_err(field);
+        assert_eq!(violated_fields(&status), [field], "{status:?}");
+    }
+    let unknown = fixture
+        .list(
+            &home_officer(),
+            &Uuid::new_v4().to_string(),
+            (now - hours(1), now),
+            None,
+        )
+        .await
+        .expect_err("unknown supervisee");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // Reads are audited, and the audit log cannot be rewritten.
+    let reads = fixture
+        .count("SELECT count(*) FROM audit_log WHERE action = 'checkin.list'")
+        .await;
+    assert_eq!(reads, 4);
+    let tampering = sqlx::query("DELETE FROM audit_log").execute(&fixture.pool).await;
+    assert!(tampering.is_err(), "audit log is append-only");
+    fixture.stop().await;
+}
+
+/// Publishes a registry-style event (as the registry's outbox relay would) to `topic`.
+async fn publish(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    event_type: &str,
+    payload: &[u8],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let event_id = Uuid::now_v7().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: mesh_kit::kafka::headers::EVENT_ID,
+            value: Some(event_id.as_str()),
+        })
+        .insert(Header {
+            key: mesh_kit::kafka::headers::EVENT_TYPE,
+            value: Some(event_type),
+        });
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("published");
+}
+
+fn snapshot(
+    id: &str,
+    version: i64,
+    status: registry_pb::SuperviseeStatus,
+) -> registry_pb::SuperviseeSnapshot {
+    registry_pb::SuperviseeSnapshot {
+        supervisee_id: id.to_owned(),
+        name: "测试人员".into(),
+        level: registry_pb::SupervisionLevel::Normal as i32,
+        jurisdiction: Some(common::Jurisdiction {
+            township_code: "620702001".into(),
+            county_code: "620702".into(),
+        }),
+        status: status as i32,
+        version,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
+    use registry_pb::SuperviseeStatus::{Absconded, Active, Suspended};
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let group = format!("checkin-test-{}", Uuid::new_v4().simple());
+    let process = mesh
+        .spawn("checkin", &[("MESH_CONSUMER_GROUP", group.as_str())])
+        .await
+        .expect("checkin starts");
+    let pool = mesh.pool("checkin").await.expect("pool");
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &mesh.infra.brokers)
+        .create()
+        .expect("producer");
+    let topic = mesh.topics.registry.clone();
+    let (person, sentinel) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    let registered = |snapshot| {
+        registry_pb::SuperviseeRegistered {
+            supervisee: Some(snapshot),
+            actor: None,
+            handover_id: String::new(),
+        }
+        .encode_to_vec()
+    };
+    let status_changed = |snapshot| {
+        registry_pb::SuperviseeStatusChanged {
+            supervisee: Some(snapshot),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // Version 2 arrives before a stale version 1 (a redelivery after a restart, say).
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.registered",
+        &registered(snapshot(&person, 2, Active)),
+    )
+    .await;
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.status_changed",
+        &status_changed(snapshot(&person, 1, Suspended)),
+    )
+    .await;
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.photo_added",
+        b"a type we do not project",
+    )
+    .await;
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.registered",
+        &[0xff, 0xff, 0xff],
+    )
+    .await;
+    // Same Kafka key, so the same partition: once the sentinel is projected, every event
+    // before it has been handled.
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.registered",
+        &registered(snapshot(&sentinel, 1, Active)),
+    )
+    .await;
+
+    let projected = |id: String| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..300 {
+                let row: Option<(i64, String)> =
+                    sqlx::query_as("SELECT version, status FROM supervisees WHERE id = $1::uuid")
+                        .bind(&id)
+                        .fetch_optional(&pool)
+                        .await
+                        .expect("readable");
+                if row.is_some() {
+                    return row;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        }
+    };
+    assert!(projected(sentinel.clone()).await.is_some(), "sentinel projected");
+    assert_eq!(
+        projected(person.clone()).await,
+        Some((2, "active".to_owned())),
+        "the stale snapshot changed nothing"
+    );
+
+    // The garbage was dead-lettered with its reason, and the consumer moved on.
+    let dead_letters = mesh
+        .tap(&mesh_kit::kafka::dead_letter_topic(&topic))
+        .expect("tap");
+    let dead = dead_letters
+        .next(Duration::from_secs(30))
+        .await
+        .expect("kafka")
+        .expect("a dead letter");
+    assert!(
+        dead.header(mesh_kit::kafka::headers::DLQ_REASON)
+            .is_some_and(|reason| reason.contains("undecodable")),
+        "{:?}",
+        dead.headers
+    );
+    assert!(
+        dead_letters
+            .next(Duration::from_secs(2))
+            .await
+            .expect("kafka")
+            .is_none(),
+        "unknown event types are ignored, not dead-lettered"
+    );
+
+    // A newer snapshot still applies.
+    publish(
+        &producer,
+        &topic,
+        &person,
+        "supervisee.status_changed",
+        &status_changed(snapshot(&person, 3, Absconded)),
+    )
+    .await;
+    let mut latest = None;
+    for _ in 0..300 {
+        latest = projected(person.clone()).await;
+        if latest.as_ref().is_some_and(|(version, _)| *version == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(latest, Some((3, "absconded".to_owned())));
+    let status = process.stop(Duration::from_secs(20)).await.expect("stops");
+    assert!(status.success());
+}
