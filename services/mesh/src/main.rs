@@ -1,4 +1,5 @@
-//! `mesh`: run the demo scenario against local infrastructure, or mint a dev token.
+//! `mesh`: run the demo scenario or the benchmark against local infrastructure, or mint a
+//! dev token.
 
 use clap::{Parser, Subcommand};
 use mesh_kit::auth::{Caller, Role, TokenKeys};
@@ -18,6 +19,15 @@ struct Cli {
 enum Command {
     /// Start the services against the local broker and PostgreSQL and play the demo scenario.
     Demo,
+    /// Measure one risk-alert instance: check-ins/s absorbed and deadline → webhook delay.
+    Bench {
+        #[arg(long, default_value_t = 20_000)]
+        checkins: usize,
+        #[arg(long, default_value_t = 500)]
+        supervisees: usize,
+        #[arg(long, default_value_t = 200)]
+        deadlines: usize,
+    },
     /// Print a signed bearer token for a caller (development only).
     Token {
         /// Secret the services verify tokens with.
@@ -43,6 +53,19 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo => mesh::demo::run(mesh::harness::Infra::from_env()).await,
+        Command::Bench {
+            checkins,
+            supervisees,
+            deadlines,
+        } => {
+            mesh::bench::run(
+                mesh::harness::Infra::from_env(),
+                checkins,
+                supervisees.max(1),
+                deadlines.max(1),
+            )
+            .await
+        }
         Command::Token {
             secret,
             role,

@@ -18,6 +18,8 @@ pub struct Received {
     pub event_type: String,
     pub signature_valid: bool,
     pub body: serde_json::Value,
+    /// When the receiver got it (for latency measurements).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Received {
@@ -132,6 +134,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         event_type: header(notify::HEADER_EVENT_TYPE),
         signature_valid,
         body: serde_json::from_slice(&body).unwrap_or_default(),
+        received_at: chrono::Utc::now(),
     };
     shared
         .received

@@ -51,12 +51,15 @@ pub struct Settings {
 
 fn obligation(reader: &mut Reader<'_>, prefix: &str, interval: Span, grace: Duration) -> Obligation {
     let interval = reader.optional(&format!("{prefix}_INTERVAL"), interval);
-    let grace_span = reader.optional(&format!("{prefix}_GRACE"), Span::Seconds(grace.as_secs()));
-    let grace = match grace_span {
-        Span::Seconds(seconds) => Duration::from_secs(seconds),
-        Span::EndOfDay(days) => Duration::from_secs(u64::from(days) * 86_400),
-        Span::Months(_) => {
-            reader.problem(format!("{prefix}_GRACE must be given in s, m, h or d"));
+    let name = format!("{prefix}_GRACE");
+    let grace = match reader
+        .maybe::<String>(&name)
+        .map(|text| policy::parse_grace(&text))
+    {
+        None => grace,
+        Some(Ok(parsed)) => parsed,
+        Some(Err(problem)) => {
+            reader.problem(format!("{name} is invalid: {problem}"));
             grace
         }
     };

@@ -73,6 +73,24 @@ impl fmt::Display for Span {
     }
 }
 
+/// A grace period: `0` or a span in `s`, `m`, `h` or `d` (whole days, not calendar-aligned).
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .chars()
+        .all(|c| c == '0')
+        && !text.is_empty()
+    {
+        return Ok(Duration::ZERO);
+    }
+    match text.parse::<Span>()? {
+        Span::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+        Span::EndOfDay(days) => Ok(Duration::from_secs(u64::from(days) * 86_400)),
+        Span::Months(_) => Err("a grace period must be given in s, m, h or d".into()),
+    }
+}
+
 /// One recurring obligation: a contact within `interval`, with `grace` before alerting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Obligation {
@@ -315,6 +333,16 @@ mod tests {
             Span::Seconds(30).after(contact, Shanghai),
             utc("2026-11-26T02:00:30Z")
         );
+    }
+
+    #[test]
+    fn grace_periods_parse() {
+        assert_eq!(parse_grace("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_grace("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_grace("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_grace("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_grace("1mo").is_err());
+        assert!(parse_grace("").is_err());
     }
 
     #[test]
