@@ -1,7 +1,9 @@
 //! Registry service: owns supervisees (people under community corrections), their orders,
 //! supervision levels, township assignment and status, and publishes `supervisee.*` events.
+//! It also registers the people prisons hand over, when they report in.
 
 pub mod domain;
+pub mod handover;
 pub mod service;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -11,6 +13,7 @@ use mesh_kit::{
     auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
+    consumer::{ConsumerConfig, EventConsumer},
     crypto::FieldCrypto,
     db, grpc,
     outbox::{OutboxSignal, Relay, RelayConfig},
@@ -67,6 +70,7 @@ pub struct Application {
     registry: service::Registry,
     keys: TokenKeys,
     relay: Relay,
+    consumer: EventConsumer<handover::ReportInHandler>,
 }
 
 impl Application {
@@ -89,10 +93,18 @@ impl Application {
         let registry = service::Registry::new(
             pool.clone(),
             crypto,
-            clock,
+            clock.clone(),
             signal,
             settings.common.topics.registry.clone(),
         );
+        let consumer = EventConsumer::new(
+            pool.clone(),
+            handover::ReportInHandler {
+                registry: registry.clone(),
+                clock,
+            },
+            ConsumerConfig::from_settings(&settings.common, &[settings.common.topics.handover.as_str()]),
+        )?;
         let listener = TcpListener::bind(settings.common.grpc_addr).await?;
         let keys = TokenKeys::new(&settings.common.jwt_secret);
         Ok(Self {
@@ -101,6 +113,7 @@ impl Application {
             registry,
             keys,
             relay,
+            consumer,
         })
     }
 
@@ -115,6 +128,7 @@ impl Application {
     /// Serves until `shutdown`, then drains calls and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
         let service = tonic::service::interceptor::InterceptedService::new(
             RegistryServiceServer::new(self.registry).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
             self.keys.interceptor(),
@@ -122,6 +136,7 @@ impl Application {
         tracing::info!(addr = %self.listener.local_addr()?, "registry listening");
         let served = grpc::serve(self.listener, service, shutdown.clone()).await;
         shutdown.cancel();
+        consumer.await?;
         relay.await?;
         self.pool.close().await;
         served

@@ -51,8 +51,8 @@ pub struct Registry {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
+pub(crate) struct Row {
+    pub(crate) id: Uuid,
     name: String,
     national_id_sealed: Vec<u8>,
     category: String,
@@ -196,8 +196,26 @@ impl Registry {
         payload: Vec<u8>,
         detail: serde_json::Value,
     ) -> Result<pb::Supervisee, Status> {
+        self.record_change(&mut tx, caller, action, row, payload, detail)
+            .await
+            .map_err(error::database)?;
+        tx.commit().await.map_err(error::database)?;
+        self.outbox_signal.notify();
+        self.to_proto(row)
+    }
+
+    /// Writes a change's event (outbox) and audit record in the caller's transaction.
+    async fn record_change(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        action: &'static str,
+        row: &Row,
+        payload: Vec<u8>,
+        detail: serde_json::Value,
+    ) -> sqlx::Result<()> {
         outbox::enqueue(
-            &mut tx,
+            &mut *conn,
             NewEvent {
                 topic: self.topic.clone(),
                 key: row.id.to_string(),
@@ -206,12 +224,81 @@ impl Registry {
                 occurred_at: row.updated_at,
             },
         )
+        .await?;
+        audit(conn, caller, action, Some(row.id), detail).await
+    }
+
+    /// Inserts a validated registration with its `supervisee.registered` event and audit
+    /// record, in the caller's transaction (an RPC's, or the handover consumer's).
+    pub(crate) async fn insert_registration(
+        &self,
+        conn: &mut PgConnection,
+        registration: &domain::Registration,
+        caller: &Caller,
+        handover_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Row, RegisterError> {
+        let id = Uuid::now_v7();
+        let national_id = registration.national_id.expose();
+        let status = if registration.reported_at.is_some() {
+            SupervisionStatus::Active
+        } else {
+            SupervisionStatus::PendingReportIn
+        };
+        let inserted: Result<Row, sqlx::Error> = sqlx::query_as(&format!(
+            "INSERT INTO supervisees (id, name, national_id_sealed, national_id_index, category, term_start, term_end,
+                 level, township_code, county_code, officer_id, phone_sealed, address_sealed, status,
+                 needs_employment, reported_at, handover_id, registered_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(&registration.name)
+        .bind(self.crypto.seal(national_id, NATIONAL_ID))
+        .bind(self.crypto.blind_index(national_id, NATIONAL_ID))
+        .bind(registration.category.as_str())
+        .bind(registration.term_start)
+        .bind(registration.term_end)
+        .bind(registration.level.as_str())
+        .bind(&registration.township_code)
+        .bind(&registration.county_code)
+        .bind(&registration.officer_id)
+        .bind(self.crypto.seal(&registration.phone, PHONE))
+        .bind(self.crypto.seal(&registration.address, ADDRESS))
+        .bind(status.as_str())
+        .bind(registration.needs_employment)
+        .bind(registration.reported_at)
+        .bind(handover_id)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) if error::is_unique_violation(&e) => return Err(RegisterError::AlreadyOpen),
+            Err(e) => return Err(RegisterError::Database(e)),
+        };
+        let event = pb::SuperviseeRegistered {
+            supervisee: Some(
+                row.snapshot()
+                    .map_err(|_| RegisterError::Database(sqlx::Error::RowNotFound))?,
+            ),
+            actor: Some(caller.actor()),
+            handover_id: handover_id.unwrap_or_default().to_owned(),
+        };
+        let detail = serde_json::json!({
+            "township_code": row.township_code, "status": row.status, "handover_id": handover_id,
+        });
+        self.record_change(
+            conn,
+            caller,
+            "supervisee.registered",
+            &row,
+            event.encode_to_vec(),
+            detail,
+        )
         .await
-        .map_err(error::database)?;
-        audit(&mut tx, caller, action, Some(row.id), detail).await?;
-        tx.commit().await.map_err(error::database)?;
-        self.outbox_signal.notify();
-        self.to_proto(row)
+        .map_err(RegisterError::Database)?;
+        Ok(row)
     }
 
     async fn update_row(
@@ -233,6 +320,14 @@ impl Registry {
     }
 }
 
+/// Why a registration was not stored.
+#[derive(Debug)]
+pub(crate) enum RegisterError {
+    /// The person already has an open supervision (one-open-per-person index).
+    AlreadyOpen,
+    Database(sqlx::Error),
+}
+
 /// Appends to the audit log.
 async fn audit(
     conn: &mut PgConnection,
@@ -240,7 +335,7 @@ async fn audit(
     action: &str,
     supervisee_id: Option<Uuid>,
     detail: serde_json::Value,
-) -> Result<(), Status> {
+) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO audit_log (actor_subject, actor_role, action, supervisee_id, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(&caller.subject)
         .bind(caller.role.as_str())
@@ -248,8 +343,7 @@ async fn audit(
         .bind(supervisee_id)
         .bind(detail)
         .execute(conn)
-        .await
-        .map_err(error::database)?;
+        .await?;
     Ok(())
 }
 
@@ -280,66 +374,23 @@ impl pb::registry_service_server::RegistryService for Registry {
         let registration = domain::validate_registration(request.get_ref(), now)?;
         caller.ensure_access(&registration.township_code, &registration.county_code)?;
 
-        let id = Uuid::now_v7();
-        tracing::Span::current().record("supervisee_id", tracing::field::display(id));
-        let national_id = registration.national_id.expose();
-        let status = if registration.reported_at.is_some() {
-            SupervisionStatus::Active
-        } else {
-            SupervisionStatus::PendingReportIn
-        };
         let mut tx = self.pool.begin().await.map_err(error::database)?;
-        let inserted: Result<Row, sqlx::Error> = sqlx::query_as(&format!(
-            "INSERT INTO supervisees (id, name, national_id_sealed, national_id_index, category, term_start, term_end,
-                 level, township_code, county_code, officer_id, phone_sealed, address_sealed, status,
-                 needs_employment, reported_at, registered_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
-             RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&registration.name)
-        .bind(self.crypto.seal(national_id, NATIONAL_ID))
-        .bind(self.crypto.blind_index(national_id, NATIONAL_ID))
-        .bind(registration.category.as_str())
-        .bind(registration.term_start)
-        .bind(registration.term_end)
-        .bind(registration.level.as_str())
-        .bind(&registration.township_code)
-        .bind(&registration.county_code)
-        .bind(&registration.officer_id)
-        .bind(self.crypto.seal(&registration.phone, PHONE))
-        .bind(self.crypto.seal(&registration.address, ADDRESS))
-        .bind(status.as_str())
-        .bind(registration.needs_employment)
-        .bind(registration.reported_at)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
+        let row = match self
+            .insert_registration(&mut tx, &registration, &caller, None, now)
+            .await
+        {
             Ok(row) => row,
-            Err(e) if error::is_unique_violation(&e) => {
+            Err(RegisterError::AlreadyOpen) => {
                 return Err(Status::already_exists(
                     "this person already has an open supervision",
                 ));
             }
-            Err(e) => return Err(error::database(e)),
+            Err(RegisterError::Database(e)) => return Err(error::database(e)),
         };
-        let event = pb::SuperviseeRegistered {
-            supervisee: Some(row.snapshot()?),
-            actor: Some(caller.actor()),
-            handover_id: String::new(),
-        };
-        let detail = serde_json::json!({ "township_code": row.township_code, "status": row.status });
-        let supervisee = self
-            .finish_change(
-                tx,
-                &caller,
-                "supervisee.registered",
-                &row,
-                event.encode_to_vec(),
-                detail,
-            )
-            .await?;
+        tracing::Span::current().record("supervisee_id", tracing::field::display(row.id));
+        tx.commit().await.map_err(error::database)?;
+        self.outbox_signal.notify();
+        let supervisee = self.to_proto(&row)?;
         tracing::info!(township = %row.township_code, "supervisee registered");
         Ok(Response::new(pb::RegisterSuperviseeResponse {
             supervisee: Some(supervisee),
@@ -369,7 +420,8 @@ impl pb::registry_service_server::RegistryService for Registry {
             Some(id),
             serde_json::json!({}),
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::GetSuperviseeResponse {
             supervisee: Some(self.to_proto(&row)?),
@@ -449,7 +501,9 @@ impl pb::registry_service_server::RegistryService for Registry {
             _ => String::new(),
         };
         let detail = serde_json::json!({ "township_code": township.code, "returned": rows.len() });
-        audit(&mut tx, &caller, "supervisee.list", None, detail).await?;
+        audit(&mut tx, &caller, "supervisee.list", None, detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         let supervisees = rows
             .iter()
