@@ -286,7 +286,6 @@ async fn accepted_checkin_is_published_with_its_fields() {
     // A supervisee app self check-in with a weak face match is stored but proves nothing.
     let mut app = home_visit(&id, chrono::Duration::minutes(1));
     app.method = pb::CheckinMethod::AppSelfCheckin as i32;
-    app.recording_officer_id.clear();
     app.identity_verification = face(0.42);
     let weak = fixture
         .record(&home_officer(), app.clone())
@@ -295,6 +294,10 @@ async fn accepted_checkin_is_published_with_its_fields() {
         .checkin
         .expect("checkin");
     assert!(!weak.identity_verified);
+    assert_eq!(
+        weak.recording_officer_id, "",
+        "a self check-in has no recording officer"
+    );
 
     let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
     let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");

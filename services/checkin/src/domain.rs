@@ -342,7 +342,7 @@ pub fn validate_checkin(
         );
     }
 
-    let recording_officer_id = new.recording_officer_id.trim().to_owned();
+    let mut recording_officer_id = new.recording_officer_id.trim().to_owned();
     match method {
         Some(method) if method.is_recorded_by_officer() => {
             if recording_officer_id.is_empty() {
@@ -366,11 +366,21 @@ pub fn validate_checkin(
                 );
             }
         }
-        Some(_) if !recording_officer_id.is_empty() => violations.add(
-            &field("recording_officer_id"),
-            "must be empty for an app self check-in",
-        ),
-        _ => {}
+        Some(_) => {
+            // A self check-in has no recording officer. A client that names one anyway (the
+            // app running on an officer's phone) is tolerated, but the id is not kept:
+            // stored check-ins and events promise an empty officer for self check-ins.
+            if recording_officer_id.chars().count() > MAX_OFFICER_ID_CHARS
+                || recording_officer_id.chars().any(char::is_control)
+            {
+                violations.add(
+                    &field("recording_officer_id"),
+                    format!("must be at most {MAX_OFFICER_ID_CHARS} printable characters"),
+                );
+            }
+            recording_officer_id.clear();
+        }
+        None => {}
     }
 
     let device_time = match new.device_time.as_ref() {
@@ -774,23 +784,23 @@ mod tests {
         phone.position = None;
         assert!(fields_of(&phone, None).is_empty());
 
-        // An app self check-in names no officer and needs a face match.
+        // An app self check-in needs a face match; a named officer is tolerated, not kept.
         let mut app = home_visit();
         app.method = pb::CheckinMethod::AppSelfCheckin as i32;
-        assert_eq!(
-            fields_of(&app, None),
-            ["checkin.recording_officer_id", "checkin.identity_verification"]
-        );
-        app.recording_officer_id.clear();
+        assert_eq!(fields_of(&app, None), ["checkin.identity_verification"]);
         app.identity_verification = Some(pb::IdentityVerification {
             verification: Some(pb::identity_verification::Verification::FaceMatch(
                 pb::FaceMatch { score: 0.5 },
             )),
         });
-        let valid = validate_checkin(&app, "", now(), &Rules::default(), None).expect("valid");
+        let valid = validate_checkin(&app, "", now(), &Rules::default(), Some("officer-2")).expect("valid");
         assert!(
             !valid.identity.is_verified(0.8),
             "a weak face match proves nothing"
+        );
+        assert_eq!(
+            valid.recording_officer_id, "",
+            "self check-ins have no recording officer"
         );
 
         // Officers record under their own id only.
