@@ -18,6 +18,10 @@ use mesh_proto::{
     alert as pb,
     checkin::{CheckinMethod, CheckinRecorded},
     common::Jurisdiction,
+    handover::{
+        self as handover_pb, HandoverAcknowledged, HandoverAmended, HandoverCancelled, HandoverGateCollected,
+        HandoverNotified, HandoverReleased, HandoverReportedIn, HandoverSnapshot,
+    },
     registry::{
         self as registry_pb, SuperviseeLevelChanged, SuperviseeRegistered, SuperviseeSnapshot,
         SuperviseeStatusChanged, SuperviseeTransferred,
@@ -28,8 +32,8 @@ use uuid::Uuid;
 
 use crate::{
     alerts::{self, NewAlert, Publisher, Resolution},
-    policy::{Level, Policy, Track},
-    rules,
+    policy::{Deadline, HandoverFacts, Level, Policy, ReleaseCategory, Track},
+    rules::{self, About},
 };
 
 /// Shared state of the engine's parts.
@@ -385,64 +389,25 @@ impl Engine {
                 .bind(&deadline.track)
                 .execute(&mut *tx)
                 .await?;
-            let (Some(track), Some(row)) = (
-                Track::parse(&deadline.track),
-                Self::load(&mut tx, deadline.subject_id).await?,
-            ) else {
+            let Some(track) = Track::parse(&deadline.track) else {
                 continue;
             };
-            let Some(level) = row.level.as_deref().and_then(Level::parse) else {
-                continue;
+            let due = DueDeadline {
+                subject_id: deadline.subject_id,
+                track,
+                due_at: deadline.due_at,
+                grace_seconds: deadline.grace_seconds,
+                since_at: deadline.since_at,
             };
-            let mut spec = rules::for_track(track, level);
-            if matches!(track, Track::Checkin | Track::InPerson) {
-                spec.measure = rules::measure_for_lost_contact(&self.policy, deadline.since_at, now, self.tz);
-            }
-            let subject_id = deadline.subject_id.to_string();
-            let local_due = deadline
-                .due_at
-                .with_timezone(&self.tz)
-                .format("%Y-%m-%d %H:%M:%S %Z")
-                .to_string();
-            let interval = match track {
-                Track::Checkin => self.policy.level(level).checkin.interval.to_string(),
-                Track::InPerson => self
-                    .policy
-                    .level(level)
-                    .in_person
-                    .map(|o| o.interval.to_string())
-                    .unwrap_or_default(),
-                Track::AbscondingWarning => self.policy.absconding_warning.to_string(),
-                Track::AbscondingRevocation => self.policy.absconding_revocation.to_string(),
+            let draft = if track.is_handover() {
+                self.handover_alert(&mut tx, &due).await?
+            } else {
+                self.supervisee_alert(&mut tx, &due, now).await?
             };
-            let mut evidence_facts = vec![
-                ("supervision_level", level.as_str().to_owned()),
-                ("status", row.status.clone().unwrap_or_default()),
-                ("required_interval", interval),
-                ("deadline_local", local_due),
-            ];
-            if let Some(checkin_id) = &row.last_checkin_id {
-                evidence_facts.push(("last_checkin_id", checkin_id.clone()));
-            }
-            let draft = NewAlert {
-                dedup_key: rules::deadline_dedup_key(track, spec.kind, &subject_id, deadline.due_at),
-                spec,
-                subject: subject(&subject_id, row.name.clone()),
-                subject_id,
-                jurisdiction: Jurisdiction {
-                    township_code: row.township_code.clone(),
-                    county_code: row.county_code.clone(),
-                },
-                deadline: deadline.due_at,
-                evidence: pb::AlertEvidence {
-                    last_contact_at: Some(to_timestamp(deadline.since_at)),
-                    grace_period_seconds: deadline.grace_seconds,
-                    facts: facts(&evidence_facts),
-                },
-            };
-            if alerts::raise(&mut tx, &self.publisher, draft, now)
-                .await?
-                .is_some()
+            if let Some(draft) = draft
+                && alerts::raise(&mut tx, &self.publisher, draft, now)
+                    .await?
+                    .is_some()
             {
                 raised += 1;
             }
@@ -452,6 +417,296 @@ impl Engine {
             self.outbox_signal.notify();
         }
         Ok(due.len().max(raised))
+    }
+
+    fn local(&self, time: DateTime<Utc>) -> String {
+        time.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    }
+
+    /// The alert a supervisee's missed deadline raises, if the supervisee is still known.
+    async fn supervisee_alert(
+        &self,
+        conn: &mut PgConnection,
+        deadline: &DueDeadline,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Option<NewAlert>> {
+        let Some(row) = Self::load(conn, deadline.subject_id).await? else {
+            return Ok(None);
+        };
+        let Some(level) = row.level.as_deref().and_then(Level::parse) else {
+            return Ok(None);
+        };
+        let track = deadline.track;
+        let mut spec = rules::for_track(track, About::Supervisee(level));
+        if matches!(track, Track::Checkin | Track::InPerson) {
+            spec.measure = rules::measure_for_lost_contact(&self.policy, deadline.since_at, now, self.tz);
+        }
+        let interval = match track {
+            Track::Checkin => self.policy.level(level).checkin.interval.to_string(),
+            Track::InPerson => self
+                .policy
+                .level(level)
+                .in_person
+                .map(|o| o.interval.to_string())
+                .unwrap_or_default(),
+            Track::AbscondingWarning => self.policy.absconding_warning.to_string(),
+            _ => self.policy.absconding_revocation.to_string(),
+        };
+        let mut evidence_facts = vec![
+            ("supervision_level", level.as_str().to_owned()),
+            ("status", row.status.clone().unwrap_or_default()),
+            ("required_interval", interval),
+            ("deadline_local", self.local(deadline.due_at)),
+        ];
+        if let Some(checkin_id) = &row.last_checkin_id {
+            evidence_facts.push(("last_checkin_id", checkin_id.clone()));
+        }
+        let subject_id = deadline.subject_id.to_string();
+        Ok(Some(NewAlert {
+            dedup_key: rules::deadline_dedup_key(track, spec.kind, &subject_id, deadline.due_at),
+            spec,
+            subject: subject(&subject_id, row.name.clone()),
+            subject_id,
+            jurisdiction: Jurisdiction {
+                township_code: row.township_code,
+                county_code: row.county_code,
+            },
+            deadline: deadline.due_at,
+            evidence: pb::AlertEvidence {
+                last_contact_at: Some(to_timestamp(deadline.since_at)),
+                grace_period_seconds: deadline.grace_seconds,
+                facts: facts(&evidence_facts),
+            },
+        }))
+    }
+
+    /// The alert a handover's missed deadline raises, if the handover is still open.
+    async fn handover_alert(
+        &self,
+        conn: &mut PgConnection,
+        deadline: &DueDeadline,
+    ) -> sqlx::Result<Option<NewAlert>> {
+        let Some(row) = load_handover(conn, deadline.subject_id).await? else {
+            return Ok(None);
+        };
+        let Some(category) = ReleaseCategory::parse(&row.category) else {
+            return Ok(None);
+        };
+        if matches!(row.status.as_str(), "reported_in" | "cancelled") {
+            return Ok(None);
+        }
+        let spec = rules::for_track(deadline.track, About::Handover(category));
+        let mut evidence_facts = vec![
+            ("release_category", category.as_str().to_owned()),
+            (
+                "prison_reference",
+                format!("{} / {}", row.prison_id, row.prison_reference),
+            ),
+            ("expected_release_date", row.expected_release_date.to_string()),
+            ("deadline_local", self.local(deadline.due_at)),
+            ("key_assistance_target", row.key_target.to_string()),
+        ];
+        if let Some(released) = row.actual_release_time {
+            evidence_facts.push(("released_at_local", self.local(released)));
+        }
+        if deadline.track == Track::ReportIn {
+            evidence_facts.push((
+                "report_in_period",
+                self.policy.handover.report_in(category).to_string(),
+            ));
+        }
+        let subject_id = deadline.subject_id.to_string();
+        Ok(Some(NewAlert {
+            dedup_key: rules::deadline_dedup_key(deadline.track, spec.kind, &subject_id, deadline.due_at),
+            spec,
+            subject: handover_subject(&subject_id, row.person_name.clone()),
+            subject_id,
+            jurisdiction: Jurisdiction {
+                township_code: row.township_code,
+                county_code: row.county_code,
+            },
+            deadline: deadline.due_at,
+            evidence: pb::AlertEvidence {
+                // For a handover the last "contact" is the release (or the notice).
+                last_contact_at: Some(to_timestamp(deadline.since_at)),
+                grace_period_seconds: deadline.grace_seconds,
+                facts: facts(&evidence_facts),
+            },
+        }))
+    }
+
+    /// Applies a handover snapshot: projection, resolutions, and the handover's deadlines.
+    async fn apply_handover(
+        &self,
+        conn: &mut PgConnection,
+        snapshot: HandoverSnapshot,
+        event: &InboundEvent,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<(), HandleError> {
+        let id: Uuid = snapshot
+            .handover_id
+            .parse()
+            .map_err(|_| HandleError::Permanent("handover snapshot with a malformed handover_id".into()))?;
+        let existing = load_handover(conn, id).await?;
+        if existing
+            .as_ref()
+            .is_some_and(|row| row.version >= snapshot.version)
+        {
+            return Ok(());
+        }
+        let category = match snapshot.category() {
+            handover_pb::ReleaseCategory::Parole => ReleaseCategory::Parole,
+            handover_pb::ReleaseCategory::TemporaryExecutionOutsidePrison => {
+                ReleaseCategory::TemporaryExecutionOutsidePrison
+            }
+            handover_pb::ReleaseCategory::SentenceCompleted => ReleaseCategory::SentenceCompleted,
+            handover_pb::ReleaseCategory::Unspecified => {
+                return Err(HandleError::Permanent(
+                    "handover without a release category".into(),
+                ));
+            }
+        };
+        let status = match snapshot.status() {
+            handover_pb::HandoverStatus::Notified => "notified",
+            handover_pb::HandoverStatus::Acknowledged => "acknowledged",
+            handover_pb::HandoverStatus::Released => "released",
+            handover_pb::HandoverStatus::ReportedIn => "reported_in",
+            handover_pb::HandoverStatus::Cancelled => "cancelled",
+            handover_pb::HandoverStatus::Unspecified => {
+                return Err(HandleError::Permanent("handover without a status".into()));
+            }
+        };
+        let expected_release_date = snapshot
+            .expected_release_date
+            .as_ref()
+            .and_then(mesh_kit::proto_time::from_date)
+            .ok_or_else(|| HandleError::Permanent("handover without a valid expected release date".into()))?;
+        let destination = snapshot.destination.clone().unwrap_or_default();
+        let time = |t: &Option<prost_types::Timestamp>| t.as_ref().and_then(from_timestamp);
+        let notified_at = time(&snapshot.notified_at);
+        let acknowledged_at = time(&snapshot.acknowledged_at);
+        let moved = existing
+            .as_ref()
+            .is_some_and(|row| row.township_code != destination.township_code);
+        // A new destination township gets the full acknowledgement period from the change.
+        let ack_since = match &existing {
+            Some(row) if !moved => row.ack_since,
+            Some(_) => Some(occurred_at),
+            None => Some(notified_at.unwrap_or(occurred_at)),
+        };
+        sqlx::query(
+            "INSERT INTO handovers (handover_id, person_name, prison_id, prison_reference, category, township_code,
+                 county_code, key_target, status, expected_release_date, notified_at, ack_since, acknowledged_at,
+                 actual_release_time, gate_collected_at, reported_in_at, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (handover_id) DO UPDATE SET person_name = $2, prison_id = $3, prison_reference = $4,
+                 category = $5, township_code = $6, county_code = $7, key_target = $8, status = $9,
+                 expected_release_date = $10, notified_at = $11, ack_since = $12, acknowledged_at = $13,
+                 actual_release_time = $14, gate_collected_at = $15, reported_in_at = $16, version = $17",
+        )
+        .bind(id)
+        .bind(&snapshot.person_name)
+        .bind(&snapshot.prison_id)
+        .bind(&snapshot.prison_reference)
+        .bind(category.as_str())
+        .bind(&destination.township_code)
+        .bind(&destination.county_code)
+        .bind(snapshot.key_assistance_target)
+        .bind(status)
+        .bind(expected_release_date)
+        .bind(notified_at)
+        .bind(ack_since)
+        .bind(acknowledged_at)
+        .bind(time(&snapshot.actual_release_time))
+        .bind(time(&snapshot.gate_collected_at))
+        .bind(time(&snapshot.reported_in_at))
+        .bind(snapshot.version)
+        .execute(&mut *conn)
+        .await?;
+
+        let reference = format!("{}:{}", event.event_type, event.event_id);
+        let handover_id = snapshot.handover_id.as_str();
+        match status {
+            "reported_in" => {
+                self.resolve_open(
+                    conn,
+                    handover_id,
+                    |_| true,
+                    "the person reported in (报到)",
+                    &reference,
+                )
+                .await?
+            }
+            "cancelled" => {
+                self.resolve_open(
+                    conn,
+                    handover_id,
+                    |_| true,
+                    "release notice cancelled",
+                    &reference,
+                )
+                .await?
+            }
+            _ if moved => {
+                let note = "destination changed: deadlines restart at the new township";
+                self.resolve_open(conn, handover_id, |_| true, note, &reference)
+                    .await?
+            }
+            _ => {}
+        }
+        if acknowledged_at.is_some() {
+            let answered = |alert: &pb::Alert| alert.kind() == pb::AlertKind::HandoverNotAcknowledged;
+            self.resolve_open(conn, handover_id, answered, "notice acknowledged", &reference)
+                .await?;
+        }
+        if snapshot.gate_collected_at.is_some() {
+            let answered = |alert: &pb::Alert| alert.kind() == pb::AlertKind::GateNotCollected;
+            self.resolve_open(conn, handover_id, answered, "collected at the gate", &reference)
+                .await?;
+        }
+        self.reschedule_handover(conn, id).await?;
+        Ok(())
+    }
+
+    /// Recomputes an open handover's deadlines (amendments move them; closing removes them).
+    async fn reschedule_handover(&self, conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM deadlines WHERE subject_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        let Some(row) = load_handover(conn, id).await? else {
+            return Ok(());
+        };
+        let Some(category) = ReleaseCategory::parse(&row.category) else {
+            return Ok(());
+        };
+        if matches!(row.status.as_str(), "reported_in" | "cancelled") {
+            return Ok(());
+        }
+        let expected_release = row
+            .expected_release_date
+            .and_time(chrono::NaiveTime::MIN)
+            .and_local_timezone(self.tz)
+            .earliest()
+            .map(|local| local.with_timezone(&Utc));
+        let Some(release) = row.actual_release_time.or(expected_release) else {
+            return Ok(());
+        };
+        let facts = HandoverFacts {
+            category,
+            key_target: row.key_target,
+            awaiting_ack_since: if row.acknowledged_at.is_none() {
+                row.ack_since
+            } else {
+                None
+            },
+            release,
+            release_confirmed: row.actual_release_time.is_some(),
+            gate_collected: row.gate_collected_at.is_some(),
+        };
+        store_deadlines(conn, id, &self.policy.handover.deadlines(&facts, self.tz)).await
     }
 
     /// Runs the scheduler until shutdown; the first round runs at once, so deadlines that
@@ -469,6 +724,74 @@ impl Engine {
             }
         }
         tracing::info!("deadline scheduler stopped");
+    }
+}
+
+/// Replaces nothing: callers delete a subject's deadlines first, then store the new set.
+async fn store_deadlines(
+    conn: &mut PgConnection,
+    subject_id: Uuid,
+    deadlines: &[Deadline],
+) -> sqlx::Result<()> {
+    for deadline in deadlines {
+        sqlx::query(
+            "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(subject_id)
+        .bind(deadline.track.as_str())
+        .bind(deadline.due)
+        .bind(i64::try_from(deadline.grace.as_secs()).unwrap_or(i64::MAX))
+        .bind(deadline.fires_at())
+        .bind(deadline.since)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A deadline whose time has come.
+struct DueDeadline {
+    subject_id: Uuid,
+    track: Track,
+    due_at: DateTime<Utc>,
+    grace_seconds: i64,
+    since_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct HandoverRow {
+    person_name: String,
+    prison_id: String,
+    prison_reference: String,
+    category: String,
+    township_code: String,
+    county_code: String,
+    key_target: bool,
+    status: String,
+    expected_release_date: chrono::NaiveDate,
+    ack_since: Option<DateTime<Utc>>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    actual_release_time: Option<DateTime<Utc>>,
+    gate_collected_at: Option<DateTime<Utc>>,
+    version: i64,
+}
+
+async fn load_handover(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<HandoverRow>> {
+    sqlx::query_as(
+        "SELECT person_name, prison_id, prison_reference, category, township_code, county_code, key_target, status,
+                expected_release_date, ack_since, acknowledged_at, actual_release_time, gate_collected_at, version
+         FROM handovers WHERE handover_id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+fn handover_subject(handover_id: &str, name: String) -> pb::AlertSubject {
+    pb::AlertSubject {
+        id: Some(pb::alert_subject::Id::HandoverId(handover_id.to_owned())),
+        name,
     }
 }
 
@@ -524,6 +847,49 @@ impl Handler for EventHandler {
             "checkin.recorded" => {
                 engine
                     .apply_checkin(conn, event.decode::<CheckinRecorded>()?)
+                    .await
+            }
+            "handover.notified" => {
+                let snapshot = event.decode::<HandoverNotified>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.acknowledged" => {
+                let snapshot = event.decode::<HandoverAcknowledged>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.released" => {
+                let snapshot = event.decode::<HandoverReleased>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.gate_collected" => {
+                let snapshot = event.decode::<HandoverGateCollected>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.reported_in" => {
+                // Only the snapshot is read: the national ID this event carries is not stored.
+                let snapshot = event.decode::<HandoverReportedIn>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.amended" => {
+                let snapshot = event.decode::<HandoverAmended>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
+                    .await
+            }
+            "handover.cancelled" => {
+                let snapshot = event.decode::<HandoverCancelled>()?.handover;
+                engine
+                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
                     .await
             }
             // Other event types on these topics are not about deadlines.

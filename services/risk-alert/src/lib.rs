@@ -49,20 +49,23 @@ pub struct Settings {
     pub blind_index_key: SecretBox<[u8; 32]>,
 }
 
-fn obligation(reader: &mut Reader<'_>, prefix: &str, interval: Span, grace: Duration) -> Obligation {
-    let interval = reader.optional(&format!("{prefix}_INTERVAL"), interval);
-    let name = format!("{prefix}_GRACE");
-    let grace = match reader
-        .maybe::<String>(&name)
+fn grace(reader: &mut Reader<'_>, name: &str, default: Duration) -> Duration {
+    match reader
+        .maybe::<String>(name)
         .map(|text| policy::parse_grace(&text))
     {
-        None => grace,
+        None => default,
         Some(Ok(parsed)) => parsed,
         Some(Err(problem)) => {
             reader.problem(format!("{name} is invalid: {problem}"));
-            grace
+            default
         }
-    };
+    }
+}
+
+fn obligation(reader: &mut Reader<'_>, prefix: &str, interval: Span, default_grace: Duration) -> Obligation {
+    let interval = reader.optional(&format!("{prefix}_INTERVAL"), interval);
+    let grace = grace(reader, &format!("{prefix}_GRACE"), default_grace);
     Obligation { interval, grace }
 }
 
@@ -100,6 +103,24 @@ impl Settings {
             absconding_warning: reader.optional("MESH_ABSCONDING_WARNING_AFTER", defaults.absconding_warning),
             absconding_revocation: reader
                 .optional("MESH_ABSCONDING_REVOCATION_AFTER", defaults.absconding_revocation),
+            handover: policy::HandoverPolicy {
+                ack_period: reader.optional("MESH_HANDOVER_ACK_PERIOD", defaults.handover.ack_period),
+                report_in_parole: reader
+                    .optional("MESH_REPORT_IN_PERIOD_PAROLE", defaults.handover.report_in_parole),
+                report_in_temporary_execution: reader.optional(
+                    "MESH_REPORT_IN_PERIOD_TEMPORARY_EXECUTION",
+                    defaults.handover.report_in_temporary_execution,
+                ),
+                report_in_sentence_completed: reader.optional(
+                    "MESH_REPORT_IN_PERIOD_SENTENCE_COMPLETED",
+                    defaults.handover.report_in_sentence_completed,
+                ),
+                gate_grace: grace(
+                    &mut reader,
+                    "MESH_HANDOVER_GATE_GRACE",
+                    defaults.handover.gate_grace,
+                ),
+            },
         };
         let tick_ms: u64 = reader.optional("MESH_ALERT_TICK_MS", 500);
         let delivery = notify::DeliveryConfig {
@@ -183,7 +204,11 @@ impl Application {
             engine::EventHandler(engine.clone()),
             ConsumerConfig::from_settings(
                 &settings.common,
-                &[topics.registry.as_str(), topics.checkin.as_str()],
+                &[
+                    topics.registry.as_str(),
+                    topics.checkin.as_str(),
+                    topics.handover.as_str(),
+                ],
             ),
         )?;
         let delivery = notify::DeliveryWorker::new(pool.clone(), crypto.clone(), clock, settings.delivery)?;

@@ -107,6 +107,116 @@ pub struct LevelPolicy {
     pub in_person: Option<Obligation>,
 }
 
+/// Release category of a handover, as far as deadlines are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseCategory {
+    Parole,
+    TemporaryExecutionOutsidePrison,
+    SentenceCompleted,
+}
+
+impl ReleaseCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseCategory::Parole => "parole",
+            ReleaseCategory::TemporaryExecutionOutsidePrison => "temporary_execution_outside_prison",
+            ReleaseCategory::SentenceCompleted => "sentence_completed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Parole,
+            Self::TemporaryExecutionOutsidePrison,
+            Self::SentenceCompleted,
+        ]
+        .into_iter()
+        .find(|category| category.as_str() == text)
+    }
+}
+
+/// Handover deadlines (DESIGN §2, Community Corrections Law art. 21: report in within 10
+/// days of release; key assistance targets collected at the gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoverPolicy {
+    /// How long the destination township has to acknowledge a release notice.
+    pub ack_period: Span,
+    /// Report-in period after release, per category.
+    pub report_in_parole: Span,
+    pub report_in_temporary_execution: Span,
+    pub report_in_sentence_completed: Span,
+    /// Grace after the release time before a missing gate collection is alerted.
+    pub gate_grace: Duration,
+}
+
+impl Default for HandoverPolicy {
+    fn default() -> Self {
+        Self {
+            ack_period: Span::EndOfDay(5),
+            report_in_parole: Span::EndOfDay(10),
+            report_in_temporary_execution: Span::EndOfDay(10),
+            report_in_sentence_completed: Span::EndOfDay(10),
+            gate_grace: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+impl HandoverPolicy {
+    pub fn report_in(&self, category: ReleaseCategory) -> Span {
+        match category {
+            ReleaseCategory::Parole => self.report_in_parole,
+            ReleaseCategory::TemporaryExecutionOutsidePrison => self.report_in_temporary_execution,
+            ReleaseCategory::SentenceCompleted => self.report_in_sentence_completed,
+        }
+    }
+}
+
+/// What the deadline engine knows of an open handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoverFacts {
+    pub category: ReleaseCategory,
+    pub key_target: bool,
+    /// Since when the destination township has had the notice to acknowledge; `None` once
+    /// acknowledged.
+    pub awaiting_ack_since: Option<DateTime<Utc>>,
+    /// Confirmed release time, or failing that the start of the expected release day: the
+    /// report-in period runs from it even if the prison never confirms (漏管 must not hide
+    /// behind a missing confirmation).
+    pub release: DateTime<Utc>,
+    pub release_confirmed: bool,
+    pub gate_collected: bool,
+}
+
+impl HandoverPolicy {
+    /// The deadlines of an open (not reported in, not cancelled) handover.
+    pub fn deadlines(&self, facts: &HandoverFacts, tz: Tz) -> Vec<Deadline> {
+        let mut deadlines = Vec::new();
+        if let Some(since) = facts.awaiting_ack_since {
+            deadlines.push(Deadline {
+                track: Track::HandoverAck,
+                due: self.ack_period.after(since, tz),
+                grace: Duration::ZERO,
+                since,
+            });
+        }
+        if facts.key_target && facts.release_confirmed && !facts.gate_collected {
+            deadlines.push(Deadline {
+                track: Track::GateCollection,
+                due: facts.release,
+                grace: self.gate_grace,
+                since: facts.release,
+            });
+        }
+        deadlines.push(Deadline {
+            track: Track::ReportIn,
+            due: self.report_in(facts.category).after(facts.release, tz),
+            grace: Duration::ZERO,
+            since: facts.release,
+        });
+        deadlines
+    }
+}
+
 /// The whole policy: the three levels and the absconding thresholds of the Implementation
 /// Measures (up to 10 days without contact → admonition; over 10 days → warning; over one
 /// month → revocation proposal).
@@ -117,6 +227,7 @@ pub struct Policy {
     pub lenient: LevelPolicy,
     pub absconding_warning: Span,
     pub absconding_revocation: Span,
+    pub handover: HandoverPolicy,
 }
 
 impl Default for Policy {
@@ -151,6 +262,7 @@ impl Default for Policy {
             },
             absconding_warning: Span::Seconds(10 * 24 * 3600),
             absconding_revocation: Span::Months(1),
+            handover: HandoverPolicy::default(),
         }
     }
 }
@@ -182,21 +294,30 @@ impl Level {
     }
 }
 
-/// The deadline tracks kept per supervisee.
+/// The deadline tracks: four per watched supervisee, three per open handover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Track {
     Checkin,
     InPerson,
     AbscondingWarning,
     AbscondingRevocation,
+    /// The destination township must acknowledge a release notice.
+    HandoverAck,
+    /// A key assistance target must be collected at the prison gate (必接必送).
+    GateCollection,
+    /// The released person must report in (报到).
+    ReportIn,
 }
 
 impl Track {
-    pub const ALL: [Track; 4] = [
+    pub const ALL: [Track; 7] = [
         Track::Checkin,
         Track::InPerson,
         Track::AbscondingWarning,
         Track::AbscondingRevocation,
+        Track::HandoverAck,
+        Track::GateCollection,
+        Track::ReportIn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -205,7 +326,15 @@ impl Track {
             Track::InPerson => "in_person",
             Track::AbscondingWarning => "absconding_warning",
             Track::AbscondingRevocation => "absconding_revocation",
+            Track::HandoverAck => "handover_ack",
+            Track::GateCollection => "gate_collection",
+            Track::ReportIn => "report_in",
         }
+    }
+
+    /// Whether the track's subject is a handover (else a supervisee).
+    pub fn is_handover(self) -> bool {
+        matches!(self, Track::HandoverAck | Track::GateCollection | Track::ReportIn)
     }
 
     pub fn parse(text: &str) -> Option<Self> {
@@ -364,7 +493,7 @@ mod tests {
         let contact = utc("2026-11-26T02:00:00Z"); // Thursday 10:00 in Zhangye
         let strict = policy.deadlines(Level::Strict, contact, contact, Shanghai);
         let tracks: Vec<_> = strict.iter().map(|d| d.track).collect();
-        assert_eq!(tracks, Track::ALL);
+        assert_eq!(tracks, Track::ALL[..4]);
         assert_eq!(strict[0].due, utc("2026-11-27T16:00:00Z"));
         assert_eq!(strict[0].fires_at(), utc("2026-11-27T18:00:00Z"));
         assert_eq!(
@@ -391,6 +520,90 @@ mod tests {
         let lenient = policy.deadlines(Level::Lenient, contact, contact, Shanghai);
         assert_eq!(lenient[0].due, utc("2026-12-26T16:00:00Z"));
         assert_eq!(lenient[0].fires_at(), utc("2026-12-29T16:00:00Z"));
+    }
+
+    #[test]
+    fn report_in_is_due_by_the_end_of_the_tenth_day_after_release() {
+        let policy = HandoverPolicy::default();
+        // Released 09:00 local on 1 Dec → report in by the end of 11 Dec local.
+        let facts = HandoverFacts {
+            category: ReleaseCategory::Parole,
+            key_target: false,
+            awaiting_ack_since: None,
+            release: utc("2026-12-01T01:00:00Z"),
+            release_confirmed: true,
+            gate_collected: false,
+        };
+        let deadlines = policy.deadlines(&facts, Shanghai);
+        assert_eq!(deadlines.len(), 1);
+        assert_eq!(deadlines[0].track, Track::ReportIn);
+        assert_eq!(deadlines[0].due, utc("2026-12-11T16:00:00Z"));
+    }
+
+    #[test]
+    fn report_in_period_per_category() {
+        let policy = HandoverPolicy {
+            report_in_sentence_completed: Span::EndOfDay(30),
+            ..HandoverPolicy::default()
+        };
+        let release = utc("2026-12-01T01:00:00Z");
+        assert_eq!(
+            policy.report_in(ReleaseCategory::Parole).after(release, Shanghai),
+            utc("2026-12-11T16:00:00Z")
+        );
+        assert_eq!(
+            policy
+                .report_in(ReleaseCategory::TemporaryExecutionOutsidePrison)
+                .after(release, Shanghai),
+            utc("2026-12-11T16:00:00Z")
+        );
+        assert_eq!(
+            policy
+                .report_in(ReleaseCategory::SentenceCompleted)
+                .after(release, Shanghai),
+            utc("2026-12-31T16:00:00Z")
+        );
+    }
+
+    #[test]
+    fn handover_tracks_follow_its_state() {
+        let policy = HandoverPolicy::default();
+        let notified = utc("2026-11-02T02:00:00Z");
+        let waiting = HandoverFacts {
+            category: ReleaseCategory::SentenceCompleted,
+            key_target: true,
+            awaiting_ack_since: Some(notified),
+            release: utc("2026-11-30T16:00:00Z"),
+            release_confirmed: false,
+            gate_collected: false,
+        };
+        let tracks: Vec<_> = policy
+            .deadlines(&waiting, Shanghai)
+            .iter()
+            .map(|d| (d.track, d.due))
+            .collect();
+        assert_eq!(
+            tracks,
+            [
+                (Track::HandoverAck, utc("2026-11-07T16:00:00Z")),
+                (Track::ReportIn, utc("2026-12-11T16:00:00Z"))
+            ],
+            "no gate deadline before the release is confirmed"
+        );
+        let released = HandoverFacts {
+            awaiting_ack_since: None,
+            release: utc("2026-12-01T01:00:00Z"),
+            release_confirmed: true,
+            ..waiting
+        };
+        let deadlines = policy.deadlines(&released, Shanghai);
+        assert_eq!(deadlines[0].track, Track::GateCollection);
+        assert_eq!(deadlines[0].fires_at(), utc("2026-12-01T03:00:00Z"));
+        let collected = HandoverFacts {
+            gate_collected: true,
+            ..released
+        };
+        assert_eq!(policy.deadlines(&collected, Shanghai).len(), 1);
     }
 
     #[test]

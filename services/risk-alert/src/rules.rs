@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use mesh_proto::alert::{AlertKind, AlertSeverity, EscalationTarget, RecommendedMeasure};
 
-use crate::policy::{Level, Policy, Track};
+use crate::policy::{Level, Policy, ReleaseCategory, Track};
 
 /// The fixed meaning of one kind of alert.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +28,67 @@ const MEASURES_WARNING: &str =
     "《社区矫正法实施办法》第三十六条：不按规定时间报到或者接受社区矫正期间脱离监管，超过十日的，给予警告";
 const MEASURES_REVOCATION: &str = "《社区矫正法实施办法》第四十六条、第四十七条：无正当理由不按规定时间报到或者接受社区矫正期间脱离监管，超过一个月的，提出撤销缓刑、假释建议";
 const LAW_AREA: &str = "《中华人民共和国社区矫正法》第二十七条（离开所居住的市、县应当经批准）";
+const LAW_REPORT_IN: &str = "《中华人民共和国社区矫正法》第二十一条：社区矫正对象应当自判决、裁定生效或者离开监所之日起十日内到执行地社区矫正机构报到";
+const RESETTLEMENT_REPORT_IN: &str =
+    "刑满释放人员安置帮教衔接规定：刑满释放人员应当及时到居住地司法所报到，纳入安置帮教";
+const RESETTLEMENT_NOTICE: &str = "刑满释放人员无缝衔接：监狱提前通知，接收地司法所应当及时签收、核实";
+const LAW_NOTICE: &str = "《中华人民共和国社区矫正法》第二十条（决定机关通知、执行地社区矫正机构接收）";
+const GATE: &str = "重点帮教对象必接必送：刑满释放时由司法所到监所门口接回";
 
-/// The spec of the alert a missed deadline on `track` raises, for a supervisee at `level`.
-pub fn for_track(track: Track, level: Level) -> AlertSpec {
+/// Whom a deadline is about, as the rules need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum About {
+    Supervisee(Level),
+    Handover(ReleaseCategory),
+}
+
+/// The spec of the alert a missed deadline on `track` raises.
+pub fn for_track(track: Track, about: About) -> AlertSpec {
+    let level = match about {
+        About::Supervisee(level) => level,
+        About::Handover(_) => Level::Normal,
+    };
+    let category = match about {
+        About::Handover(category) => category,
+        About::Supervisee(_) => ReleaseCategory::Parole,
+    };
+    let community_corrections = category != ReleaseCategory::SentenceCompleted;
     match track {
+        Track::HandoverAck => AlertSpec {
+            kind: AlertKind::HandoverNotAcknowledged,
+            severity: AlertSeverity::Medium,
+            target: EscalationTarget::TownshipOffice,
+            measure: RecommendedMeasure::None,
+            rule_id: "handover.not_acknowledged".to_owned(),
+            description: "监所发出的释放衔接通知逾期未签收".to_owned(),
+            legal_basis: if community_corrections {
+                LAW_NOTICE
+            } else {
+                RESETTLEMENT_NOTICE
+            },
+        },
+        Track::GateCollection => AlertSpec {
+            kind: AlertKind::GateNotCollected,
+            severity: AlertSeverity::High,
+            target: EscalationTarget::CountyBureau,
+            measure: RecommendedMeasure::None,
+            rule_id: "handover.gate_not_collected".to_owned(),
+            description: "重点帮教对象已释放，未登记必接必送".to_owned(),
+            legal_basis: GATE,
+        },
+        Track::ReportIn => AlertSpec {
+            kind: AlertKind::ReportInOverdue,
+            severity: AlertSeverity::High,
+            target: EscalationTarget::CountyBureau,
+            measure: RecommendedMeasure::None,
+            rule_id: format!("handover.report_in_overdue.{}", category.as_str()),
+            description: "释放后逾期未报到（漏管）".to_owned(),
+            legal_basis: if community_corrections {
+                LAW_REPORT_IN
+            } else {
+                RESETTLEMENT_REPORT_IN
+            },
+        },
         Track::Checkin => AlertSpec {
             kind: AlertKind::MissedCheckin,
             severity: AlertSeverity::Medium,
@@ -167,17 +224,40 @@ mod tests {
 
     #[test]
     fn absconding_alerts_go_to_the_county_bureau() {
-        let warning = for_track(Track::AbscondingWarning, Level::Normal);
+        let warning = for_track(Track::AbscondingWarning, About::Supervisee(Level::Normal));
         assert_eq!(warning.target, EscalationTarget::CountyBureau);
         assert_eq!(warning.measure, RecommendedMeasure::Warning);
         assert!(warning.legal_basis.contains("第三十六条"));
-        let revocation = for_track(Track::AbscondingRevocation, Level::Normal);
+        let revocation = for_track(Track::AbscondingRevocation, About::Supervisee(Level::Normal));
         assert_eq!(revocation.severity, AlertSeverity::Critical);
         assert_eq!(revocation.measure, RecommendedMeasure::RevocationProposal);
-        let missed = for_track(Track::Checkin, Level::Strict);
+        let missed = for_track(Track::Checkin, About::Supervisee(Level::Strict));
         assert_eq!(missed.target, EscalationTarget::TownshipOffice);
         assert_eq!(missed.measure, RecommendedMeasure::Admonition);
         assert_eq!(missed.rule_id, "checkin.missed.strict");
+    }
+
+    #[test]
+    fn overdue_report_in_cites_article_21_for_community_corrections() {
+        let parole = for_track(Track::ReportIn, About::Handover(ReleaseCategory::Parole));
+        assert_eq!(parole.kind, AlertKind::ReportInOverdue);
+        assert_eq!(parole.target, EscalationTarget::CountyBureau);
+        assert!(parole.legal_basis.contains("第二十一条"));
+        let resettlement = for_track(
+            Track::ReportIn,
+            About::Handover(ReleaseCategory::SentenceCompleted),
+        );
+        assert!(!resettlement.legal_basis.contains("社区矫正法》第二十一条"));
+        assert_eq!(
+            resettlement.rule_id,
+            "handover.report_in_overdue.sentence_completed"
+        );
+        let gate = for_track(
+            Track::GateCollection,
+            About::Handover(ReleaseCategory::SentenceCompleted),
+        );
+        assert_eq!(gate.kind, AlertKind::GateNotCollected);
+        assert_eq!(gate.severity, AlertSeverity::High);
     }
 
     #[test]
