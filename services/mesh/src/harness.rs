@@ -183,6 +183,12 @@ impl Mesh {
         for (key, value) in self.topics.env() {
             env.insert(key.to_owned(), value.to_owned());
         }
+        // Replicas of one service in this mesh share a consumer group; meshes running side by
+        // side on one broker must not, or they would rebalance each other's partitions.
+        env.insert(
+            "MESH_CONSUMER_GROUP".to_owned(),
+            format!("{service}-{}", self.topics.registry),
+        );
         for (key, value) in extra_env {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
@@ -653,7 +659,7 @@ pub fn new_checkin(supervisee_id: &str, at: chrono::DateTime<Utc>) -> checkin_pb
         checkin_id: uuid::Uuid::new_v4().to_string(),
         supervisee_id: supervisee_id.to_owned(),
         method: checkin_pb::CheckinMethod::AppSelfCheckin as i32,
-        recording_officer_id: "officer-1".into(),
+        recording_officer_id: String::new(),
         device_time: Some(mesh_kit::proto_time::to_timestamp(at)),
         position: Some(GeoPoint {
             latitude: 38.931,

@@ -1,0 +1,1173 @@
+//! The handover service end to end: the real binary against real PostgreSQL and Tansu.
+//! Prisons submit release notices, township offices receive the people released, and every
+//! step must arrive on Kafka as its `handover.*` event, in order per handover.
+
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use mesh::harness::{EventTap, ReceivedEvent, ServiceProcess};
+use mesh_e2e::{Mesh, authorized, county_bureau, officer, prison};
+use mesh_kit::{
+    auth::{Caller, Role},
+    error::violated_fields,
+    jurisdiction::Directory,
+    national_id::synthesize,
+    proto_time::{to_date, to_timestamp},
+};
+use mesh_proto::{
+    common,
+    handover::{self as pb, handover_service_client::HandoverServiceClient},
+    registry,
+};
+use prost::Message;
+use tonic::{Code, transport::Channel};
+
+const PRISON_A: &str = "zhangye-prison";
+const PRISON_B: &str = "jiuquan-prison";
+const HOME_TOWNSHIP: &str = "620702001"; // 甘州区东街街道
+const HOME_COUNTY: &str = "620702";
+const OTHER_TOWNSHIP: &str = "620721002"; // 肃南县皇城镇
+const OTHER_COUNTY: &str = "620721";
+
+/// A handover process in its own mesh, with tokens for the usual parties.
+struct Fixture {
+    mesh: Mesh,
+    process: ServiceProcess,
+    client: HandoverServiceClient<Channel>,
+    prison_a: String,
+    prison_b: String,
+    home_office: String,
+    other_office: String,
+    /// Fixed per test, so a repeated step sends exactly the same values.
+    released_at: chrono::DateTime<Utc>,
+    reported_in_at: chrono::DateTime<Utc>,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra_env: &[(&str, &str)]) -> Self {
+        let mut mesh = Mesh::new().await.expect("topics");
+        let process = mesh.spawn("handover", extra_env).await.expect("handover starts");
+        let client = HandoverServiceClient::new(process.channel().await.expect("channel"));
+        Self {
+            prison_a: mesh.token(&prison("clerk-a", PRISON_A)),
+            prison_b: mesh.token(&prison("clerk-b", PRISON_B)),
+            home_office: mesh.token(&township_office(HOME_TOWNSHIP)),
+            other_office: mesh.token(&township_office(OTHER_TOWNSHIP)),
+            mesh,
+            process,
+            client,
+            // Whole seconds in the past, so the values read back compare equal.
+            released_at: whole_seconds_ago(3600),
+            reported_in_at: whole_seconds_ago(600),
+        }
+    }
+
+    fn tap(&self) -> EventTap {
+        self.mesh.tap(&self.mesh.topics.handover).expect("tap")
+    }
+
+    async fn pool(&mut self) -> sqlx::PgPool {
+        self.mesh.pool("handover").await.expect("pool")
+    }
+
+    async fn count(&mut self, table: &str) -> i64 {
+        let pool = self.pool().await;
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    }
+
+    async fn submit(&mut self, request: pb::SubmitReleaseNoticeRequest) -> pb::Handover {
+        let token = self.prison_a.clone();
+        self.client
+            .submit_release_notice(authorized(request, &token))
+            .await
+            .expect("submitted")
+            .into_inner()
+            .handover
+            .expect("handover")
+    }
+
+    async fn acknowledge(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+        let request = pb::AcknowledgeNoticeRequest {
+            handover_id: id.to_owned(),
+        };
+        Ok(self
+            .client
+            .acknowledge_notice(authorized(request, token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn confirm_release(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+        let request = pb::ConfirmReleaseRequest {
+            handover_id: id.to_owned(),
+            actual_release_time: Some(to_timestamp(self.released_at)),
+        };
+        Ok(self
+            .client
+            .confirm_release(authorized(request, token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn report_in(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+        Ok(self
+            .client
+            .record_report_in(authorized(report_in_request(id, self.reported_in_at), token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn amend_date(
+        &mut self,
+        id: &str,
+        date: NaiveDate,
+        token: &str,
+    ) -> Result<pb::Handover, tonic::Status> {
+        let request = pb::AmendReleaseNoticeRequest {
+            handover_id: id.to_owned(),
+            new_expected_release_date: Some(to_date(date)),
+            new_destination: None,
+            reason: "法院裁定变更释放日期".into(),
+        };
+        Ok(self
+            .client
+            .amend_release_notice(authorized(request, token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn cancel(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+        let request = pb::CancelReleaseNoticeRequest {
+            handover_id: id.to_owned(),
+            reason: pb::CancelReason::ReleaseRevoked as i32,
+            note: "假释裁定撤销".into(),
+        };
+        Ok(self
+            .client
+            .cancel_release_notice(authorized(request, token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn get(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+        let request = pb::GetHandoverRequest {
+            handover_id: id.to_owned(),
+        };
+        Ok(self
+            .client
+            .get_handover(authorized(request, token))
+            .await?
+            .into_inner()
+            .handover
+            .expect("handover"))
+    }
+
+    async fn stop(self) {
+        let status = self.process.stop(Duration::from_secs(20)).await.expect("stops");
+        assert!(status.success(), "handover exited with {status}");
+    }
+}
+
+fn township_office(township: &str) -> Caller {
+    Caller {
+        subject: format!("office-{township}"),
+        role: Role::TownshipOffice,
+        township: Some(township.to_owned()),
+        county: township.get(..6).map(str::to_owned),
+        prison: None,
+    }
+}
+
+/// Today in the office time zone (the service decides "in the past" the same way).
+fn today() -> NaiveDate {
+    Utc::now().with_timezone(&Directory::get().time_zone).date_naive()
+}
+
+fn whole_seconds_ago(seconds: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(Utc::now().timestamp() - seconds, 0).unwrap_or_default()
+}
+
+/// A valid parole release notice of prison A for person number `n`, to township 620702001.
+fn notice(n: u16) -> pb::SubmitReleaseNoticeRequest {
+    let birth = NaiveDate::from_ymd_opt(
+        1970 + i32::from(n % 40),
+        1 + u32::from(n % 12),
+        1 + u32::from(n % 28),
+    )
+    .unwrap_or_default();
+    pb::SubmitReleaseNoticeRequest {
+        prison_reference: format!("ZY-2026-{n:04}"),
+        prison_id: PRISON_A.into(),
+        person_name: format!("刑释人员{n}"),
+        national_id: synthesize("620702", birth, n),
+        date_of_birth: Some(to_date(birth)),
+        category: pb::ReleaseCategory::Parole as i32,
+        expected_release_date: Some(to_date(today() + Days::new(30))),
+        destination: Some(common::Jurisdiction {
+            township_code: HOME_TOWNSHIP.into(),
+            county_code: HOME_COUNTY.into(),
+        }),
+        key_assistance_target: true,
+        risk_notes: format!("风险提示{n}: 有酗酒史, 家属联系电话见档案"),
+        offence_category: common::OffenceCategory::Property as i32,
+    }
+}
+
+fn report_in_request(id: &str, reported_in_at: chrono::DateTime<Utc>) -> pb::RecordReportInRequest {
+    pb::RecordReportInRequest {
+        handover_id: id.to_owned(),
+        reported_in_at: Some(to_timestamp(reported_in_at)),
+        supervision_level: registry::SupervisionLevel::Strict as i32,
+        officer_id: "officer-1".into(),
+        term_start: Some(to_date(today())),
+        term_end: Some(to_date(today() + Days::new(365))),
+        phone: "13912345678".into(),
+        address: "甘州区东街 1 号".into(),
+        needs_employment: true,
+    }
+}
+
+/// The `count` next events of handover `id` (other handovers' events are skipped).
+async fn events_of(tap: &EventTap, id: &str, count: usize) -> Vec<ReceivedEvent> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let Some(event) = tap.next(Duration::from_secs(30)).await.expect("kafka") else {
+            break;
+        };
+        if event.key.as_deref() == Some(id) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+fn event_types(events: &[ReceivedEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| event.header("event_type").unwrap_or("?").to_owned())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn notified_event_reaches_kafka_and_decodes() {
+    let mut fixture = Fixture::start().await;
+    let request = notice(1);
+    let handover = fixture.submit(request.clone()).await;
+    assert_eq!(handover.status(), pb::HandoverStatus::Notified);
+    assert_eq!(handover.prison_reference, "ZY-2026-0001");
+    assert_eq!(
+        handover.national_id_masked,
+        format!(
+            "{}********{}",
+            &request.national_id[..6],
+            &request.national_id[14..]
+        )
+    );
+    assert_eq!(
+        handover.risk_notes, request.risk_notes,
+        "the prison reads its own notes back"
+    );
+    assert_eq!(handover.offence_category(), common::OffenceCategory::Property);
+    assert_eq!(handover.version, 1);
+
+    let events = events_of(&fixture.tap(), &handover.handover_id, 1).await;
+    let event = events.first().expect("an event arrives");
+    assert_eq!(event.header("event_type"), Some("handover.notified"));
+    assert_eq!(event.header("producer"), Some("handover"));
+    let event_id: uuid::Uuid = event.header("event_id").expect("event_id").parse().expect("uuid");
+    assert_eq!(event_id.get_version_num(), 7);
+    assert!(event.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    let decoded = pb::HandoverNotified::decode(event.payload.as_slice()).expect("decodes");
+    let snapshot = decoded.handover.expect("snapshot");
+    assert_eq!(snapshot.handover_id, handover.handover_id);
+    assert_eq!(snapshot.prison_id, PRISON_A);
+    assert_eq!(snapshot.person_name, "刑释人员1");
+    assert_eq!(snapshot.category(), pb::ReleaseCategory::Parole);
+    assert_eq!(snapshot.status(), pb::HandoverStatus::Notified);
+    assert!(snapshot.key_assistance_target);
+    assert_eq!(snapshot.expected_release_date, request.expected_release_date);
+    assert_eq!(
+        snapshot.destination.expect("destination").township_code,
+        HOME_TOWNSHIP
+    );
+    assert_eq!(decoded.actor.expect("actor").subject, "clerk-a");
+    assert!(!contains(&event.payload, &request.national_id), "no national ID");
+    assert!(!contains(&event.payload, &request.risk_notes), "no risk notes");
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
+    let mut fixture = Fixture::start().await;
+    let token = fixture.prison_a.clone();
+    let first = fixture
+        .client
+        .submit_release_notice(authorized(notice(2), &token))
+        .await
+        .expect("first")
+        .into_inner();
+    assert!(!first.duplicate);
+    // The same notice again, even with cosmetic differences (case of the X, spaces).
+    let mut again = notice(2);
+    again.person_name = format!("  {} ", again.person_name);
+    again.national_id = again.national_id.to_lowercase();
+    let second = fixture
+        .client
+        .submit_release_notice(authorized(again, &token))
+        .await
+        .expect("idempotent")
+        .into_inner();
+    assert!(second.duplicate);
+    let (first, second) = (
+        first.handover.expect("handover"),
+        second.handover.expect("handover"),
+    );
+    assert_eq!(first.handover_id, second.handover_id);
+    assert_eq!(second.version, 1);
+
+    // Same reference, different content: an amendment, which has its own call.
+    let mut changed = notice(2);
+    changed.expected_release_date = Some(to_date(today() + Days::new(40)));
+    let status = fixture
+        .client
+        .submit_release_notice(authorized(changed, &token))
+        .await
+        .expect_err("conflicting content");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(
+        status.message().contains("AmendReleaseNotice"),
+        "{}",
+        status.message()
+    );
+    // The same person under another reference while the first notice is open.
+    let mut other_reference = notice(2);
+    other_reference.prison_reference = "ZY-2026-9999".into();
+    let status = fixture
+        .client
+        .submit_release_notice(authorized(other_reference, &token))
+        .await
+        .expect_err("second open handover");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    assert_eq!(fixture.count("handovers").await, 1);
+    assert_eq!(fixture.count("kit_outbox").await, 1, "one event only");
+
+    // The same notice sent concurrently (a clerk's double click, a client retry racing the
+    // first attempt): one notice, one event, every caller gets its id.
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = fixture.client.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                client
+                    .submit_release_notice(authorized(notice(11), &token))
+                    .await
+                    .map(|response| response.into_inner())
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for racer in racers {
+        let response = racer.await.expect("task").expect("submitted");
+        ids.push(response.handover.expect("handover").handover_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(fixture.count("handovers").await, 2);
+    assert_eq!(fixture.count("kit_outbox").await, 2);
+
+    let events = fixture
+        .tap()
+        .collect(3, Duration::from_secs(5))
+        .await
+        .expect("kafka");
+    assert_eq!(event_types(&events), ["handover.notified", "handover.notified"]);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn full_lifecycle_emits_each_event_in_order() {
+    let mut fixture = Fixture::start().await;
+    let request = notice(3);
+    let id = fixture.submit(request.clone()).await.handover_id;
+    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
+
+    let acknowledged = fixture.acknowledge(&id, &office).await.expect("acknowledged");
+    assert_eq!(acknowledged.status(), pb::HandoverStatus::Acknowledged);
+    assert_eq!(
+        acknowledged.acknowledged_by.expect("by").subject,
+        format!("office-{HOME_TOWNSHIP}")
+    );
+    // Retrying a step that took effect returns the handover and publishes nothing.
+    let again = fixture.acknowledge(&id, &office).await.expect("retry");
+    assert_eq!(again.version, acknowledged.version);
+
+    let released = fixture.confirm_release(&id, &prison_a).await.expect("released");
+    assert_eq!(released.status(), pb::HandoverStatus::Released);
+    assert_eq!(
+        released.actual_release_time,
+        Some(to_timestamp(fixture.released_at))
+    );
+    let collected = fixture
+        .client
+        .record_gate_collection(authorized(
+            pb::RecordGateCollectionRequest {
+                handover_id: id.clone(),
+                collected_at: Some(to_timestamp(fixture.released_at)),
+                officer_id: "officer-1".into(),
+            },
+            &office,
+        ))
+        .await
+        .expect("gate collection")
+        .into_inner()
+        .handover
+        .expect("handover");
+    assert_eq!(collected.status(), pb::HandoverStatus::Released);
+    assert_eq!(collected.gate_collecting_officer_id, "officer-1");
+
+    let reported = fixture.report_in(&id, &office).await.expect("reported in");
+    assert_eq!(reported.status(), pb::HandoverStatus::ReportedIn);
+    assert_eq!(reported.assigned_officer_id, "officer-1");
+    assert_eq!(reported.assigned_level, registry::SupervisionLevel::Strict as i32);
+    // Same report-in again: fine; a different one: refused.
+    fixture.report_in(&id, &office).await.expect("retry");
+    let mut different = report_in_request(&id, fixture.reported_in_at);
+    different.officer_id = "officer-2".into();
+    let status = fixture
+        .client
+        .record_report_in(authorized(different, &office))
+        .await
+        .expect_err("conflicting report-in");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    let events = events_of(&fixture.tap(), &id, 5).await;
+    assert_eq!(
+        event_types(&events),
+        [
+            "handover.notified",
+            "handover.acknowledged",
+            "handover.released",
+            "handover.gate_collected",
+            "handover.reported_in"
+        ]
+    );
+    let released_event = pb::HandoverReleased::decode(events[2].payload.as_slice()).expect("decodes");
+    assert_eq!(
+        released_event.handover.expect("snapshot").actual_release_time,
+        Some(to_timestamp(fixture.released_at))
+    );
+    // The report-in event carries what the registry needs to register the person.
+    let reported_in = pb::HandoverReportedIn::decode(events[4].payload.as_slice()).expect("decodes");
+    assert_eq!(reported_in.national_id, request.national_id);
+    assert_eq!(reported_in.registry_category(), registry::Category::Parole);
+    assert_eq!(
+        reported_in.supervision_level(),
+        registry::SupervisionLevel::Strict
+    );
+    assert_eq!(reported_in.officer_id, "officer-1");
+    assert_eq!(reported_in.term_start, Some(to_date(today())));
+    assert_eq!(reported_in.term_end, Some(to_date(today() + Days::new(365))));
+    assert_eq!(reported_in.phone, "13912345678");
+    assert_eq!(reported_in.address, "甘州区东街 1 号");
+    assert!(reported_in.needs_employment);
+    let snapshot = reported_in.handover.expect("snapshot");
+    assert_eq!(snapshot.status(), pb::HandoverStatus::ReportedIn);
+    assert_eq!(snapshot.version, 5);
+    assert_eq!(
+        snapshot.destination.expect("destination").county_code,
+        HOME_COUNTY
+    );
+    // Only the report-in event carries the national ID number.
+    for event in &events[..4] {
+        assert!(!contains(&event.payload, &request.national_id));
+    }
+    assert_eq!(fixture.count("kit_outbox").await, 5, "retries published nothing");
+
+    // Every change left an audit record; the audit log cannot be rewritten.
+    let pool = fixture.pool().await;
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("audit");
+    for action in [
+        "handover.notified",
+        "handover.acknowledged",
+        "handover.released",
+        "handover.gate_collected",
+        "handover.reported_in",
+        "handover.repeated",
+    ] {
+        assert!(actions.contains(&action.to_owned()), "{action}: {actions:?}");
+    }
+    assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn illegal_transitions_are_failed_precondition() {
+    let mut fixture = Fixture::start().await;
+    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
+
+    // The township records the person standing in its office before the prison confirmed
+    // the release: legal, and final.
+    let id = fixture.submit(notice(4)).await.handover_id;
+    fixture
+        .report_in(&id, &office)
+        .await
+        .expect("report-in before release confirmation");
+    let status = fixture
+        .confirm_release(&id, &prison_a)
+        .await
+        .expect_err("reported_in is final");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "illegal transition from reported_in to released"
+    );
+    let status = fixture.acknowledge(&id, &office).await.expect_err("final");
+    assert_eq!(
+        status.message(),
+        "illegal transition from reported_in to acknowledged"
+    );
+
+    // Released: the prison can no longer cancel; the township may still acknowledge late.
+    let id = fixture.submit(notice(5)).await.handover_id;
+    fixture.confirm_release(&id, &prison_a).await.expect("released");
+    let status = fixture.cancel(&id, &prison_a).await.expect_err("after release");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "illegal transition from released to cancelled");
+    let late = fixture
+        .acknowledge(&id, &office)
+        .await
+        .expect("late acknowledgement");
+    assert_eq!(late.status(), pb::HandoverStatus::Released);
+    assert!(late.acknowledged_at.is_some());
+    // Confirming a different release time is refused; the same one is a harmless retry.
+    let status = fixture
+        .client
+        .confirm_release(authorized(
+            pb::ConfirmReleaseRequest {
+                handover_id: id.clone(),
+                actual_release_time: Some(to_timestamp(fixture.released_at - chrono::Duration::hours(1))),
+            },
+            &prison_a,
+        ))
+        .await
+        .expect_err("different time");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    fixture
+        .confirm_release(&id, &prison_a)
+        .await
+        .expect("same time again");
+
+    // Steps are taken by their party only.
+    let status = fixture
+        .confirm_release(&id, &office)
+        .await
+        .expect_err("not a prison");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture
+        .acknowledge(&id, &prison_a)
+        .await
+        .expect_err("not an office");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn amendment_before_release_is_kept_and_refused_after() {
+    let mut fixture = Fixture::start().await;
+    let (home, other, prison_a) = (
+        fixture.home_office.clone(),
+        fixture.other_office.clone(),
+        fixture.prison_a.clone(),
+    );
+    let id = fixture.submit(notice(6)).await.handover_id;
+    fixture.acknowledge(&id, &home).await.expect("acknowledged");
+
+    let new_date = today() + Days::new(45);
+    let amended = fixture
+        .amend_date(&id, new_date, &prison_a)
+        .await
+        .expect("amended");
+    assert_eq!(amended.expected_release_date, Some(to_date(new_date)));
+    assert_eq!(
+        amended.status(),
+        pb::HandoverStatus::Acknowledged,
+        "a new date keeps the receipt"
+    );
+    assert_eq!(amended.amendments.len(), 1);
+    assert_eq!(amended.amendments[0].reason, "法院裁定变更释放日期");
+    // The same amendment again changes nothing.
+    let again = fixture.amend_date(&id, new_date, &prison_a).await.expect("no-op");
+    assert_eq!(again.version, amended.version);
+
+    // A new destination goes back to notified: the new township must acknowledge it.
+    let moved = fixture
+        .client
+        .amend_release_notice(authorized(
+            pb::AmendReleaseNoticeRequest {
+                handover_id: id.clone(),
+                new_expected_release_date: None,
+                new_destination: Some(common::Jurisdiction {
+                    township_code: OTHER_TOWNSHIP.into(),
+                    county_code: OTHER_COUNTY.into(),
+                }),
+                reason: "家属迁居肃南县".into(),
+            },
+            &prison_a,
+        ))
+        .await
+        .expect("destination amended")
+        .into_inner()
+        .handover
+        .expect("handover");
+    assert_eq!(moved.status(), pb::HandoverStatus::Notified);
+    assert!(moved.acknowledged_at.is_none());
+    assert_eq!(moved.amendments.len(), 2);
+    let status = fixture
+        .acknowledge(&id, &home)
+        .await
+        .expect_err("no longer the destination");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    fixture
+        .acknowledge(&id, &other)
+        .await
+        .expect("new township acknowledges");
+
+    fixture.confirm_release(&id, &prison_a).await.expect("released");
+    let status = fixture
+        .amend_date(&id, today() + Days::new(50), &prison_a)
+        .await
+        .expect_err("after release");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "illegal transition from released to amended");
+
+    let events = events_of(&fixture.tap(), &id, 6).await;
+    assert_eq!(
+        event_types(&events),
+        [
+            "handover.notified",
+            "handover.acknowledged",
+            "handover.amended",
+            "handover.amended",
+            "handover.acknowledged",
+            "handover.released"
+        ]
+    );
+    let date_change = pb::HandoverAmended::decode(events[2].payload.as_slice()).expect("decodes");
+    let amendment = date_change.amendment.expect("amendment");
+    assert_eq!(amendment.reason, "法院裁定变更释放日期");
+    assert_eq!(
+        amendment.previous_expected_release_date,
+        Some(to_date(today() + Days::new(30)))
+    );
+    assert_eq!(amendment.new_expected_release_date, Some(to_date(new_date)));
+    assert!(amendment.new_destination.is_none());
+    let move_event = pb::HandoverAmended::decode(events[3].payload.as_slice()).expect("decodes");
+    let amendment = move_event.amendment.expect("amendment");
+    assert_eq!(amendment.reason, "家属迁居肃南县");
+    assert_eq!(
+        amendment.previous_destination.expect("previous").township_code,
+        HOME_TOWNSHIP
+    );
+    assert_eq!(
+        amendment.new_destination.expect("new").township_code,
+        OTHER_TOWNSHIP
+    );
+    assert_eq!(
+        move_event.handover.expect("snapshot").status(),
+        pb::HandoverStatus::Notified
+    );
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn cancelled_notice_refuses_further_steps() {
+    let mut fixture = Fixture::start().await;
+    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
+    let id = fixture.submit(notice(7)).await.handover_id;
+    let cancelled = fixture.cancel(&id, &prison_a).await.expect("cancelled");
+    assert_eq!(cancelled.status(), pb::HandoverStatus::Cancelled);
+    assert_eq!(cancelled.cancel_reason(), pb::CancelReason::ReleaseRevoked);
+    assert_eq!(cancelled.cancel_note, "假释裁定撤销");
+    fixture
+        .cancel(&id, &prison_a)
+        .await
+        .expect("same cancellation again");
+
+    let refusals = [
+        (
+            fixture.acknowledge(&id, &office).await.expect_err("ack"),
+            "illegal transition from cancelled to acknowledged",
+        ),
+        (
+            fixture
+                .confirm_release(&id, &prison_a)
+                .await
+                .expect_err("release"),
+            "illegal transition from cancelled to released",
+        ),
+        (
+            fixture.report_in(&id, &office).await.expect_err("report-in"),
+            "illegal transition from cancelled to reported_in",
+        ),
+        (
+            fixture
+                .amend_date(&id, today() + Days::new(60), &prison_a)
+                .await
+                .expect_err("amend"),
+            "illegal transition from cancelled to amended",
+        ),
+    ];
+    for (status, message) in refusals {
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert_eq!(status.message(), message);
+    }
+    // A cancelled notice no longer blocks a new notice for the same person.
+    let mut renewed = notice(7);
+    renewed.prison_reference = "ZY-2026-0007-R".into();
+    fixture.submit(renewed).await;
+
+    let events = events_of(&fixture.tap(), &id, 2).await;
+    assert_eq!(event_types(&events), ["handover.notified", "handover.cancelled"]);
+    let decoded = pb::HandoverCancelled::decode(events[1].payload.as_slice()).expect("decodes");
+    assert_eq!(decoded.reason(), pb::CancelReason::ReleaseRevoked);
+    assert_eq!(decoded.note, "假释裁定撤销");
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn prisons_and_offices_act_only_within_their_jurisdiction() {
+    let mut fixture = Fixture::start().await;
+    let (prison_b, other_office) = (fixture.prison_b.clone(), fixture.other_office.clone());
+    let id = fixture.submit(notice(8)).await.handover_id;
+
+    // Prison B can neither read nor act on prison A's notice.
+    let status = fixture.get(&id, &prison_b).await.expect_err("read");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture
+        .amend_date(&id, today() + Days::new(31), &prison_b)
+        .await
+        .expect_err("amend");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture.cancel(&id, &prison_b).await.expect_err("cancel");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture
+        .confirm_release(&id, &prison_b)
+        .await
+        .expect_err("release");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // Nor submit in prison A's name, nor list prison A's notices.
+    let mut forged = notice(9);
+    forged.prison_reference = "JQ-0001".into();
+    let status = fixture
+        .client
+        .submit_release_notice(authorized(forged, &prison_b))
+        .await
+        .expect_err("another prison's name");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture
+        .client
+        .list_handovers(authorized(
+            pb::ListHandoversRequest {
+                prison_id: PRISON_A.into(),
+                ..Default::default()
+            },
+            &prison_b,
+        ))
+        .await
+        .expect_err("list");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // Another township's office cannot acknowledge or read it; another county's bureau
+    // cannot read it; the destination's county bureau and officers can.
+    let status = fixture.acknowledge(&id, &other_office).await.expect_err("ack");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = fixture.get(&id, &other_office).await.expect_err("read");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let other_bureau = fixture.mesh.token(&county_bureau("bureau-sunan", OTHER_COUNTY));
+    let status = fixture.get(&id, &other_bureau).await.expect_err("read");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let own_bureau = fixture.mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
+    let read = fixture
+        .get(&id, &own_bureau)
+        .await
+        .expect("own county bureau reads");
+    assert!(
+        !read.risk_notes.is_empty(),
+        "the receiving side sees the risk notes"
+    );
+    let home_officer = fixture.mesh.token(&officer("officer-1", HOME_TOWNSHIP));
+    fixture
+        .acknowledge(&id, &home_officer)
+        .await
+        .expect("an officer of the township acknowledges");
+    let anonymous = fixture
+        .client
+        .get_handover(tonic::Request::new(pb::GetHandoverRequest {
+            handover_id: id.clone(),
+        }))
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    assert_eq!(fixture.count("handovers").await, 1, "nothing forged was stored");
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_name_the_field_and_store_nothing() {
+    let mut fixture = Fixture::start().await;
+    let token = fixture.prison_a.clone();
+    type Mutation = fn(&mut pb::SubmitReleaseNoticeRequest);
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("destination.township_code", |r| {
+            if let Some(d) = r.destination.as_mut() {
+                d.township_code = "620702999".into();
+            }
+        }),
+        ("destination.county_code", |r| {
+            if let Some(d) = r.destination.as_mut() {
+                d.township_code = OTHER_TOWNSHIP.into();
+            }
+        }),
+        ("destination", |r| r.destination = None),
+        ("expected_release_date", |r| {
+            r.expected_release_date = Some(to_date(today() - Days::new(2)))
+        }),
+        ("expected_release_date", |r| {
+            r.expected_release_date = Some(common::Date {
+                year: 2026,
+                month: 2,
+                day: 30,
+            })
+        }),
+        ("national_id", |r| {
+            let last = if r.national_id.ends_with('0') { "1" } else { "0" };
+            r.national_id.replace_range(17..18, last);
+        }),
+        ("national_id", |r| r.national_id.truncate(17)),
+        ("national_id", |r| r.national_id = "ABCDEFGHIJKLMNOPQR".into()),
+        ("date_of_birth", |r| {
+            r.date_of_birth = Some(common::Date {
+                year: 1969,
+                month: 1,
+                day: 1,
+            })
+        }),
+        ("category", |r| r.category = 0),
+        ("person_name", |r| r.person_name = "  ".into()),
+        ("prison_reference", |r| r.prison_reference = "x".repeat(65)),
+        ("risk_notes", |r| r.risk_notes = "长".repeat(2001)),
+    ];
+    for (field, mutate) in cases {
+        let mut request = notice(10);
+        mutate(&mut request);
+        let status = fixture
+            .client
+            .submit_release_notice(authorized(request, &token))
+            .await
+            .expect_err(&format!("{field} case must be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(
+            violated_fields(&status),
+            vec![field.to_owned()],
+            "{field}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(fixture.count("handovers").await, 0, "nothing stored");
+    assert_eq!(fixture.count("kit_outbox").await, 0, "no event emitted");
+
+    // Yesterday is within the default tolerance of one day.
+    let mut late = notice(10);
+    late.expected_release_date = Some(to_date(today() - Days::new(1)));
+    let handover = fixture.submit(late).await;
+    // Steps validate their input too, naming the field.
+    let status = fixture
+        .client
+        .confirm_release(authorized(
+            pb::ConfirmReleaseRequest {
+                handover_id: handover.handover_id.clone(),
+                actual_release_time: Some(to_timestamp(Utc::now() + chrono::Duration::days(1))),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("release in the future");
+    assert_eq!(violated_fields(&status), ["actual_release_time"]);
+    let status = fixture
+        .client
+        .amend_release_notice(authorized(
+            pb::AmendReleaseNoticeRequest {
+                handover_id: handover.handover_id.clone(),
+                new_expected_release_date: None,
+                new_destination: Some(common::Jurisdiction {
+                    township_code: "999999001".into(),
+                    county_code: HOME_COUNTY.into(),
+                }),
+                reason: "搬家".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("unknown township");
+    assert_eq!(violated_fields(&status), ["new_destination.township_code"]);
+    let status = fixture.get("not-a-uuid", &token).await.expect_err("bad id");
+    assert_eq!(violated_fields(&status), ["handover_id"]);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn listing_is_scoped_ordered_and_paginated() {
+    let mut fixture = Fixture::start().await;
+    let mut submitted = Vec::new();
+    for n in 20..25 {
+        submitted.push(fixture.submit(notice(n)).await.handover_id);
+    }
+    let prison_b = fixture.prison_b.clone();
+    let mut theirs = notice(30);
+    theirs.prison_id = PRISON_B.into();
+    fixture
+        .client
+        .submit_release_notice(authorized(theirs, &prison_b))
+        .await
+        .expect("prison B submits");
+
+    let list = |request: pb::ListHandoversRequest, token: &str| authorized(request, token);
+    let prison_a = fixture.prison_a.clone();
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = fixture
+            .client
+            .list_handovers(list(
+                pb::ListHandoversRequest {
+                    prison_id: PRISON_A.into(),
+                    page: Some(common::PageRequest {
+                        page_size: 2,
+                        page_token: page_token.clone(),
+                    }),
+                    ..Default::default()
+                },
+                &prison_a,
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.handovers.len() <= 2);
+        seen.extend(page.handovers.into_iter().map(|h| h.handover_id));
+        page_token = page.page.expect("page info").next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen, submitted,
+        "prison A sees its own notices once each, oldest first"
+    );
+
+    // The township office sees both prisons' notices; a status filter narrows them.
+    let office = fixture.home_office.clone();
+    let township = fixture
+        .client
+        .list_handovers(list(
+            pb::ListHandoversRequest {
+                township_code: HOME_TOWNSHIP.into(),
+                ..Default::default()
+            },
+            &office,
+        ))
+        .await
+        .expect("township list")
+        .into_inner();
+    assert_eq!(township.handovers.len(), 6);
+    fixture
+        .acknowledge(&submitted[0], &office)
+        .await
+        .expect("acknowledged");
+    let bureau = fixture.mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
+    let acknowledged = fixture
+        .client
+        .list_handovers(list(
+            pb::ListHandoversRequest {
+                county_code: HOME_COUNTY.into(),
+                statuses: vec![pb::HandoverStatus::Acknowledged as i32],
+                ..Default::default()
+            },
+            &bureau,
+        ))
+        .await
+        .expect("county list")
+        .into_inner();
+    let ids: Vec<_> = acknowledged
+        .handovers
+        .iter()
+        .map(|h| h.handover_id.clone())
+        .collect();
+    assert_eq!(ids, [submitted[0].clone()]);
+
+    // Exactly one scope, and tokens must come from a previous page.
+    let status = fixture
+        .client
+        .list_handovers(list(
+            pb::ListHandoversRequest {
+                prison_id: PRISON_A.into(),
+                township_code: HOME_TOWNSHIP.into(),
+                ..Default::default()
+            },
+            &prison_a,
+        ))
+        .await
+        .expect_err("two scopes");
+    assert_eq!(violated_fields(&status), ["prison_id", "township_code"]);
+    let status = fixture
+        .client
+        .list_handovers(list(
+            pb::ListHandoversRequest {
+                prison_id: PRISON_A.into(),
+                page: Some(common::PageRequest {
+                    page_size: 2,
+                    page_token: "garbage!".into(),
+                }),
+                ..Default::default()
+            },
+            &prison_a,
+        ))
+        .await
+        .expect_err("bad token");
+    assert_eq!(violated_fields(&status), ["page.page_token"]);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_logs() {
+    let mut fixture = Fixture::start_with(&[("RUST_LOG", "debug")]).await;
+    let request = notice(40);
+    let national_id = request.national_id.clone();
+    let risk_notes = request.risk_notes.clone();
+    let office = fixture.home_office.clone();
+    let token = fixture.prison_a.clone();
+    let id = fixture.submit(request.clone()).await.handover_id;
+    // A duplicate and an invalid variant go through the other paths too.
+    fixture
+        .client
+        .submit_release_notice(authorized(request.clone(), &token))
+        .await
+        .expect("duplicate");
+    let mut invalid = request;
+    invalid.prison_reference = "ZY-INVALID".into();
+    invalid
+        .national_id
+        .replace_range(17..18, if national_id.ends_with('0') { "1" } else { "0" });
+    let invalid_id = invalid.national_id.clone();
+    fixture
+        .client
+        .submit_release_notice(authorized(invalid, &token))
+        .await
+        .expect_err("invalid");
+    fixture.get(&id, &office).await.expect("read back");
+    fixture.report_in(&id, &office).await.expect("reported in");
+    let events = events_of(&fixture.tap(), &id, 2).await;
+    assert_eq!(
+        event_types(&events),
+        ["handover.notified", "handover.reported_in"]
+    );
+
+    // Everything in the database, every row of every table as text (bytea shows as hex).
+    let pool = fixture.pool().await;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+    assert!(tables.contains(&"handovers".to_owned()));
+    let mut dump = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        dump.push_str(&rows.join("\n"));
+    }
+    // The report-in event holds the ID by design (for the registry), so its outbox payload
+    // is the one place it may be; it is excluded by looking only at other rows' hex.
+    let reported_in_payload: Vec<u8> =
+        sqlx::query_scalar("SELECT payload FROM kit_outbox WHERE event_type = 'handover.reported_in'")
+            .fetch_one(&pool)
+            .await
+            .expect("report-in event");
+    let dump = dump.replace(&hex::encode(&reported_in_payload), "<report-in payload>");
+    let log = fixture.process.log_text();
+    for secret in [&national_id, &invalid_id, &risk_notes, &"13912345678".to_owned()] {
+        assert!(!dump.contains(secret.as_str()), "plain value in the database");
+        assert!(
+            !dump.contains(&hex::encode(secret.as_bytes())),
+            "plain value inside a bytea column"
+        );
+        assert!(!log.contains(secret.as_str()), "plain value in the logs");
+    }
+    assert!(!contains(&events[0].payload, &national_id));
+    assert!(
+        contains(&events[1].payload, &national_id),
+        "report-in carries it for the registry"
+    );
+    for event in &events {
+        assert!(
+            !contains(&event.payload, &risk_notes),
+            "risk notes are never published"
+        );
+    }
+    assert!(log.contains("release notice submitted"), "the log was captured");
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_64_with_one_message() {
+    let binary = mesh::harness::binary_path("handover").expect("built");
+    let output = tokio::process::Command::new(binary)
+        .env_clear()
+        .env("MESH_GRPC_ADDR", "127.0.0.1:1")
+        .env("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "400")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for expected in [
+        "MESH_DATABASE_URL is required",
+        "MESH_FIELD_ENCRYPTION_KEY is required",
+        "MESH_HANDOVER_PAST_TOLERANCE_DAYS must be at most 30",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
