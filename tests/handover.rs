@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
 use mesh::harness::{EventTap, ReceivedEvent, ServiceProcess};
-use mesh_e2e::{Mesh, authorized, county_bureau, officer, prison};
+use mesh_e2e::{
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, county_bureau, notice, officer, prison,
+    report_in_request, today, township_office, whole_seconds_ago,
+};
 use mesh_kit::{
-    auth::{Caller, Role},
     error::violated_fields,
-    jurisdiction::Directory,
-    national_id::synthesize,
     proto_time::{to_date, to_timestamp},
 };
 use mesh_proto::{
@@ -22,10 +22,7 @@ use mesh_proto::{
 use prost::Message;
 use tonic::{Code, transport::Channel};
 
-const PRISON_A: &str = "zhangye-prison";
 const PRISON_B: &str = "jiuquan-prison";
-const HOME_TOWNSHIP: &str = "620702001"; // 甘州区东街街道
-const HOME_COUNTY: &str = "620702";
 const OTHER_TOWNSHIP: &str = "620721002"; // 肃南县皇城镇
 const OTHER_COUNTY: &str = "620721";
 
@@ -182,65 +179,6 @@ impl Fixture {
     async fn stop(self) {
         let status = self.process.stop(Duration::from_secs(20)).await.expect("stops");
         assert!(status.success(), "handover exited with {status}");
-    }
-}
-
-fn township_office(township: &str) -> Caller {
-    Caller {
-        subject: format!("office-{township}"),
-        role: Role::TownshipOffice,
-        township: Some(township.to_owned()),
-        county: township.get(..6).map(str::to_owned),
-        prison: None,
-    }
-}
-
-/// Today in the office time zone (the service decides "in the past" the same way).
-fn today() -> NaiveDate {
-    Utc::now().with_timezone(&Directory::get().time_zone).date_naive()
-}
-
-fn whole_seconds_ago(seconds: i64) -> chrono::DateTime<Utc> {
-    chrono::DateTime::from_timestamp(Utc::now().timestamp() - seconds, 0).unwrap_or_default()
-}
-
-/// A valid parole release notice of prison A for person number `n`, to township 620702001.
-fn notice(n: u16) -> pb::SubmitReleaseNoticeRequest {
-    let birth = NaiveDate::from_ymd_opt(
-        1970 + i32::from(n % 40),
-        1 + u32::from(n % 12),
-        1 + u32::from(n % 28),
-    )
-    .unwrap_or_default();
-    pb::SubmitReleaseNoticeRequest {
-        prison_reference: format!("ZY-2026-{n:04}"),
-        prison_id: PRISON_A.into(),
-        person_name: format!("刑释人员{n}"),
-        national_id: synthesize("620702", birth, n),
-        date_of_birth: Some(to_date(birth)),
-        category: pb::ReleaseCategory::Parole as i32,
-        expected_release_date: Some(to_date(today() + Days::new(30))),
-        destination: Some(common::Jurisdiction {
-            township_code: HOME_TOWNSHIP.into(),
-            county_code: HOME_COUNTY.into(),
-        }),
-        key_assistance_target: true,
-        risk_notes: format!("风险提示{n}: 有酗酒史, 家属联系电话见档案"),
-        offence_category: common::OffenceCategory::Property as i32,
-    }
-}
-
-fn report_in_request(id: &str, reported_in_at: chrono::DateTime<Utc>) -> pb::RecordReportInRequest {
-    pb::RecordReportInRequest {
-        handover_id: id.to_owned(),
-        reported_in_at: Some(to_timestamp(reported_in_at)),
-        supervision_level: registry::SupervisionLevel::Strict as i32,
-        officer_id: "officer-1".into(),
-        term_start: Some(to_date(today())),
-        term_end: Some(to_date(today() + Days::new(365))),
-        phone: "13912345678".into(),
-        address: "甘州区东街 1 号".into(),
-        needs_employment: true,
     }
 }
 

@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use mesh::harness::{ServiceProcess, check_in};
 use mesh::receiver::Receiver;
-use mesh_e2e::{Mesh, authorized, home_officer, officer, registration};
-use mesh_kit::{
-    auth::{Caller, Role},
-    proto_time::to_timestamp,
-};
+use mesh_e2e::{Mesh, authorized, home_officer, officer, registration, township_office};
+use mesh_kit::proto_time::to_timestamp;
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
     checkin::checkin_service_client::CheckinServiceClient,
@@ -38,16 +35,6 @@ const FAST_POLICY: &[(&str, &str)] = &[
     ("MESH_WEBHOOK_RETRY_BASE_MS", "300"),
     ("MESH_WEBHOOK_RETRY_MAX_SECS", "2"),
 ];
-
-fn township_office() -> Caller {
-    Caller {
-        subject: "office-620702001".into(),
-        role: Role::TownshipOffice,
-        township: Some("620702001".into()),
-        county: Some("620702".into()),
-        prison: None,
-    }
-}
 
 fn home() -> Jurisdiction {
     Jurisdiction {
@@ -83,7 +70,7 @@ async fn register_endpoint(alerts: &mut AlertServiceClient<Channel>, mesh: &Mesh
                 secret: SECRET.into(),
                 description: "东街司法所值班系统".into(),
             },
-            &mesh.token(&township_office()),
+            &mesh.token(&township_office("620702001")),
         ))
         .await
         .expect("endpoint registered");

@@ -5,8 +5,7 @@
 //! Nothing here touches the database, the network or the system clock: callers pass "now"
 //! and "today", so tests cover every rule without sleeping.
 
-use chrono::{DateTime, Days, Months, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Days, Months, NaiveDate, Utc};
 use mesh_kit::{
     error::FieldViolations,
     jurisdiction::Directory,
@@ -202,102 +201,24 @@ impl Status {
     }
 }
 
-/// Days a released person has to report in, per release category (art. 21 of the Community
-/// Corrections Law: 10 days; for temporary execution outside prison the prison transfers the
-/// person within 10 days). Configurable because provinces and later rules may differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReportInPolicy {
-    pub parole_days: u32,
-    pub temporary_execution_days: u32,
-    pub sentence_completed_days: u32,
-}
-
-impl Default for ReportInPolicy {
-    fn default() -> Self {
-        Self {
-            parole_days: DEFAULT_REPORT_IN_DAYS,
-            temporary_execution_days: DEFAULT_REPORT_IN_DAYS,
-            sentence_completed_days: DEFAULT_REPORT_IN_DAYS,
-        }
-    }
-}
-
 /// The configurable rules the service applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// How many days before today an expected release date may lie (a notice sent on the
     /// release day itself, or a day late, is still accepted).
     pub past_tolerance_days: u32,
-    /// Report-in periods per category.
-    pub report_in: ReportInPolicy,
 }
 
 impl Default for Rules {
     fn default() -> Self {
         Self {
             past_tolerance_days: DEFAULT_PAST_TOLERANCE_DAYS,
-            report_in: ReportInPolicy::default(),
         }
     }
 }
 
 /// Default of [`Rules::past_tolerance_days`].
 pub const DEFAULT_PAST_TOLERANCE_DAYS: u32 = 1;
-
-/// The statutory report-in period, in days after release.
-pub const DEFAULT_REPORT_IN_DAYS: u32 = 10;
-
-impl ReportInPolicy {
-    /// The report-in period of `category`, in days.
-    pub fn days(&self, category: ReleaseCategory) -> u32 {
-        match category {
-            ReleaseCategory::Parole => self.parole_days,
-            ReleaseCategory::TemporaryExecutionOutsidePrison => self.temporary_execution_days,
-            ReleaseCategory::SentenceCompleted => self.sentence_completed_days,
-        }
-    }
-}
-
-/// When the report-in period of a person released at `released_at` ends: the end of the
-/// `policy.days(category)`-th calendar day after the release day, counted in `time_zone` (the
-/// office's; release day is day 0). Returned as the first instant after that day, so a
-/// report-in strictly before the returned time is on time and the person is overdue (漏管)
-/// from it on. Beyond the calendar's range the deadline saturates (never earlier than due).
-pub fn report_in_deadline(
-    category: ReleaseCategory,
-    released_at: DateTime<Utc>,
-    policy: &ReportInPolicy,
-    time_zone: Tz,
-) -> DateTime<Utc> {
-    // Checked arithmetic throughout: at the ends of the calendar, local dates overflow.
-    let utc = released_at.naive_utc();
-    let offset = time_zone.offset_from_utc_datetime(&utc).fix();
-    let day_after = utc.checked_add_offset(offset).and_then(|local| {
-        local
-            .date()
-            .checked_add_days(Days::new(u64::from(policy.days(category)) + 1))
-    });
-    match day_after {
-        Some(day_after) => start_of_day(day_after, time_zone),
-        None => DateTime::<Utc>::MAX_UTC,
-    }
-}
-
-/// The first instant of `date` in `time_zone`. Where a zone skips midnight (a daylight-saving
-/// change at 00:00) the day starts at its first existing local time.
-pub fn start_of_day(date: NaiveDate, time_zone: Tz) -> DateTime<Utc> {
-    let midnight = date.and_time(NaiveTime::MIN);
-    for minutes in (0..=24 * 60).step_by(15) {
-        let Some(local) = midnight.checked_add_signed(chrono::Duration::minutes(minutes)) else {
-            break;
-        };
-        if let Some(time) = time_zone.from_local_datetime(&local).earliest() {
-            return time.with_timezone(&Utc);
-        }
-    }
-    // No zone skips a whole day; fall back to midnight UTC rather than fail.
-    Utc.from_utc_datetime(&midnight)
-}
 
 /// Longest free-text fields, in characters.
 pub const MAX_REFERENCE_CHARS: usize = 64;
@@ -938,109 +859,6 @@ mod tests {
             Some(registry::Category::Parole)
         );
         assert_eq!(ReleaseCategory::SentenceCompleted.registry_category(), None);
-    }
-
-    #[test]
-    fn report_in_deadline_is_the_end_of_the_tenth_day_by_default() {
-        let shanghai = chrono_tz::Asia::Shanghai;
-        let policy = ReportInPolicy::default();
-        // Released 2026-12-02 04:00 Shanghai (20:00 UTC the day before): day 0 is 2 December,
-        // the 10th day is 12 December, overdue from 13 December 00:00 Shanghai.
-        let released = utc("2026-12-01T20:00:00Z");
-        for &category in ReleaseCategory::ALL {
-            assert_eq!(policy.days(category), 10);
-            assert_eq!(
-                report_in_deadline(category, released, &policy, shanghai),
-                utc("2026-12-12T16:00:00Z"),
-                "{category:?}"
-            );
-        }
-        // Released late in the Shanghai day: still day 0.
-        assert_eq!(
-            report_in_deadline(
-                ReleaseCategory::Parole,
-                utc("2026-12-02T15:59:59Z"),
-                &policy,
-                shanghai
-            ),
-            utc("2026-12-12T16:00:00Z")
-        );
-        // One second later it is 3 December in Shanghai.
-        assert_eq!(
-            report_in_deadline(
-                ReleaseCategory::Parole,
-                utc("2026-12-02T16:00:00Z"),
-                &policy,
-                shanghai
-            ),
-            utc("2026-12-13T16:00:00Z")
-        );
-    }
-
-    #[test]
-    fn report_in_deadline_is_configurable_per_category() {
-        let shanghai = chrono_tz::Asia::Shanghai;
-        let policy = ReportInPolicy {
-            parole_days: 10,
-            temporary_execution_days: 5,
-            sentence_completed_days: 30,
-        };
-        let released = utc("2026-12-31T02:00:00Z"); // 10:00 on 31 December in Shanghai
-        assert_eq!(
-            report_in_deadline(ReleaseCategory::Parole, released, &policy, shanghai),
-            utc("2027-01-10T16:00:00Z")
-        );
-        assert_eq!(
-            report_in_deadline(
-                ReleaseCategory::TemporaryExecutionOutsidePrison,
-                released,
-                &policy,
-                shanghai
-            ),
-            utc("2027-01-05T16:00:00Z")
-        );
-        assert_eq!(
-            report_in_deadline(ReleaseCategory::SentenceCompleted, released, &policy, shanghai),
-            utc("2027-01-30T16:00:00Z")
-        );
-        // Zero days: overdue from the end of the release day itself.
-        let same_day = ReportInPolicy {
-            parole_days: 0,
-            ..policy
-        };
-        assert_eq!(
-            report_in_deadline(ReleaseCategory::Parole, released, &same_day, shanghai),
-            utc("2026-12-31T16:00:00Z")
-        );
-        // Another office time zone counts its own calendar days, across a DST change.
-        let berlin = chrono_tz::Europe::Berlin;
-        assert_eq!(
-            report_in_deadline(
-                ReleaseCategory::Parole,
-                utc("2026-03-20T12:00:00Z"),
-                &ReportInPolicy::default(),
-                berlin
-            ),
-            utc("2026-03-30T22:00:00Z") // 31 March 00:00 CEST
-        );
-        // The far end of the calendar saturates instead of panicking.
-        assert_eq!(
-            report_in_deadline(
-                ReleaseCategory::Parole,
-                DateTime::<Utc>::MAX_UTC,
-                &ReportInPolicy::default(),
-                shanghai
-            ),
-            DateTime::<Utc>::MAX_UTC
-        );
-        assert!(
-            report_in_deadline(
-                ReleaseCategory::Parole,
-                DateTime::<Utc>::MIN_UTC,
-                &ReportInPolicy::default(),
-                shanghai
-            ) > DateTime::<Utc>::MIN_UTC
-        );
     }
 
     fn notice_request(today: NaiveDate) -> pb::SubmitReleaseNoticeRequest {

@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretBox};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 
-use crate::domain::{DEFAULT_PAST_TOLERANCE_DAYS, DEFAULT_REPORT_IN_DAYS, ReportInPolicy, Rules};
+use crate::domain::{DEFAULT_PAST_TOLERANCE_DAYS, Rules};
 
 /// The handover service's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/handover");
@@ -33,9 +33,6 @@ pub const DEFAULT_PORT: u16 = 50053;
 
 /// Longest tolerated lateness of a notice, in days (beyond that it is a data-entry error).
 const MAX_PAST_TOLERANCE_DAYS: u32 = 30;
-/// Longest configurable report-in period, in days.
-const MAX_REPORT_IN_DAYS: u32 = 90;
-
 /// Handover settings, read from the environment.
 pub struct Settings {
     pub common: CommonSettings,
@@ -44,28 +41,9 @@ pub struct Settings {
     /// HMAC key for the national-ID blind index and request fingerprints
     /// (`MESH_BLIND_INDEX_KEY`, base64).
     pub blind_index_key: SecretBox<[u8; 32]>,
-    /// Domain rules: `MESH_HANDOVER_PAST_TOLERANCE_DAYS` and the report-in periods.
+    /// Domain rules: `MESH_HANDOVER_PAST_TOLERANCE_DAYS`. (Report-in deadlines are
+    /// risk-alert's: it owns every deadline of the mesh.)
     pub rules: Rules,
-}
-
-/// Reads the report-in periods per category (`MESH_REPORT_IN_DAYS_PAROLE`,
-/// `MESH_REPORT_IN_DAYS_TEMPORARY_EXECUTION`, `MESH_REPORT_IN_DAYS_SENTENCE_COMPLETED`, each
-/// default 10). Shared names, so risk-alert can read the same configuration.
-pub fn read_report_in_policy(reader: &mut Reader<'_>) -> ReportInPolicy {
-    let mut days = |name: &str| {
-        let value: u32 = reader.optional(name, DEFAULT_REPORT_IN_DAYS);
-        if value > MAX_REPORT_IN_DAYS {
-            reader.problem(format!(
-                "{name} must be at most {MAX_REPORT_IN_DAYS} days, got {value}"
-            ));
-        }
-        value
-    };
-    ReportInPolicy {
-        parole_days: days("MESH_REPORT_IN_DAYS_PAROLE"),
-        temporary_execution_days: days("MESH_REPORT_IN_DAYS_TEMPORARY_EXECUTION"),
-        sentence_completed_days: days("MESH_REPORT_IN_DAYS_SENTENCE_COMPLETED"),
-    }
 }
 
 impl Settings {
@@ -86,17 +64,13 @@ impl Settings {
                 "MESH_HANDOVER_PAST_TOLERANCE_DAYS must be at most {MAX_PAST_TOLERANCE_DAYS}, got {past_tolerance_days}"
             ));
         }
-        let report_in = read_report_in_policy(&mut reader);
         reader.finish()?;
         match (common, field_encryption_key, blind_index_key) {
             (Some(common), Some(field_encryption_key), Some(blind_index_key)) => Ok(Self {
                 common,
                 field_encryption_key,
                 blind_index_key,
-                rules: Rules {
-                    past_tolerance_days,
-                    report_in,
-                },
+                rules: Rules { past_tolerance_days },
             }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
@@ -212,24 +186,17 @@ mod tests {
         assert_eq!(settings.common.grpc_addr.port(), DEFAULT_PORT);
         assert_eq!(settings.rules, Rules::default());
         assert_eq!(settings.rules.past_tolerance_days, 1);
-        assert_eq!(settings.rules.report_in.parole_days, 10);
     }
 
     #[test]
     fn rules_are_configurable_and_checked() {
-        let settings = Settings::from_source(&with(&[
-            ("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "3"),
-            ("MESH_REPORT_IN_DAYS_SENTENCE_COMPLETED", "30"),
-        ]))
-        .map_err(|e| e.to_string())
-        .expect("valid");
+        let settings = Settings::from_source(&with(&[("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "3")]))
+            .map_err(|e| e.to_string())
+            .expect("valid");
         assert_eq!(settings.rules.past_tolerance_days, 3);
-        assert_eq!(settings.rules.report_in.sentence_completed_days, 30);
-        assert_eq!(settings.rules.report_in.parole_days, 10);
 
         let error = Settings::from_source(&with(&[
             ("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "400"),
-            ("MESH_REPORT_IN_DAYS_PAROLE", "-1"),
             ("MESH_BLIND_INDEX_KEY", KEY_A),
         ]))
         .err()
@@ -239,7 +206,6 @@ mod tests {
             error.contains("MESH_HANDOVER_PAST_TOLERANCE_DAYS must be at most 30"),
             "{error}"
         );
-        assert!(error.contains("MESH_REPORT_IN_DAYS_PAROLE"), "{error}");
         assert!(error.contains("must differ"), "{error}");
     }
 }

@@ -764,13 +764,6 @@ impl pb::handover_service_server::HandoverService for Handovers {
         .fetch_one(&mut *tx)
         .await
         .map_err(error::database)?;
-        let category = row.category()?;
-        let deadline = domain::report_in_deadline(
-            category,
-            released_at,
-            &self.rules.report_in,
-            Directory::get().time_zone,
-        );
         let event = pb::HandoverReleased {
             handover: Some(row.snapshot()?),
             actor: Some(caller.actor()),
@@ -779,7 +772,6 @@ impl pb::handover_service_server::HandoverService for Handovers {
             "from": previous.as_str(),
             "to": next.as_str(),
             "actual_release_time": released_at,
-            "report_in_deadline": deadline,
         });
         let handover = self
             .finish_change(
@@ -793,7 +785,6 @@ impl pb::handover_service_server::HandoverService for Handovers {
             .await?;
         tracing::info!(
             township = %row.township_code,
-            report_in_deadline = %deadline,
             key_assistance_target = row.key_assistance_target,
             "release confirmed"
         );
@@ -938,21 +929,11 @@ impl pb::handover_service_server::HandoverService for Handovers {
             needs_employment: report.needs_employment,
             actor: Some(caller.actor()),
         };
-        let on_time = row.actual_release_time.is_none_or(|released| {
-            report.reported_in_at
-                < domain::report_in_deadline(
-                    category,
-                    released,
-                    &self.rules.report_in,
-                    Directory::get().time_zone,
-                )
-        });
         let detail = serde_json::json!({
             "from": previous.as_str(),
             "to": next.as_str(),
             "officer_id": report.officer_id,
             "level": report.level.map(Level::as_str),
-            "on_time": on_time,
         });
         let handover = self
             .finish_change(
@@ -964,7 +945,7 @@ impl pb::handover_service_server::HandoverService for Handovers {
                 detail,
             )
             .await?;
-        tracing::info!(township = %row.township_code, on_time, "report-in recorded");
+        tracing::info!(township = %row.township_code, "report-in recorded");
         Ok(Response::new(pb::RecordReportInResponse {
             handover: Some(handover),
         }))

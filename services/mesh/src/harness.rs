@@ -246,6 +246,17 @@ pub fn officer(subject: &str, township: &str) -> Caller {
     }
 }
 
+/// A township judicial office (司法所) as an organisation.
+pub fn township_office(township: &str) -> Caller {
+    Caller {
+        subject: format!("office-{township}"),
+        role: Role::TownshipOffice,
+        township: Some(township.to_owned()),
+        county: township.get(..6).map(str::to_owned),
+        prison: None,
+    }
+}
+
 pub fn county_bureau(subject: &str, county: &str) -> Caller {
     Caller {
         subject: subject.to_owned(),

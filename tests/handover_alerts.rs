@@ -1,0 +1,289 @@
+//! Prison → community handover end to end (漏管): real registry, handover and risk-alert
+//! processes with a seconds-scale report-in period, and a township office's webhook receiver.
+
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use mesh::{harness::ServiceProcess, receiver::Receiver};
+use mesh_e2e::{
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, notice, prison, report_in_request, today,
+    township_office, whole_seconds_ago,
+};
+use mesh_kit::proto_time::{to_date, to_timestamp};
+use mesh_proto::{
+    alert::{self as alert_pb, alert_service_client::AlertServiceClient},
+    common::Jurisdiction,
+    handover::{self as pb, handover_service_client::HandoverServiceClient},
+    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
+};
+use tonic::transport::Channel;
+
+const SECRET: &str = "dongjie-office-webhook-secret-for-handover-tests";
+
+/// Report in within 5 s of release; nothing else fires during a test.
+const POLICY: &[(&str, &str)] = &[
+    ("MESH_REPORT_IN_PERIOD_PAROLE", "5s"),
+    ("MESH_REPORT_IN_PERIOD_TEMPORARY_EXECUTION", "5s"),
+    ("MESH_REPORT_IN_PERIOD_SENTENCE_COMPLETED", "5s"),
+    ("MESH_HANDOVER_ACK_PERIOD", "1000h"),
+    ("MESH_HANDOVER_GATE_GRACE", "1000h"),
+    ("MESH_POLICY_STRICT_INTERVAL", "1000h"),
+    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
+    ("MESH_ALERT_TICK_MS", "100"),
+    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
+];
+
+fn home() -> Jurisdiction {
+    Jurisdiction { township_code: HOME_TOWNSHIP.into(), county_code: HOME_COUNTY.into() }
+}
+
+struct Chain {
+    mesh: Mesh,
+    _processes: Vec<ServiceProcess>,
+    registry: RegistryServiceClient<Channel>,
+    handovers: HandoverServiceClient<Channel>,
+    alerts: AlertServiceClient<Channel>,
+    prison_token: String,
+    office_token: String,
+}
+
+async fn chain() -> Chain {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let handover = mesh.spawn("handover", &[]).await.expect("handover");
+    let risk = mesh.spawn("risk-alert", POLICY).await.expect("risk-alert");
+    let prison_token = mesh.token(&prison("prison-clerk-1", PRISON_A));
+    let office_token = mesh.token(&township_office(HOME_TOWNSHIP));
+    Chain {
+        registry: RegistryServiceClient::new(registry.channel().await.expect("channel")),
+        handovers: HandoverServiceClient::new(handover.channel().await.expect("channel")),
+        alerts: AlertServiceClient::new(risk.channel().await.expect("channel")),
+        _processes: vec![registry, handover, risk],
+        mesh,
+        prison_token,
+        office_token,
+    }
+}
+
+async fn alerts_about(chain: &mut Chain, handover_id: &str) -> Vec<alert_pb::Alert> {
+    chain
+        .alerts
+        .list_alerts(authorized(
+            alert_pb::ListAlertsRequest {
+                jurisdiction: Some(home()),
+                subject_id: handover_id.to_owned(),
+                ..Default::default()
+            },
+            &chain.office_token,
+        ))
+        .await
+        .expect("alerts")
+        .into_inner()
+        .alerts
+}
+
+async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn released_person_who_does_not_report_in_raises_one_alert_until_the_report_in() {
+    let mut chain = chain().await;
+    let receiver = Receiver::start(SECRET).await.expect("receiver");
+    chain
+        .alerts
+        .register_endpoint(authorized(
+            alert_pb::RegisterEndpointRequest {
+                jurisdiction: Some(home()),
+                url: receiver.url(),
+                secret: SECRET.into(),
+                description: "东街司法所".into(),
+            },
+            &chain.office_token,
+        ))
+        .await
+        .expect("endpoint");
+
+    let mut request = notice(1);
+    request.key_assistance_target = false;
+    request.expected_release_date = Some(to_date(today()));
+    let person = request.person_name.clone();
+    let id = chain
+        .handovers
+        .submit_release_notice(authorized(request, &chain.prison_token))
+        .await
+        .expect("notice")
+        .into_inner()
+        .handover
+        .expect("handover")
+        .handover_id;
+    chain
+        .handovers
+        .acknowledge_notice(authorized(pb::AcknowledgeNoticeRequest { handover_id: id.clone() }, &chain.office_token))
+        .await
+        .expect("acknowledged");
+    let released_at = whole_seconds_ago(1);
+    chain
+        .handovers
+        .confirm_release(authorized(
+            pb::ConfirmReleaseRequest { handover_id: id.clone(), actual_release_time: Some(to_timestamp(released_at)) },
+            &chain.prison_token,
+        ))
+        .await
+        .expect("released");
+
+    // Nobody reports in: one 漏管 alert, to the township and the county bureau.
+    let alerts = eventually("the report-in alert", Duration::from_secs(30), async || {
+        let alerts = alerts_about(&mut chain, &id).await;
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(alerts_about(&mut chain, &id).await.len(), 1, "exactly one alert");
+    let alert = &alerts[0];
+    assert_eq!(alert.kind(), alert_pb::AlertKind::ReportInOverdue);
+    assert_eq!(alert.escalation_target(), alert_pb::EscalationTarget::CountyBureau);
+    assert_eq!(alert.subject.as_ref().expect("subject").name, person);
+    assert!(alert.legal_basis.contains("第二十一条"), "{}", alert.legal_basis);
+    let evidence = alert.evidence.as_ref().expect("evidence");
+    assert_eq!(
+        evidence.last_contact_at.as_ref().map(|t| t.seconds),
+        Some(released_at.timestamp()),
+        "the release time is the evidence"
+    );
+    assert_eq!(alert.deadline.as_ref().map(|t| t.seconds), Some(released_at.timestamp() + 5));
+    assert!(evidence.facts.iter().any(|f| f.key == "prison_reference" && f.value.contains(PRISON_A)));
+    let notified = receiver.wait_for(Duration::from_secs(10), |r| !r.is_empty()).await;
+    assert_eq!(notified.len(), 1);
+    assert!(notified[0].signature_valid);
+    assert_eq!(notified[0].alert_kind(), "ALERT_KIND_REPORT_IN_OVERDUE");
+
+    // The late report-in resolves it and registers the supervisee, whose check-ins are
+    // then watched by risk-alert.
+    chain
+        .handovers
+        .record_report_in(authorized(report_in_request(&id, whole_seconds_ago(0)), &chain.office_token))
+        .await
+        .expect("reported in");
+    let resolved = eventually("the resolution", Duration::from_secs(20), async || {
+        let alerts = alerts_about(&mut chain, &id).await;
+        alerts.iter().all(|a| a.status() == alert_pb::AlertStatus::Resolved).then_some(alerts)
+    })
+    .await;
+    assert!(resolved[0].auto_resolved);
+    assert!(resolved[0].resolved_by_reference.starts_with("handover.reported_in:"));
+    let notified = receiver.wait_for(Duration::from_secs(10), |r| r.len() >= 2).await;
+    assert_eq!(notified[1].event_type, "alert.resolved");
+
+    let supervisee = eventually("the registration", Duration::from_secs(20), async || {
+        chain
+            .registry
+            .list_supervisees(authorized(
+                registry_pb::ListSuperviseesRequest { township_code: HOME_TOWNSHIP.into(), status: 0, page: None },
+                &chain.office_token,
+            ))
+            .await
+            .expect("list")
+            .into_inner()
+            .supervisees
+            .into_iter()
+            .find(|s| s.name == person)
+    })
+    .await;
+    assert_eq!(supervisee.status(), registry_pb::SuperviseeStatus::Active);
+    assert_eq!(supervisee.category(), registry_pb::Category::Parole);
+    let pool = chain.mesh.pool("risk-alert").await.expect("pool");
+    let supervisee_id: uuid::Uuid = supervisee.supervisee_id.parse().expect("uuid");
+    let tracked = eventually("the first check-in deadline", Duration::from_secs(20), async || {
+        let tracks: Vec<String> = sqlx::query_scalar("SELECT track FROM deadlines WHERE subject_id = $1")
+            .bind(supervisee_id)
+            .fetch_all(&pool)
+            .await
+            .expect("deadlines");
+        tracks.contains(&"checkin".to_owned()).then_some(tracks)
+    })
+    .await;
+    assert!(tracked.contains(&"checkin".to_owned()));
+    let handover_uuid: uuid::Uuid = id.parse().expect("uuid");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deadlines WHERE subject_id = $1")
+        .bind(handover_uuid)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "a reported-in handover has no deadline left");
+}
+
+#[tokio::test]
+async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
+    let mut chain = chain().await;
+    let pool = chain.mesh.pool("risk-alert").await.expect("pool");
+    let mut request = notice(2);
+    request.expected_release_date = Some(to_date(today() + Days::new(3)));
+    let id = chain
+        .handovers
+        .submit_release_notice(authorized(request, &chain.prison_token))
+        .await
+        .expect("notice")
+        .into_inner()
+        .handover
+        .expect("handover")
+        .handover_id;
+    let handover_uuid: uuid::Uuid = id.parse().expect("uuid");
+    let report_in_due = async |pool: &sqlx::PgPool| -> Option<chrono::DateTime<Utc>> {
+        sqlx::query_scalar("SELECT due_at FROM deadlines WHERE subject_id = $1 AND track = 'report_in'")
+            .bind(handover_uuid)
+            .fetch_optional(pool)
+            .await
+            .expect("deadline")
+    };
+    let first = eventually("the report-in deadline", Duration::from_secs(20), async || report_in_due(&pool).await).await;
+
+    chain
+        .handovers
+        .amend_release_notice(authorized(
+            pb::AmendReleaseNoticeRequest {
+                handover_id: id.clone(),
+                new_expected_release_date: Some(to_date(today() + Days::new(5))),
+                new_destination: None,
+                reason: "减刑裁定变更释放日期".into(),
+            },
+            &chain.prison_token,
+        ))
+        .await
+        .expect("amended");
+    let moved = eventually("the moved deadline", Duration::from_secs(20), async || {
+        report_in_due(&pool).await.filter(|due| *due != first)
+    })
+    .await;
+    assert_eq!(moved - first, chrono::Duration::days(2), "two days later, like the release");
+
+    chain
+        .handovers
+        .cancel_release_notice(authorized(
+            pb::CancelReleaseNoticeRequest {
+                handover_id: id.clone(),
+                reason: pb::CancelReason::ReleaseRevoked as i32,
+                note: "假释撤销".into(),
+            },
+            &chain.prison_token,
+        ))
+        .await
+        .expect("cancelled");
+    eventually("the deadlines to go", Duration::from_secs(20), async || {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM deadlines WHERE subject_id = $1")
+            .bind(handover_uuid)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        (count == 0).then_some(())
+    })
+    .await;
+    assert!(alerts_about(&mut chain, &id).await.is_empty(), "nothing was ever due");
+}
