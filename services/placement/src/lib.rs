@@ -1,0 +1,157 @@
+//! Placement service: resettlement bases (安置帮教基地), their job openings and the placement
+//! of people into them. Candidates are never typed in: they come from the registry's
+//! `supervisee.*` events (supervisees marked as needing work) and the handover service's
+//! `handover.*` events (released prisoners under resettlement, and every release's offence
+//! category). Matching respects supervision — a supervisee only ever sees work inside the
+//! county they may not leave without approval — and the employers' offence exclusions;
+//! capacity is never overbooked. Publishes `placement.*` events.
+
+pub mod domain;
+pub mod projection;
+pub mod service;
+pub mod validation;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use mesh_kit::{
+    CancellationToken,
+    auth::TokenKeys,
+    clock::{SharedClock, SystemClock},
+    config::{CommonSettings, ConfigError, Reader, Source},
+    consumer::{ConsumerConfig, EventConsumer},
+    db, grpc,
+    jurisdiction::Directory,
+    outbox::{OutboxSignal, Relay, RelayConfig},
+};
+use mesh_proto::placement::placement_service_server::PlacementServiceServer;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::net::TcpListener;
+
+use crate::projection::CandidateProjection;
+
+/// The placement service's own schema.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/placement");
+
+/// Conventional gRPC port of the placement service.
+pub const DEFAULT_PORT: u16 = 50054;
+
+/// Placement settings, read from the environment. The service needs nothing beyond the
+/// common settings: it stores no field that needs encryption (the national ID in report-in
+/// events is never read).
+pub struct Settings {
+    pub common: CommonSettings,
+}
+
+impl Settings {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let mut reader = Reader::new(source);
+        let common = CommonSettings::read(&mut reader, "placement", DEFAULT_PORT);
+        reader.finish()?;
+        let common = common.ok_or_else(|| ConfigError {
+            problems: vec!["incomplete configuration".into()],
+        })?;
+        Ok(Self { common })
+    }
+}
+
+/// A built placement service: database migrated, listener bound, consumer subscribed.
+pub struct Application {
+    listener: TcpListener,
+    pool: PgPool,
+    placements: service::Placements,
+    keys: TokenKeys,
+    relay: Relay,
+    projection: EventConsumer<CandidateProjection>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
+        let signal = OutboxSignal::default();
+        let relay = Relay::new(
+            pool.clone(),
+            RelayConfig::from_settings(&settings.common, "placement"),
+            signal.clone(),
+        )?;
+        let topics = &settings.common.topics;
+        let projection = EventConsumer::new(
+            pool.clone(),
+            CandidateProjection {
+                clock: clock.clone(),
+                time_zone: Directory::get().time_zone,
+            },
+            ConsumerConfig::from_settings(
+                &settings.common,
+                &[topics.registry.as_str(), topics.handover.as_str()],
+            ),
+        )?;
+        let placements = service::Placements::new(pool.clone(), clock, signal, topics.placement.clone());
+        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
+        let keys = TokenKeys::new(&settings.common.jwt_secret);
+        Ok(Self {
+            listener,
+            pool,
+            placements,
+            keys,
+            relay,
+            projection,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown`, then drains calls, stops the projection (committing what it
+    /// applied) and flushes the outbox.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let projection = tokio::spawn(self.projection.run(shutdown.clone()));
+        let service = tonic::service::interceptor::InterceptedService::new(
+            PlacementServiceServer::new(self.placements).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
+            self.keys.interceptor(),
+        );
+        tracing::info!(addr = %self.listener.local_addr()?, "placement listening");
+        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
+        shutdown.cancel();
+        projection.await?;
+        relay.await?;
+        self.pool.close().await;
+        served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_problems() {
+        let source = [
+            (
+                "MESH_DATABASE_URL",
+                "postgres://postgres@127.0.0.1/mesh_placement",
+            ),
+            ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("MESH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ];
+        let settings = Settings::from_source(&source).expect("valid");
+        assert_eq!(settings.common.grpc_addr.port(), DEFAULT_PORT);
+        assert_eq!(settings.common.consumer_group, "placement");
+        let message = Settings::from_source(&[("MESH_JWT_SECRET", "short")])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        for name in ["MESH_DATABASE_URL", "MESH_KAFKA_BROKERS", "MESH_JWT_SECRET"] {
+            assert!(message.contains(name), "{name} missing from {message}");
+        }
+    }
+}
