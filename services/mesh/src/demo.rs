@@ -1,10 +1,12 @@
 //! The demo scenario run by the README's main command. Against the local broker and
-//! PostgreSQL it starts the registry, check-in and risk-alert services (second-scale
+//! PostgreSQL it starts the registry, check-in, handover and risk-alert services (second-scale
 //! check-in policy so the story fits in a minute) and a township office's webhook receiver,
 //! then plays the core loop against 脱管: supervisees registered, officers' check-ins
 //! arriving, one supervisee missing a deadline, the alert and its signed notification
-//! reaching the township endpoint, a late check-in resolving it. Refused requests and the
-//! events on Kafka are shown along the way.
+//! reaching the township endpoint, a late check-in resolving it. Then a prison hands over two
+//! parolees: one reports in and is registered for supervision, the other does not and the
+//! 漏管 alert reaches the township. Refused requests and the events on Kafka are shown along
+//! the way.
 
 use std::time::Duration;
 
@@ -20,18 +22,22 @@ use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
     checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
     common::Jurisdiction,
+    handover::{self as handover_pb, handover_service_client::HandoverServiceClient},
     registry::{self as pb, registry_service_client::RegistryServiceClient},
 };
 use tonic::transport::Channel;
 
 use crate::{
-    harness::{Infra, Mesh, authorized, check_in, county_bureau, new_checkin, officer},
+    harness::{
+        Infra, Mesh, PRISON_A, authorized, check_in, county_bureau, new_checkin, notice, officer, prison,
+        report_in_request, today, whole_seconds_ago,
+    },
     receiver::Receiver,
 };
 
 /// Services of the demo, each on a database recreated on every run (the demo's keys are
 /// fresh each time).
-const SERVICES: [&str; 3] = ["registry", "checkin", "risk-alert"];
+const SERVICES: [&str; 4] = ["registry", "checkin", "handover", "risk-alert"];
 
 /// Every level checks in every 6 s with 2 s of grace, so a missed deadline happens live.
 const DEMO_POLICY: &[(&str, &str)] = &[
@@ -44,6 +50,10 @@ const DEMO_POLICY: &[(&str, &str)] = &[
     ("MESH_POLICY_LENIENT_GRACE", "2s"),
     ("MESH_ABSCONDING_WARNING_AFTER", "240h"),
     ("MESH_ABSCONDING_REVOCATION_AFTER", "1mo"),
+    // Released people must report in within 8 s (the law: 10 days).
+    ("MESH_REPORT_IN_PERIOD_PAROLE", "8s"),
+    ("MESH_REPORT_IN_PERIOD_TEMPORARY_EXECUTION", "8s"),
+    ("MESH_REPORT_IN_PERIOD_SENTENCE_COMPLETED", "8s"),
     ("MESH_ALERT_TICK_MS", "200"),
     ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
 ];
@@ -78,8 +88,9 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
 
     let registry = mesh.spawn("registry", &[]).await?;
     let checkin = mesh.spawn("checkin", &[]).await?;
+    let handover = mesh.spawn("handover", &[]).await?;
     let risk = mesh.spawn("risk-alert", DEMO_POLICY).await?;
-    for service in [&registry, &checkin, &risk] {
+    for service in [&registry, &checkin, &handover, &risk] {
         println!(
             "{:<10} up at {}  (log: {})",
             service.name,
@@ -90,6 +101,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let mut registry_client = RegistryServiceClient::new(registry.channel().await?);
     let mut checkins = CheckinServiceClient::new(checkin.channel().await?);
     let mut alerts = AlertServiceClient::new(risk.channel().await?);
+    let mut handovers = HandoverServiceClient::new(handover.channel().await?);
 
     let officer_token = mesh.token(&officer("officer-dongjie-1", "620702001"));
     let other_township = mesh.token(&officer("officer-nanjie-1", "620702002"));
@@ -255,10 +267,113 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         resolved.body["alert"]["resolution_note"]
     );
 
+    println!("\n-- 张掖监狱 hands over two parolees to 东街街道 --");
+    let prison_token = mesh.token(&prison("records-clerk-1", PRISON_A));
+    let mut handed_over = Vec::new();
+    for (n, name) in [(11u16, "陈刚"), (12, "刘洋")] {
+        let mut request = notice(n);
+        request.person_name = name.into();
+        request.key_assistance_target = false;
+        request.expected_release_date = Some(to_date(today()));
+        let id = handovers
+            .submit_release_notice(authorized(request, &prison_token))
+            .await?
+            .into_inner()
+            .handover
+            .context("no handover")?
+            .handover_id;
+        handovers
+            .acknowledge_notice(authorized(
+                handover_pb::AcknowledgeNoticeRequest {
+                    handover_id: id.clone(),
+                },
+                &office_token,
+            ))
+            .await?;
+        handovers
+            .confirm_release(authorized(
+                handover_pb::ConfirmReleaseRequest {
+                    handover_id: id.clone(),
+                    actual_release_time: Some(to_timestamp(whole_seconds_ago(1))),
+                },
+                &prison_token,
+            ))
+            .await?;
+        println!(
+            "  {name}: notice {} acknowledged by 东街司法所, released now; report-in due in 8 s",
+            &id[..13]
+        );
+        handed_over.push((name, id));
+    }
+    let (_, chen) = &handed_over[0];
+    let (_, liu) = &handed_over[1];
+    handovers
+        .record_report_in(authorized(
+            report_in_request(chen, whole_seconds_ago(0)),
+            &office_token,
+        ))
+        .await?;
+    println!("  陈刚 reports in at once (报到)");
+    let registered = wait_until(Duration::from_secs(20), async || {
+        let listed = registry_client
+            .list_supervisees(authorized(
+                pb::ListSuperviseesRequest {
+                    township_code: "620702001".into(),
+                    status: 0,
+                    page: None,
+                },
+                &bureau_token,
+            ))
+            .await
+            .ok()?
+            .into_inner()
+            .supervisees;
+        listed.into_iter().find(|s| s.name == "陈刚")
+    })
+    .await
+    .context("陈刚 was not registered from his report-in")?;
+    println!(
+        "  registry registered 陈刚 from the handover: {} {:?}, level {:?} — his check-ins are now watched",
+        registered.national_id_masked,
+        registered.status(),
+        registered.level()
+    );
+    println!("  刘洋 does not report in …");
+    let received = receiver
+        .wait_for(Duration::from_secs(30), |r| {
+            r.iter().any(|n| n.alert_kind() == "ALERT_KIND_REPORT_IN_OVERDUE")
+        })
+        .await;
+    let overdue = received
+        .iter()
+        .find(|n| n.alert_kind() == "ALERT_KIND_REPORT_IN_OVERDUE")
+        .context("no 漏管 alert arrived")?;
+    let alert = &overdue.body["alert"];
+    println!(
+        "notification {} signature valid: {}",
+        overdue.notification_id, overdue.signature_valid
+    );
+    println!(
+        "  {} about {} → {}",
+        alert["kind"], alert["subject"]["name"], alert["escalation_target"]
+    );
+    println!("  rule: {}", alert["rule"]["description"]);
+    println!("  legal basis: {}", alert["legal_basis"]);
+    println!(
+        "  released: {}, deadline: {}",
+        alert["evidence"]["last_contact_at"], alert["deadline"]
+    );
+    println!("  evidence: {}", alert["evidence"]["facts"]);
+    anyhow::ensure!(
+        alert["subject"]["id"] == liu.as_str(),
+        "the 漏管 alert is about 刘洋"
+    );
+
     println!("\n-- events on Kafka --");
     for (name, topic) in [
         ("registry", &mesh.topics.registry),
         ("checkin", &mesh.topics.checkin),
+        ("handover", &mesh.topics.handover),
         ("risk-alert", &mesh.topics.alert),
     ] {
         let events = mesh.tap(topic)?.collect(10_000, Duration::from_secs(3)).await?;
@@ -278,7 +393,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         );
     }
 
-    for service in [risk, checkin, registry] {
+    for service in [risk, handover, checkin, registry] {
         let name = service.name.clone();
         let status = service.stop(Duration::from_secs(20)).await?;
         println!("{name} stopped gracefully ({status})");
@@ -289,6 +404,18 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     );
     println!("\ndemo complete");
     Ok(())
+}
+
+/// Polls `probe` until it yields something or `timeout` passes.
+async fn wait_until<T>(timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 async fn reset_database(infra: &Infra, database: &str) -> anyhow::Result<()> {

@@ -715,3 +715,63 @@ pub async fn check_in(
     }
     anyhow::bail!("the check-in service never learnt of supervisee {supervisee_id}")
 }
+
+/// The prison of the demo's and tests' release notices.
+pub const PRISON_A: &str = "zhangye-prison";
+/// 甘州区东街街道, where the demo's and tests' people live.
+pub const HOME_TOWNSHIP: &str = "620702001";
+pub const HOME_COUNTY: &str = "620702";
+
+/// Today in the office time zone (the service decides "in the past" the same way).
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now()
+        .with_timezone(&mesh_kit::jurisdiction::Directory::get().time_zone)
+        .date_naive()
+}
+
+pub fn whole_seconds_ago(seconds: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - seconds, 0).unwrap_or_default()
+}
+
+/// A valid parole release notice of prison A for person number `n`, to township 620702001.
+pub fn notice(n: u16) -> mesh_proto::handover::SubmitReleaseNoticeRequest {
+    let birth = chrono::NaiveDate::from_ymd_opt(
+        1970 + i32::from(n % 40),
+        1 + u32::from(n % 12),
+        1 + u32::from(n % 28),
+    )
+    .unwrap_or_default();
+    mesh_proto::handover::SubmitReleaseNoticeRequest {
+        prison_reference: format!("ZY-2026-{n:04}"),
+        prison_id: PRISON_A.into(),
+        person_name: format!("刑释人员{n}"),
+        national_id: mesh_kit::national_id::synthesize("620702", birth, n),
+        date_of_birth: Some(mesh_kit::proto_time::to_date(birth)),
+        category: mesh_proto::handover::ReleaseCategory::Parole as i32,
+        expected_release_date: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(30))),
+        destination: Some(mesh_proto::common::Jurisdiction {
+            township_code: HOME_TOWNSHIP.into(),
+            county_code: HOME_COUNTY.into(),
+        }),
+        key_assistance_target: true,
+        risk_notes: format!("风险提示{n}: 有酗酒史, 家属联系电话见档案"),
+        offence_category: mesh_proto::common::OffenceCategory::Property as i32,
+    }
+}
+
+pub fn report_in_request(
+    id: &str,
+    reported_in_at: chrono::DateTime<chrono::Utc>,
+) -> mesh_proto::handover::RecordReportInRequest {
+    mesh_proto::handover::RecordReportInRequest {
+        handover_id: id.to_owned(),
+        reported_in_at: Some(mesh_kit::proto_time::to_timestamp(reported_in_at)),
+        supervision_level: mesh_proto::registry::SupervisionLevel::Strict as i32,
+        officer_id: "officer-1".into(),
+        term_start: Some(mesh_kit::proto_time::to_date(today())),
+        term_end: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(365))),
+        phone: "13912345678".into(),
+        address: "甘州区东街 1 号".into(),
+        needs_employment: true,
+    }
+}

@@ -28,6 +28,7 @@ use mesh_proto::{
     },
 };
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -404,8 +405,12 @@ impl Engine {
             } else {
                 self.supervisee_alert(&mut tx, &due, now).await?
             };
+            // Each missed deadline starts a trace of its own, which the alert event and its
+            // notifications carry on.
+            let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %deadline.subject_id);
             if let Some(draft) = draft
                 && alerts::raise(&mut tx, &self.publisher, draft, now)
+                    .instrument(span)
                     .await?
                     .is_some()
             {
