@@ -34,7 +34,10 @@ const POLICY: &[(&str, &str)] = &[
 ];
 
 fn home() -> Jurisdiction {
-    Jurisdiction { township_code: HOME_TOWNSHIP.into(), county_code: HOME_COUNTY.into() }
+    Jurisdiction {
+        township_code: HOME_TOWNSHIP.into(),
+        county_code: HOME_COUNTY.into(),
+    }
 }
 
 struct Chain {
@@ -88,7 +91,10 @@ async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -126,14 +132,22 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
         .handover_id;
     chain
         .handovers
-        .acknowledge_notice(authorized(pb::AcknowledgeNoticeRequest { handover_id: id.clone() }, &chain.office_token))
+        .acknowledge_notice(authorized(
+            pb::AcknowledgeNoticeRequest {
+                handover_id: id.clone(),
+            },
+            &chain.office_token,
+        ))
         .await
         .expect("acknowledged");
     let released_at = whole_seconds_ago(1);
     chain
         .handovers
         .confirm_release(authorized(
-            pb::ConfirmReleaseRequest { handover_id: id.clone(), actual_release_time: Some(to_timestamp(released_at)) },
+            pb::ConfirmReleaseRequest {
+                handover_id: id.clone(),
+                actual_release_time: Some(to_timestamp(released_at)),
+            },
             &chain.prison_token,
         ))
         .await
@@ -149,7 +163,10 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     assert_eq!(alerts_about(&mut chain, &id).await.len(), 1, "exactly one alert");
     let alert = &alerts[0];
     assert_eq!(alert.kind(), alert_pb::AlertKind::ReportInOverdue);
-    assert_eq!(alert.escalation_target(), alert_pb::EscalationTarget::CountyBureau);
+    assert_eq!(
+        alert.escalation_target(),
+        alert_pb::EscalationTarget::CountyBureau
+    );
     assert_eq!(alert.subject.as_ref().expect("subject").name, person);
     assert!(alert.legal_basis.contains("第二十一条"), "{}", alert.legal_basis);
     let evidence = alert.evidence.as_ref().expect("evidence");
@@ -158,9 +175,19 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
         Some(released_at.timestamp()),
         "the release time is the evidence"
     );
-    assert_eq!(alert.deadline.as_ref().map(|t| t.seconds), Some(released_at.timestamp() + 5));
-    assert!(evidence.facts.iter().any(|f| f.key == "prison_reference" && f.value.contains(PRISON_A)));
-    let notified = receiver.wait_for(Duration::from_secs(10), |r| !r.is_empty()).await;
+    assert_eq!(
+        alert.deadline.as_ref().map(|t| t.seconds),
+        Some(released_at.timestamp() + 5)
+    );
+    assert!(
+        evidence
+            .facts
+            .iter()
+            .any(|f| f.key == "prison_reference" && f.value.contains(PRISON_A))
+    );
+    let notified = receiver
+        .wait_for(Duration::from_secs(10), |r| !r.is_empty())
+        .await;
     assert_eq!(notified.len(), 1);
     assert!(notified[0].signature_valid);
     assert_eq!(notified[0].alert_kind(), "ALERT_KIND_REPORT_IN_OVERDUE");
@@ -169,16 +196,26 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     // then watched by risk-alert.
     chain
         .handovers
-        .record_report_in(authorized(report_in_request(&id, whole_seconds_ago(0)), &chain.office_token))
+        .record_report_in(authorized(
+            report_in_request(&id, whole_seconds_ago(0)),
+            &chain.office_token,
+        ))
         .await
         .expect("reported in");
     let resolved = eventually("the resolution", Duration::from_secs(20), async || {
         let alerts = alerts_about(&mut chain, &id).await;
-        alerts.iter().all(|a| a.status() == alert_pb::AlertStatus::Resolved).then_some(alerts)
+        alerts
+            .iter()
+            .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
+            .then_some(alerts)
     })
     .await;
     assert!(resolved[0].auto_resolved);
-    assert!(resolved[0].resolved_by_reference.starts_with("handover.reported_in:"));
+    assert!(
+        resolved[0]
+            .resolved_by_reference
+            .starts_with("handover.reported_in:")
+    );
     let notified = receiver.wait_for(Duration::from_secs(10), |r| r.len() >= 2).await;
     assert_eq!(notified[1].event_type, "alert.resolved");
 
@@ -186,7 +223,11 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
         chain
             .registry
             .list_supervisees(authorized(
-                registry_pb::ListSuperviseesRequest { township_code: HOME_TOWNSHIP.into(), status: 0, page: None },
+                registry_pb::ListSuperviseesRequest {
+                    township_code: HOME_TOWNSHIP.into(),
+                    status: 0,
+                    page: None,
+                },
                 &chain.office_token,
             ))
             .await
@@ -201,14 +242,18 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     assert_eq!(supervisee.category(), registry_pb::Category::Parole);
     let pool = chain.mesh.pool("risk-alert").await.expect("pool");
     let supervisee_id: uuid::Uuid = supervisee.supervisee_id.parse().expect("uuid");
-    let tracked = eventually("the first check-in deadline", Duration::from_secs(20), async || {
-        let tracks: Vec<String> = sqlx::query_scalar("SELECT track FROM deadlines WHERE subject_id = $1")
-            .bind(supervisee_id)
-            .fetch_all(&pool)
-            .await
-            .expect("deadlines");
-        tracks.contains(&"checkin".to_owned()).then_some(tracks)
-    })
+    let tracked = eventually(
+        "the first check-in deadline",
+        Duration::from_secs(20),
+        async || {
+            let tracks: Vec<String> = sqlx::query_scalar("SELECT track FROM deadlines WHERE subject_id = $1")
+                .bind(supervisee_id)
+                .fetch_all(&pool)
+                .await
+                .expect("deadlines");
+            tracks.contains(&"checkin".to_owned()).then_some(tracks)
+        },
+    )
     .await;
     assert!(tracked.contains(&"checkin".to_owned()));
     let handover_uuid: uuid::Uuid = id.parse().expect("uuid");
@@ -243,7 +288,10 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
             .await
             .expect("deadline")
     };
-    let first = eventually("the report-in deadline", Duration::from_secs(20), async || report_in_due(&pool).await).await;
+    let first = eventually("the report-in deadline", Duration::from_secs(20), async || {
+        report_in_due(&pool).await
+    })
+    .await;
 
     chain
         .handovers
@@ -262,7 +310,11 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
         report_in_due(&pool).await.filter(|due| *due != first)
     })
     .await;
-    assert_eq!(moved - first, chrono::Duration::days(2), "two days later, like the release");
+    assert_eq!(
+        moved - first,
+        chrono::Duration::days(2),
+        "two days later, like the release"
+    );
 
     chain
         .handovers
@@ -285,5 +337,8 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
         (count == 0).then_some(())
     })
     .await;
-    assert!(alerts_about(&mut chain, &id).await.is_empty(), "nothing was ever due");
+    assert!(
+        alerts_about(&mut chain, &id).await.is_empty(),
+        "nothing was ever due"
+    );
 }
