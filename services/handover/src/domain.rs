@@ -15,49 +15,13 @@ use mesh_kit::{
 };
 use mesh_proto::{common, handover as pb, registry};
 
-macro_rules! stored_enum {
-    ($name:ident, $proto:ty, $field:literal, { $($variant:ident = $text:literal => $pb:ident),+ $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as stored in the database and logs.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            pub fn to_proto(self) -> $proto {
-                match self { $($name::$variant => <$proto>::$pb),+ }
-            }
-
-            /// From the wire value; `None` for numbers not listed (UNSPECIFIED unless it is).
-            pub fn from_proto(value: i32) -> Option<Self> {
-                match <$proto>::try_from(value).ok()? {
-                    $(<$proto>::$pb => Some($name::$variant),)+
-                    #[allow(unreachable_patterns)]
-                    _ => None,
-                }
-            }
-
-            /// Name of the request field this enum is read from, for error details.
-            pub const FIELD: &'static str = $field;
-        }
-    };
-}
-
-stored_enum!(ReleaseCategory, pb::ReleaseCategory, "category", {
+mesh_kit::stored_enum!(ReleaseCategory, pb::ReleaseCategory, {
     Parole = "parole" => Parole,
     TemporaryExecutionOutsidePrison = "temporary_execution_outside_prison" => TemporaryExecutionOutsidePrison,
     SentenceCompleted = "sentence_completed" => SentenceCompleted,
 });
 
-stored_enum!(Status, pb::HandoverStatus, "status", {
+mesh_kit::stored_enum!(Status, pb::HandoverStatus, {
     Notified = "notified" => Notified,
     Acknowledged = "acknowledged" => Acknowledged,
     Released = "released" => Released,
@@ -65,13 +29,13 @@ stored_enum!(Status, pb::HandoverStatus, "status", {
     Cancelled = "cancelled" => Cancelled,
 });
 
-stored_enum!(CancelReason, pb::CancelReason, "reason", {
+mesh_kit::stored_enum!(CancelReason, pb::CancelReason, {
     ReleaseRevoked = "release_revoked" => ReleaseRevoked,
     PostponedIndefinitely = "postponed_indefinitely" => PostponedIndefinitely,
 });
 
 // UNSPECIFIED is a real value here ("not known"), so it is stored like the others.
-stored_enum!(OffenceCategory, common::OffenceCategory, "offence_category", {
+mesh_kit::stored_enum!(OffenceCategory, common::OffenceCategory, {
     Unspecified = "unspecified" => Unspecified,
     Violent = "violent" => Violent,
     Property = "property" => Property,
@@ -83,7 +47,7 @@ stored_enum!(OffenceCategory, common::OffenceCategory, "offence_category", {
     Other = "other" => Other,
 });
 
-stored_enum!(Level, registry::SupervisionLevel, "supervision_level", {
+mesh_kit::stored_enum!(Level, registry::SupervisionLevel, {
     Strict = "strict" => Strict,
     Normal = "normal" => Normal,
     Lenient = "lenient" => Lenient,

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod national_id;
 pub mod outbox;
 pub mod proto_time;
+pub mod stored_enum;
 pub mod telemetry;
 pub mod validate;
 

@@ -15,52 +15,14 @@ use chrono_tz::Tz;
 use mesh_proto::{common, placement as pb, registry as registry_pb};
 use uuid::Uuid;
 
-macro_rules! stored_enum {
-    ($name:ident, $proto:ty, { $($variant:ident = $text:literal => $pb:ident),+ $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as stored in the database and logs.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            pub fn to_proto(self) -> $proto {
-                match self { $($name::$variant => <$proto>::$pb),+ }
-            }
-
-            /// From the wire value; `None` for UNSPECIFIED or unknown numbers.
-            pub fn from_proto(value: i32) -> Option<Self> {
-                match <$proto>::try_from(value).ok()? {
-                    $(<$proto>::$pb => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-stored_enum!(BaseType, pb::BaseType, {
+mesh_kit::stored_enum!(BaseType, pb::BaseType, {
     Enterprise = "enterprise" => Enterprise,
     Farm = "farm" => Farm,
     Workshop = "workshop" => Workshop,
     Other = "other" => Other,
 });
 
-stored_enum!(Sector, pb::Sector, {
+mesh_kit::stored_enum!(Sector, pb::Sector, {
     Agriculture = "agriculture" => Agriculture,
     Manufacturing = "manufacturing" => Manufacturing,
     Construction = "construction" => Construction,
@@ -72,17 +34,17 @@ stored_enum!(Sector, pb::Sector, {
     Other = "other" => Other,
 });
 
-stored_enum!(OpeningStatus, pb::OpeningStatus, {
+mesh_kit::stored_enum!(OpeningStatus, pb::OpeningStatus, {
     Open = "open" => Open,
     Closed = "closed" => Closed,
 });
 
-stored_enum!(CandidateSource, pb::CandidateSource, {
+mesh_kit::stored_enum!(CandidateSource, pb::CandidateSource, {
     Supervisee = "supervisee" => Supervisee,
     ReleasedPrisoner = "released_prisoner" => ReleasedPrisoner,
 });
 
-stored_enum!(PlacementStatus, pb::PlacementStatus, {
+mesh_kit::stored_enum!(PlacementStatus, pb::PlacementStatus, {
     Proposed = "proposed" => Proposed,
     Accepted = "accepted" => Accepted,
     Declined = "declined" => Declined,
@@ -90,12 +52,12 @@ stored_enum!(PlacementStatus, pb::PlacementStatus, {
     Ended = "ended" => Ended,
 });
 
-stored_enum!(DeclinedBy, pb::DeclinedBy, {
+mesh_kit::stored_enum!(DeclinedBy, pb::DeclinedBy, {
     Candidate = "candidate" => Candidate,
     Base = "base" => Base,
 });
 
-stored_enum!(EndReason, pb::EndReason, {
+mesh_kit::stored_enum!(EndReason, pb::EndReason, {
     Completed = "completed" => Completed,
     Resigned = "resigned" => Resigned,
     Dismissed = "dismissed" => Dismissed,
@@ -103,7 +65,7 @@ stored_enum!(EndReason, pb::EndReason, {
     Other = "other" => Other,
 });
 
-stored_enum!(Offence, common::OffenceCategory, {
+mesh_kit::stored_enum!(Offence, common::OffenceCategory, {
     Violent = "violent" => Violent,
     Property = "property" => Property,
     Drug = "drug" => Drug,

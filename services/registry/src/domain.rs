@@ -11,55 +11,20 @@ use mesh_kit::{
 };
 use mesh_proto::registry as pb;
 
-macro_rules! stored_enum {
-    ($name:ident, $proto:ty, $field:literal, { $($variant:ident = $text:literal => $pb:ident),+ $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as stored in the database and logs.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            pub fn to_proto(self) -> $proto {
-                match self { $($name::$variant => <$proto>::$pb),+ }
-            }
-
-            /// From the wire value; `None` for UNSPECIFIED or unknown numbers.
-            pub fn from_proto(value: i32) -> Option<Self> {
-                match <$proto>::try_from(value).ok()? {
-                    $(<$proto>::$pb => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-
-            /// Name of the request field this enum is read from, for error details.
-            pub const FIELD: &'static str = $field;
-        }
-    };
-}
-
-stored_enum!(Category, pb::Category, "category", {
+mesh_kit::stored_enum!(Category, pb::Category, {
     PublicSurveillance = "public_surveillance" => PublicSurveillance,
     Probation = "probation" => Probation,
     Parole = "parole" => Parole,
     TemporaryExecutionOutsidePrison = "temporary_execution_outside_prison" => TemporaryExecutionOutsidePrison,
 });
 
-stored_enum!(Level, pb::SupervisionLevel, "level", {
+mesh_kit::stored_enum!(Level, pb::SupervisionLevel, {
     Strict = "strict" => Strict,
     Normal = "normal" => Normal,
     Lenient = "lenient" => Lenient,
 });
 
-stored_enum!(Status, pb::SuperviseeStatus, "status", {
+mesh_kit::stored_enum!(Status, pb::SuperviseeStatus, {
     PendingReportIn = "pending_report_in" => PendingReportIn,
     Active = "active" => Active,
     Suspended = "suspended" => Suspended,
