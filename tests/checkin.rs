@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mesh::harness::ServiceProcess;
-use mesh_e2e::{Mesh, authorized, county_bureau, home_officer, officer, prison, registration};
-use mesh_kit::{
-    auth::{Caller, Role},
-    error::violated_fields,
-    proto_time::to_timestamp,
+use mesh_e2e::{
+    Mesh, authorized, county_bureau, home_officer, officer, prison, registration, township_office,
 };
+use mesh_kit::{auth::Caller, error::violated_fields, proto_time::to_timestamp};
 use mesh_proto::{
     checkin::{self as pb, checkin_service_client::CheckinServiceClient},
     common,
@@ -250,16 +248,6 @@ fn home_visit(supervisee_id: &str, ago: chrono::Duration) -> pb::NewCheckin {
 
 fn hours(n: i64) -> chrono::Duration {
     chrono::Duration::hours(n)
-}
-
-fn township_office() -> Caller {
-    Caller {
-        subject: "office-620702001".into(),
-        role: Role::TownshipOffice,
-        township: Some("620702001".into()),
-        county: Some("620702".into()),
-        prison: None,
-    }
 }
 
 #[tokio::test]
@@ -712,7 +700,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
     let other_office = Caller {
         subject: "office-620702002".into(),
         township: Some("620702002".into()),
-        ..township_office()
+        ..township_office("620702001")
     };
     for (caller, code) in [
         (home_officer(), Code::PermissionDenied),
@@ -726,7 +714,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
             .expect_err("refused");
         assert_eq!(status.code(), code, "{caller:?}");
     }
-    let token = fixture.token(&township_office());
+    let token = fixture.token(&township_office("620702001"));
     let status = fixture
         .checkin
         .set_permitted_area(authorized(small_area(1.0), &token))

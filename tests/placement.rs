@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mesh::harness::ServiceProcess;
-use mesh_e2e::{Mesh, authorized, county_bureau, home_officer, prison, registration};
+use mesh_e2e::{
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, home_officer, prison, registration, today,
+};
 use mesh_kit::{
     error::violated_fields,
-    jurisdiction::Directory,
-    kafka::headers,
     proto_time::{to_date, to_timestamp},
 };
 use mesh_proto::{
@@ -23,15 +23,8 @@ use mesh_proto::{
     registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
 };
 use prost::Message;
-use rdkafka::{
-    ClientConfig,
-    message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
-};
 use tonic::{Code, transport::Channel};
 
-const HOME_TOWNSHIP: &str = "620702001"; // 甘州区东街街道
-const HOME_COUNTY: &str = "620702";
 const NEIGHBOUR_TOWNSHIP: &str = "620702005"; // 甘州区火车站街道, same county
 const OTHER_TOWNSHIP: &str = "620721001"; // 肃南县红湾寺镇
 const OTHER_COUNTY: &str = "620721";
@@ -302,11 +295,6 @@ fn jurisdiction(township: &str, county: &str) -> Jurisdiction {
     }
 }
 
-/// Today in the office time zone (the service's calendar).
-fn today() -> chrono::NaiveDate {
-    Utc::now().with_timezone(&Directory::get().time_zone).date_naive()
-}
-
 /// An opening at `base_id` in `township`, closing in 30 days.
 fn opening_request(base_id: &str, title: &str, township: &str, county: &str) -> pb::CreateOpeningRequest {
     pb::CreateOpeningRequest {
@@ -327,44 +315,12 @@ fn opening_request(base_id: &str, title: &str, township: &str, county: &str) -> 
     }
 }
 
-/// Publishes one event with the mesh's Kafka headers, as `producer` would; returns its id.
+/// Publishes one event with the mesh's Kafka headers, as its producer would; returns its id.
 async fn publish(brokers: &str, topic: &str, key: &str, event_type: &str, payload: Vec<u8>) -> uuid::Uuid {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
-    let id = uuid::Uuid::now_v7();
-    let event_id = id.to_string();
-    let occurred_at = Utc::now().to_rfc3339();
-    let record_headers = OwnedHeaders::new()
-        .insert(Header {
-            key: headers::EVENT_ID,
-            value: Some(event_id.as_str()),
-        })
-        .insert(Header {
-            key: headers::EVENT_TYPE,
-            value: Some(event_type),
-        })
-        .insert(Header {
-            key: headers::OCCURRED_AT,
-            value: Some(occurred_at.as_str()),
-        })
-        .insert(Header {
-            key: headers::PRODUCER,
-            value: Some(event_type.split('.').next().unwrap_or_default()),
-        });
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(&payload)
-                .headers(record_headers),
-            Duration::from_secs(30),
-        )
+    let producer = mesh::harness::producer(brokers).expect("producer");
+    mesh::harness::publish_event(&producer, topic, key, event_type, &payload)
         .await
-        .map_err(|(error, _)| error)
-        .expect("published");
-    id
+        .expect("published")
 }
 
 /// A report-in of a released person (sentence completed unless `category` says otherwise).

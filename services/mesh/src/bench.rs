@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mesh_kit::{
     auth::{Caller, Role},
-    kafka::{Topics, headers},
+    kafka::Topics,
     proto_time::{to_date, to_timestamp},
 };
 use mesh_proto::{
@@ -19,20 +19,15 @@ use mesh_proto::{
     registry::{self as pb, SuperviseeRegistered, SuperviseeSnapshot},
 };
 use prost::Message;
-use rdkafka::{
-    ClientConfig,
-    message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
-};
+use rdkafka::producer::FutureProducer;
 
 use crate::{
-    harness::{Infra, Mesh, authorized},
+    harness::{self, Infra, Mesh, authorized, publish_event},
     receiver::Receiver,
 };
 
 const SECRET: &str = "benchmark-webhook-secret-0123456789abcdef";
 
-/// Publishes one event with the mesh's headers and waits for the broker's acknowledgement.
 async fn publish(
     producer: &FutureProducer,
     topic: &str,
@@ -40,36 +35,9 @@ async fn publish(
     event_type: &str,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let event_id = uuid::Uuid::now_v7().to_string();
-    let occurred_at = Utc::now().to_rfc3339();
-    let record_headers = OwnedHeaders::new()
-        .insert(Header {
-            key: headers::EVENT_ID,
-            value: Some(event_id.as_str()),
-        })
-        .insert(Header {
-            key: headers::EVENT_TYPE,
-            value: Some(event_type),
-        })
-        .insert(Header {
-            key: headers::OCCURRED_AT,
-            value: Some(occurred_at.as_str()),
-        })
-        .insert(Header {
-            key: headers::PRODUCER,
-            value: Some("bench"),
-        });
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(&payload)
-                .headers(record_headers),
-            Duration::from_secs(30),
-        )
+    publish_event(producer, topic, key, event_type, &payload)
         .await
-        .map_err(|(error, _)| error)?;
-    Ok(())
+        .map(drop)
 }
 
 fn registered(id: &str, n: usize, reported_at: chrono::DateTime<Utc>) -> Vec<u8> {
@@ -105,11 +73,7 @@ async fn inbox_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
 
 pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: usize) -> anyhow::Result<()> {
     let log_dir = std::env::temp_dir().join("mesh-bench");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &infra.brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+    let producer = harness::producer(&infra.brokers)?;
 
     // Throughput: check-ins only move deadlines (a policy far longer than the run).
     println!("== check-in throughput: {checkins} check-ins over {supervisees} supervisees ==");
