@@ -326,7 +326,7 @@ async fn accepted_checkin_is_published_with_its_fields() {
     assert_eq!(weak_event.method(), pb::CheckinMethod::AppSelfCheckin);
 
     let audited = fixture
-        .count("SELECT count(*) FROM audit_log WHERE action = 'checkin.recorded'")
+        .count("SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.recorded'")
         .await;
     assert_eq!(audited, 2);
     fixture.stop().await;
@@ -1078,10 +1078,12 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
 
     // Reads are audited, and the audit log cannot be rewritten.
     let reads = fixture
-        .count("SELECT count(*) FROM audit_log WHERE action = 'checkin.list'")
+        .count("SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.list'")
         .await;
     assert_eq!(reads, 4);
-    let tampering = sqlx::query("DELETE FROM audit_log").execute(&fixture.pool).await;
+    let tampering = sqlx::query("DELETE FROM kit_audit_log")
+        .execute(&fixture.pool)
+        .await;
     assert!(tampering.is_err(), "audit log is append-only");
     fixture.stop().await;
 }

@@ -445,7 +445,7 @@ async fn full_lifecycle_emits_each_event_in_order() {
 
     // Every change left an audit record; the audit log cannot be rewritten.
     let pool = fixture.pool().await;
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM kit_audit_log ORDER BY id")
         .fetch_all(&pool)
         .await
         .expect("audit");
@@ -459,7 +459,12 @@ async fn full_lifecycle_emits_each_event_in_order() {
     ] {
         assert!(actions.contains(&action.to_owned()), "{action}: {actions:?}");
     }
-    assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
+    assert!(
+        sqlx::query("DELETE FROM kit_audit_log")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
     fixture.stop().await;
 }
 

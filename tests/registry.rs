@@ -408,7 +408,7 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
 
     // Every read and change left an audit record, and the audit log cannot be rewritten.
     let pool = fixture.pool().await.expect("pool");
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM kit_audit_log ORDER BY id")
         .fetch_all(&pool)
         .await
         .expect("audit");
@@ -421,9 +421,14 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
         3
     );
     assert!(actions.contains(&"supervisee.transferred".to_owned()));
-    assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
     assert!(
-        sqlx::query("UPDATE audit_log SET action = 'x'")
+        sqlx::query("DELETE FROM kit_audit_log")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("UPDATE kit_audit_log SET action = 'x'")
             .execute(&pool)
             .await
             .is_err()

@@ -1,5 +1,6 @@
 -- The check-in service's schema: its projection of the registry's supervisees, the
--- check-ins themselves, each township's permitted area (geofence) and an append-only audit log.
+-- check-ins themselves and each township's permitted area (geofence). The audit log is the
+-- kit's `kit_audit_log`.
 
 -- What the check-in service knows about supervisees, built only from the registry's
 -- `supervisee.*` events (a service never reads another service's tables). `version` is the
@@ -73,24 +74,3 @@ CREATE TABLE permitted_area_circles (
     radius_m      DOUBLE PRECISION NOT NULL CHECK (radius_m > 0),
     PRIMARY KEY (township_code, position)
 );
-
--- Who recorded or read whose check-ins, and who changed permitted areas.
--- Append-only: updates and deletes are refused (same pattern as the registry's).
-CREATE TABLE audit_log (
-    id             BIGSERIAL PRIMARY KEY,
-    at             TIMESTAMPTZ NOT NULL DEFAULT now(),
-    actor_subject  TEXT        NOT NULL,
-    actor_role     TEXT        NOT NULL,
-    action         TEXT        NOT NULL,   -- e.g. checkin.recorded, checkin.list, permitted_area.set
-    supervisee_id  UUID,                   -- NULL for township-level actions
-    detail         JSONB       NOT NULL DEFAULT '{}'::jsonb
-);
-CREATE INDEX audit_log_by_supervisee ON audit_log (supervisee_id, id);
-
-CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only';
-END
-$$;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

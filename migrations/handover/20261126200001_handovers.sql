@@ -1,5 +1,5 @@
--- Release handovers (刑释人员衔接), their amendments, and the handover service's append-only
--- audit log.
+-- Release handovers (刑释人员衔接) and their amendments. (The audit log is the kit's
+-- `kit_audit_log`.)
 -- The national ID number and the prison's risk notes are stored only as AES-256-GCM
 -- ciphertext; the national ID also has a keyed blind index (HMAC-SHA256) so one person's
 -- open handovers can be found without storing the number. Phone and address given at
@@ -82,24 +82,10 @@ CREATE TABLE handover_amendments (
 );
 CREATE INDEX handover_amendments_by_handover ON handover_amendments (handover_id, id);
 
--- Who read or changed which handover. Append-only: updates and deletes are refused.
-CREATE TABLE audit_log (
-    id             BIGSERIAL PRIMARY KEY,
-    at             TIMESTAMPTZ NOT NULL DEFAULT now(),
-    actor_subject  TEXT        NOT NULL,
-    actor_role     TEXT        NOT NULL,
-    action         TEXT        NOT NULL,   -- e.g. handover.get, handover.notified
-    handover_id    UUID,                   -- NULL for list reads
-    detail         JSONB       NOT NULL DEFAULT '{}'::jsonb
-);
-CREATE INDEX audit_log_by_handover ON audit_log (handover_id, id);
-
 CREATE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END
 $$;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION append_only();
 CREATE TRIGGER handover_amendments_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON handover_amendments
     FOR EACH STATEMENT EXECUTE FUNCTION append_only();

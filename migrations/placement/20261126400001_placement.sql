@@ -1,6 +1,7 @@
 -- The placement service's schema: resettlement bases (安置帮教基地), their job openings, the
 -- candidates looking for work (built only from registry and handover events, never typed
--- in), the placements of candidates into openings, and an append-only audit log.
+-- in) and the placements of candidates into openings. The audit log is the kit's
+-- `kit_audit_log`.
 
 -- A resettlement base. The name is unique within its township so offices can tell bases
 -- apart in lists and a double submission is caught.
@@ -146,25 +147,3 @@ CREATE TABLE placements (
 CREATE UNIQUE INDEX placements_one_current_per_candidate ON placements (candidate_id)
     WHERE status IN ('proposed', 'accepted', 'started');
 CREATE INDEX placements_by_opening ON placements (opening_id);
-
--- Who read or changed what. Append-only: updates and deletes are refused (same pattern as
--- the registry's).
-CREATE TABLE audit_log (
-    id             BIGSERIAL PRIMARY KEY,
-    at             TIMESTAMPTZ NOT NULL DEFAULT now(),
-    actor_subject  TEXT        NOT NULL,
-    actor_role     TEXT        NOT NULL,
-    action         TEXT        NOT NULL,   -- e.g. placement.proposed, candidate.list
-    entity_id      UUID,                   -- base, opening, candidate or placement; NULL for lists
-    candidate_id   UUID,                   -- whose personal data was read or changed, if anyone's
-    detail         JSONB       NOT NULL DEFAULT '{}'::jsonb
-);
-CREATE INDEX audit_log_by_candidate ON audit_log (candidate_id, id) WHERE candidate_id IS NOT NULL;
-
-CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only';
-END
-$$;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

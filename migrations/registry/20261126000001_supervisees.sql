@@ -1,4 +1,4 @@
--- Supervisees and the registry's append-only audit log.
+-- Supervisees. (The audit log is the kit's `kit_audit_log`.)
 -- Personal data (national ID number, phone, address) is stored only as AES-256-GCM
 -- ciphertext; the national ID also has a keyed blind index (HMAC-SHA256) for lookups.
 
@@ -31,23 +31,3 @@ CREATE TABLE supervisees (
 CREATE UNIQUE INDEX supervisees_one_open_per_person ON supervisees (national_id_index)
     WHERE status NOT IN ('terminated', 'revoked', 'deceased');
 CREATE INDEX supervisees_by_township ON supervisees (township_code, id);
-
--- Who read or changed whose data. Append-only: updates and deletes are refused.
-CREATE TABLE audit_log (
-    id             BIGSERIAL PRIMARY KEY,
-    at             TIMESTAMPTZ NOT NULL DEFAULT now(),
-    actor_subject  TEXT        NOT NULL,
-    actor_role     TEXT        NOT NULL,
-    action         TEXT        NOT NULL,   -- e.g. supervisee.get, supervisee.register
-    supervisee_id  UUID,                   -- NULL for list reads
-    detail         JSONB       NOT NULL DEFAULT '{}'::jsonb
-);
-CREATE INDEX audit_log_by_supervisee ON audit_log (supervisee_id, id);
-
-CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only';
-END
-$$;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

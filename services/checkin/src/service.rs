@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use mesh_kit::{
+    audit,
     auth::{Caller, Role, caller},
     clock::SharedClock,
     error::{self, FieldViolations, invalid_field, violated_fields},
@@ -398,7 +399,16 @@ impl Checkins {
             "captured_offline": row.captured_offline,
             "out_of_area": row.out_of_area,
         });
-        audit(&mut tx, caller, CHECKIN_RECORDED, Some(row.supervisee_id), detail).await?;
+        audit::record(
+            &mut tx,
+            caller,
+            CHECKIN_RECORDED,
+            Some(row.supervisee_id),
+            None,
+            detail,
+        )
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         self.outbox_signal.notify();
         // Ids and flags only: positions are personal data and stay out of logs.
@@ -464,26 +474,6 @@ fn area_to_proto(
         // Version 0: the configured default, never set for this township.
         version: area.map_or(0, |area| area.version),
     }
-}
-
-/// Appends to the audit log.
-async fn audit(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    action: &str,
-    supervisee_id: Option<Uuid>,
-    detail: serde_json::Value,
-) -> Result<(), Status> {
-    sqlx::query("INSERT INTO audit_log (actor_subject, actor_role, action, supervisee_id, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&caller.subject)
-        .bind(caller.role.as_str())
-        .bind(action)
-        .bind(supervisee_id)
-        .bind(detail)
-        .execute(conn)
-        .await
-        .map_err(error::database)?;
-    Ok(())
 }
 
 /// How a failed batch item is reported: `None` for infrastructure errors, which fail the
@@ -701,7 +691,16 @@ impl pb::checkin_service_server::CheckinService for Checkins {
         let detail = serde_json::json!({
             "start": start, "end": end, "returned": rows.len(),
         });
-        audit(&mut tx, &caller, "checkin.list", Some(supervisee_id), detail).await?;
+        audit::record(
+            &mut tx,
+            &caller,
+            "checkin.list",
+            Some(supervisee_id),
+            None,
+            detail,
+        )
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         let checkins = rows.iter().map(CheckinRow::to_proto).collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListCheckinsResponse {
@@ -769,7 +768,9 @@ impl pb::checkin_service_server::CheckinService for Checkins {
         let detail = serde_json::json!({
             "township_code": township.code, "circles": circles.len(), "version": area.version,
         });
-        audit(&mut tx, &caller, "permitted_area.set", None, detail).await?;
+        audit::record(&mut tx, &caller, "permitted_area.set", None, None, detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         tracing::info!(
             version = area.version,

@@ -9,6 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::{
+    audit,
     auth::{Caller, Role, caller},
     clock::SharedClock,
     crypto::FieldCrypto,
@@ -243,28 +244,6 @@ fn parse_id(value: &str) -> Result<Uuid, Status> {
         .map_err(|_| invalid_field("handover_id", "must be a UUID"))
 }
 
-/// Appends to the audit log.
-async fn audit(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    action: &str,
-    handover_id: Option<Uuid>,
-    detail: serde_json::Value,
-) -> Result<(), Status> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor_subject, actor_role, action, handover_id, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&caller.subject)
-    .bind(caller.role.as_str())
-    .bind(action)
-    .bind(handover_id)
-    .bind(detail)
-    .execute(conn)
-    .await
-    .map_err(error::database)?;
-    Ok(())
-}
-
 /// Which handovers a list covers.
 enum Scope {
     Prison(String),
@@ -473,14 +452,16 @@ impl Handovers {
         step: &str,
         row: &Row,
     ) -> Result<pb::Handover, Status> {
-        audit(
+        audit::record(
             &mut tx,
             caller,
             "handover.repeated",
             Some(row.id),
+            None,
             serde_json::json!({ "step": step }),
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         let handover = self.full(&mut tx, row).await?;
         tx.commit().await.map_err(error::database)?;
         Ok(handover)
@@ -549,7 +530,9 @@ impl Handovers {
         )
         .await
         .map_err(error::database)?;
-        audit(&mut tx, caller, event_type, Some(row.id), detail).await?;
+        audit::record(&mut tx, caller, event_type, Some(row.id), None, detail)
+            .await
+            .map_err(error::database)?;
         let handover = self.full(&mut tx, row).await?;
         tx.commit().await.map_err(error::database)?;
         self.outbox_signal.notify();
@@ -1160,7 +1143,16 @@ impl pb::handover_service_server::HandoverService for Handovers {
             .map_err(error::database)?;
         let row = row.ok_or_else(|| Status::not_found("no such handover"))?;
         ensure_can_read(&caller, &row)?;
-        audit(&mut tx, &caller, "handover.get", Some(id), serde_json::json!({})).await?;
+        audit::record(
+            &mut tx,
+            &caller,
+            "handover.get",
+            Some(id),
+            None,
+            serde_json::json!({}),
+        )
+        .await
+        .map_err(error::database)?;
         let handover = self.full(&mut tx, &row).await?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::GetHandoverResponse {
@@ -1281,7 +1273,9 @@ impl pb::handover_service_server::HandoverService for Handovers {
             "value": scope.value(),
             "returned": rows.len(),
         });
-        audit(&mut tx, &caller, "handover.list", None, detail).await?;
+        audit::record(&mut tx, &caller, "handover.list", None, None, detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         let handovers = rows
             .iter()

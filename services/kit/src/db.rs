@@ -1,5 +1,6 @@
-//! PostgreSQL pool and migrations: the kit's own tables (outbox, inbox) plus the service's
-//! embedded migrations, run under sqlx's advisory lock so concurrent replicas are safe.
+//! PostgreSQL pool and migrations: the kit's own tables (outbox, inbox, audit log) plus the
+//! service's embedded migrations, run under sqlx's advisory lock so concurrent replicas are
+//! safe.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use sqlx::{
 
 use crate::config::CommonSettings;
 
-/// The kit's own migrations (outbox and inbox tables).
+/// The kit's own migrations (outbox, inbox and audit log tables).
 pub static KIT_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/kit");
 
 /// Connects to the service's database (failing fast if it is unreachable) and migrates it.

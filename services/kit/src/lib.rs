@@ -1,8 +1,10 @@
 //! The service kit every mesh service is built from: typed config, telemetry, PostgreSQL with
-//! embedded migrations, the transactional outbox and its relay, the at-least-once consumer,
-//! caller authentication, gRPC plumbing, and shared domain helpers (national ID validation,
-//! field encryption, the jurisdiction directory, an injectable clock).
+//! embedded migrations, the transactional outbox and its relay, the append-only audit log,
+//! the at-least-once consumer, caller authentication, gRPC plumbing, and shared domain
+//! helpers (national ID validation, field encryption, the jurisdiction directory, an
+//! injectable clock).
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

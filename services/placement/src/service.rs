@@ -14,6 +14,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use mesh_kit::{
+    audit,
     auth::{Caller, Role, caller},
     clock::SharedClock,
     error::{self, invalid_field},
@@ -381,31 +382,6 @@ impl PlacementRow {
 // Shared steps
 // ---------------------------------------------------------------------------------------
 
-/// Appends to the audit log.
-async fn audit(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    action: &str,
-    entity_id: Option<Uuid>,
-    candidate_id: Option<Uuid>,
-    detail: serde_json::Value,
-) -> Result<(), Status> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor_subject, actor_role, action, entity_id, candidate_id, detail)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&caller.subject)
-    .bind(caller.role.as_str())
-    .bind(action)
-    .bind(entity_id)
-    .bind(candidate_id)
-    .bind(detail)
-    .execute(conn)
-    .await
-    .map_err(error::database)?;
-    Ok(())
-}
-
 /// Whether the caller may read openings of a county: openings are no personal data, and
 /// every office of a county may propose its people for any opening in it, so officers and
 /// township offices see their whole county; county bureaus theirs; admins all.
@@ -748,7 +724,7 @@ impl Placements {
             ),
         };
         self.emit(&mut tx, candidate.id, event_type, payload, now).await?;
-        audit(
+        audit::record(
             &mut tx,
             caller,
             event_type,
@@ -756,7 +732,8 @@ impl Placements {
             Some(candidate.id),
             detail,
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         self.commit(tx).await?;
         tracing::info!(%placement_id, from = %from, to = %to, "placement moved");
         Ok(placement)
@@ -825,7 +802,9 @@ impl pb::placement_service_server::PlacementService for Placements {
         self.emit(&mut tx, id, "placement.base_created", event.encode_to_vec(), now)
             .await?;
         let detail = serde_json::json!({ "township_code": row.township_code, "name": row.name });
-        audit(&mut tx, &caller, "placement.base_created", Some(id), None, detail).await?;
+        audit::record(&mut tx, &caller, "placement.base_created", Some(id), None, detail)
+            .await
+            .map_err(error::database)?;
         self.commit(tx).await?;
         Ok(Response::new(pb::CreateBaseResponse { base: Some(base) }))
     }
@@ -893,7 +872,9 @@ impl pb::placement_service_server::PlacementService for Placements {
         let detail = serde_json::json!({
             "name": row.name, "type": row.base_type, "active": row.active, "was_active": current.active,
         });
-        audit(&mut tx, &caller, "placement.base_updated", Some(id), None, detail).await?;
+        audit::record(&mut tx, &caller, "placement.base_updated", Some(id), None, detail)
+            .await
+            .map_err(error::database)?;
         self.commit(tx).await?;
         Ok(Response::new(pb::UpdateBaseResponse {
             base: Some(row.to_proto()?),
@@ -948,7 +929,9 @@ impl pb::placement_service_server::PlacementService for Placements {
         };
         let detail =
             serde_json::json!({ "county_code": county, "township_code": township, "returned": rows.len() });
-        audit(&mut tx, &caller, "placement.base_list", None, None, detail).await?;
+        audit::record(&mut tx, &caller, "placement.base_list", None, None, detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::ListBasesResponse {
             bases: rows.iter().map(BaseRow::to_proto).collect::<Result<_, _>>()?,
@@ -1026,7 +1009,7 @@ impl pb::placement_service_server::PlacementService for Placements {
             "base_id": base.id, "title": row.title, "positions_total": row.positions_total,
             "work_county_code": row.work_county_code, "excluded": excluded,
         });
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.opening_created",
@@ -1034,7 +1017,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             None,
             detail,
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         self.commit(tx).await?;
         Ok(Response::new(pb::CreateOpeningResponse { opening: Some(proto) }))
     }
@@ -1080,7 +1064,7 @@ impl pb::placement_service_server::PlacementService for Placements {
             now,
         )
         .await?;
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.opening_closed",
@@ -1088,7 +1072,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             None,
             serde_json::json!({ "reason": reason }),
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         self.commit(tx).await?;
         Ok(Response::new(pb::CloseOpeningResponse { opening: Some(proto) }))
     }
@@ -1217,7 +1202,9 @@ impl pb::placement_service_server::PlacementService for Placements {
         };
         let detail =
             serde_json::json!({ "county_code": county, "township_code": township, "returned": rows.len() });
-        audit(&mut tx, &caller, "placement.candidate_list", None, None, detail).await?;
+        audit::record(&mut tx, &caller, "placement.candidate_list", None, None, detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::ListCandidatesResponse {
             candidates: rows
@@ -1267,7 +1254,7 @@ impl pb::placement_service_server::PlacementService for Placements {
             "skills": profile.skills.len(), "sector_preferences": sectors,
             "offence_category_set": profile.offence.map(Offence::as_str),
         });
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.candidate_profile_updated",
@@ -1275,7 +1262,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             Some(row.id),
             detail,
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::UpdateCandidateProfileResponse {
             candidate: Some(row.to_proto(self.today())?),
@@ -1337,7 +1325,7 @@ impl pb::placement_service_server::PlacementService for Placements {
             });
         }
         let detail = serde_json::json!({ "considered": rows.len(), "returned": matches.len() });
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.match",
@@ -1345,7 +1333,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             Some(candidate.id),
             detail,
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::MatchOpeningsResponse { matches }))
     }
@@ -1439,7 +1428,7 @@ impl pb::placement_service_server::PlacementService for Placements {
         )
         .await?;
         let detail = serde_json::json!({ "opening_id": opening.id, "base_id": opening.base_id });
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.proposed",
@@ -1447,7 +1436,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             Some(candidate.id),
             detail,
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         self.commit(tx).await?;
         Ok(Response::new(pb::ProposePlacementResponse {
             placement: Some(placement),
@@ -1527,7 +1517,7 @@ impl pb::placement_service_server::PlacementService for Placements {
         let placement = self.load_placement(&mut tx, id, false).await?;
         let opening = self.load_opening(&mut tx, placement.opening_id, false).await?;
         Self::ensure_placement_access(&caller, &placement, &opening)?;
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "placement.get",
@@ -1535,7 +1525,8 @@ impl pb::placement_service_server::PlacementService for Placements {
             Some(placement.candidate_id),
             serde_json::json!({}),
         )
-        .await?;
+        .await
+        .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         Ok(Response::new(pb::GetPlacementResponse {
             placement: Some(placement.to_proto()?),

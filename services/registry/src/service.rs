@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::{
+    audit,
     auth::{Caller, Role, caller},
     clock::SharedClock,
     crypto::FieldCrypto,
@@ -225,7 +226,7 @@ impl Registry {
             },
         )
         .await?;
-        audit(conn, caller, action, Some(row.id), detail).await
+        audit::record(conn, caller, action, Some(row.id), None, detail).await
     }
 
     /// Inserts a validated registration with its `supervisee.registered` event and audit
@@ -328,25 +329,6 @@ pub(crate) enum RegisterError {
     Database(sqlx::Error),
 }
 
-/// Appends to the audit log.
-async fn audit(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    action: &str,
-    supervisee_id: Option<Uuid>,
-    detail: serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO audit_log (actor_subject, actor_role, action, supervisee_id, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&caller.subject)
-        .bind(caller.role.as_str())
-        .bind(action)
-        .bind(supervisee_id)
-        .bind(detail)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
     value
         .trim()
@@ -413,11 +395,12 @@ impl pb::registry_service_server::RegistryService for Registry {
             .map_err(error::database)?;
         let row = row.ok_or_else(|| Status::not_found("no such supervisee"))?;
         caller.ensure_access(&row.township_code, &row.county_code)?;
-        audit(
+        audit::record(
             &mut tx,
             &caller,
             "supervisee.get",
             Some(id),
+            None,
             serde_json::json!({}),
         )
         .await
@@ -501,7 +484,7 @@ impl pb::registry_service_server::RegistryService for Registry {
             _ => String::new(),
         };
         let detail = serde_json::json!({ "township_code": township.code, "returned": rows.len() });
-        audit(&mut tx, &caller, "supervisee.list", None, detail)
+        audit::record(&mut tx, &caller, "supervisee.list", None, None, detail)
             .await
             .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
