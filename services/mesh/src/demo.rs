@@ -1,12 +1,13 @@
 //! The demo scenario run by the README's main command. Against the local broker and
-//! PostgreSQL it starts the registry, check-in, handover and risk-alert services (second-scale
+//! PostgreSQL it starts the registry, check-in, handover, placement and risk-alert services (second-scale
 //! check-in policy so the story fits in a minute) and a township office's webhook receiver,
 //! then plays the core loop against 脱管: supervisees registered, officers' check-ins
 //! arriving, one supervisee missing a deadline, the alert and its signed notification
 //! reaching the township endpoint, a late check-in resolving it. Then a prison hands over two
 //! parolees: one reports in and is registered for supervision, the other does not and the
-//! 漏管 alert reaches the township. Refused requests and the events on Kafka are shown along
-//! the way.
+//! 漏管 alert reaches the township; a third, released at the end of his sentence, becomes a
+//! resettlement candidate and is matched and placed at a resettlement base. Refused requests
+//! and the events on Kafka are shown along the way.
 
 use std::time::Duration;
 
@@ -21,8 +22,9 @@ use mesh_kit::{
 use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
     checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
-    common::Jurisdiction,
+    common::{Jurisdiction, OffenceCategory},
     handover::{self as handover_pb, handover_service_client::HandoverServiceClient},
+    placement::{self as placement_pb, placement_service_client::PlacementServiceClient},
     registry::{self as pb, registry_service_client::RegistryServiceClient},
 };
 use tonic::transport::Channel;
@@ -37,7 +39,7 @@ use crate::{
 
 /// Services of the demo, each on a database recreated on every run (the demo's keys are
 /// fresh each time).
-const SERVICES: [&str; 4] = ["registry", "checkin", "handover", "risk-alert"];
+const SERVICES: [&str; 5] = ["registry", "checkin", "handover", "placement", "risk-alert"];
 
 /// Every level checks in every 6 s with 2 s of grace, so a missed deadline happens live.
 const DEMO_POLICY: &[(&str, &str)] = &[
@@ -89,8 +91,9 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let registry = mesh.spawn("registry", &[]).await?;
     let checkin = mesh.spawn("checkin", &[]).await?;
     let handover = mesh.spawn("handover", &[]).await?;
+    let placement = mesh.spawn("placement", &[]).await?;
     let risk = mesh.spawn("risk-alert", DEMO_POLICY).await?;
-    for service in [&registry, &checkin, &handover, &risk] {
+    for service in [&registry, &checkin, &handover, &placement, &risk] {
         println!(
             "{:<10} up at {}  (log: {})",
             service.name,
@@ -102,6 +105,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let mut checkins = CheckinServiceClient::new(checkin.channel().await?);
     let mut alerts = AlertServiceClient::new(risk.channel().await?);
     let mut handovers = HandoverServiceClient::new(handover.channel().await?);
+    let mut placements = PlacementServiceClient::new(placement.channel().await?);
 
     let officer_token = mesh.token(&officer("officer-dongjie-1", "620702001"));
     let other_township = mesh.token(&officer("officer-nanjie-1", "620702002"));
@@ -369,11 +373,147 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         "the 漏管 alert is about 刘洋"
     );
 
+    println!("\n-- a released prisoner is matched and placed at a resettlement base --");
+    let mut request = notice(13);
+    request.person_name = "周明".into();
+    request.category = handover_pb::ReleaseCategory::SentenceCompleted as i32;
+    request.key_assistance_target = false;
+    request.expected_release_date = Some(to_date(today()));
+    request.offence_category = OffenceCategory::Property as i32;
+    let zhou = handovers
+        .submit_release_notice(authorized(request, &prison_token))
+        .await?
+        .into_inner()
+        .handover
+        .context("no handover")?
+        .handover_id;
+    handovers
+        .acknowledge_notice(authorized(handover_pb::AcknowledgeNoticeRequest { handover_id: zhou.clone() }, &office_token))
+        .await?;
+    handovers
+        .confirm_release(authorized(
+            handover_pb::ConfirmReleaseRequest {
+                handover_id: zhou.clone(),
+                actual_release_time: Some(to_timestamp(whole_seconds_ago(1))),
+            },
+            &prison_token,
+        ))
+        .await?;
+    // Sentence completed: resettlement, not supervision, so no level or term.
+    let mut report_in = report_in_request(&zhou, whole_seconds_ago(0));
+    report_in.supervision_level = 0;
+    report_in.term_start = None;
+    report_in.term_end = None;
+    report_in.needs_employment = true;
+    handovers.record_report_in(authorized(report_in, &office_token)).await?;
+    println!("  周明 (sentence completed, property offence) released and reported in, needs work");
+    let candidate = wait_until(Duration::from_secs(20), async || {
+        placements
+            .list_candidates(authorized(
+                placement_pb::ListCandidatesRequest { township_code: "620702001".into(), ..Default::default() },
+                &office_token,
+            ))
+            .await
+            .ok()?
+            .into_inner()
+            .candidates
+            .into_iter()
+            .find(|c| c.name == "周明")
+    })
+    .await
+    .context("周明 never became a placement candidate")?;
+    println!("  placement candidate from the handover event: {:?}", candidate.source());
+    let base = placements
+        .create_base(authorized(
+            placement_pb::CreateBaseRequest {
+                name: "甘州区绿洲农业安置帮教基地".into(),
+                jurisdiction: Some(dongjie()),
+                r#type: placement_pb::BaseType::Farm as i32,
+                contact_name: "马经理".into(),
+                contact_phone: "13900000001".into(),
+            },
+            &office_token,
+        ))
+        .await?
+        .into_inner()
+        .base
+        .context("no base")?;
+    for (title, sector, excluded) in [
+        ("温室种植工", placement_pb::Sector::Agriculture, vec![]),
+        ("超市收银员", placement_pb::Sector::Retail, vec![OffenceCategory::Property as i32]),
+    ] {
+        placements
+            .create_opening(authorized(
+                placement_pb::CreateOpeningRequest {
+                    base_id: base.base_id.clone(),
+                    title: title.into(),
+                    sector: sector as i32,
+                    description: String::new(),
+                    required_skills: vec![],
+                    positions_total: 2,
+                    work_jurisdiction: Some(dongjie()),
+                    work_location: None,
+                    closing_date: Some(to_date(today() + chrono::Days::new(30))),
+                    excluded_offence_categories: excluded,
+                },
+                &office_token,
+            ))
+            .await?;
+        println!("  opening {title} at {}", base.name);
+    }
+    let matches = placements
+        .match_openings(authorized(
+            placement_pb::MatchOpeningsRequest { candidate_id: candidate.candidate_id.clone(), max_results: 10 },
+            &office_token,
+        ))
+        .await?
+        .into_inner()
+        .matches;
+    for found in &matches {
+        let opening = found.opening.clone().unwrap_or_default();
+        println!("  match: {} (score {:.2}) — {}", opening.title, found.score, found.reasons.join("; "));
+    }
+    println!("  (超市收银员 excludes property offences, so it is not offered)");
+    let best = matches.first().and_then(|m| m.opening.clone()).context("no match for 周明")?;
+    let proposed = placements
+        .propose_placement(authorized(
+            placement_pb::ProposePlacementRequest {
+                candidate_id: candidate.candidate_id.clone(),
+                opening_id: best.opening_id.clone(),
+                note: "本人有务农经验".into(),
+            },
+            &office_token,
+        ))
+        .await?
+        .into_inner()
+        .placement
+        .context("no placement")?;
+    placements
+        .accept_placement(authorized(
+            placement_pb::AcceptPlacementRequest { placement_id: proposed.placement_id.clone() },
+            &office_token,
+        ))
+        .await?;
+    let started = placements
+        .start_placement(authorized(
+            placement_pb::StartPlacementRequest {
+                placement_id: proposed.placement_id.clone(),
+                start_date: Some(to_date(today())),
+            },
+            &office_token,
+        ))
+        .await?
+        .into_inner()
+        .placement
+        .context("no placement")?;
+    println!("  周明 proposed → accepted → {:?} as {} today", started.status(), best.title);
+
     println!("\n-- events on Kafka --");
     for (name, topic) in [
         ("registry", &mesh.topics.registry),
         ("checkin", &mesh.topics.checkin),
         ("handover", &mesh.topics.handover),
+        ("placement", &mesh.topics.placement),
         ("risk-alert", &mesh.topics.alert),
     ] {
         let events = mesh.tap(topic)?.collect(10_000, Duration::from_secs(3)).await?;
@@ -393,7 +533,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         );
     }
 
-    for service in [risk, handover, checkin, registry] {
+    for service in [risk, placement, handover, checkin, registry] {
         let name = service.name.clone();
         let status = service.stop(Duration::from_secs(20)).await?;
         println!("{name} stopped gracefully ({status})");
