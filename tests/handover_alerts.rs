@@ -51,10 +51,14 @@ struct Chain {
 }
 
 async fn chain() -> Chain {
+    chain_with(POLICY).await
+}
+
+async fn chain_with(policy: &[(&str, &str)]) -> Chain {
     let mut mesh = Mesh::new().await.expect("mesh");
     let registry = mesh.spawn("registry", &[]).await.expect("registry");
     let handover = mesh.spawn("handover", &[]).await.expect("handover");
-    let risk = mesh.spawn("risk-alert", POLICY).await.expect("risk-alert");
+    let risk = mesh.spawn("risk-alert", policy).await.expect("risk-alert");
     let prison_token = mesh.token(&prison("prison-clerk-1", PRISON_A));
     let office_token = mesh.token(&township_office(HOME_TOWNSHIP));
     Chain {
@@ -341,4 +345,110 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
         alerts_about(&mut chain, &id).await.is_empty(),
         "nothing was ever due"
     );
+}
+
+#[tokio::test]
+async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_done() {
+    // Acknowledge within 3 s; collect a key assistance target within 1 s of release.
+    let policy = [
+        ("MESH_HANDOVER_ACK_PERIOD", "3s"),
+        ("MESH_HANDOVER_GATE_GRACE", "1s"),
+        ("MESH_REPORT_IN_PERIOD_PAROLE", "1000h"),
+        ("MESH_ALERT_TICK_MS", "100"),
+    ];
+    let mut chain = chain_with(&policy).await;
+    let mut request = notice(3);
+    request.expected_release_date = Some(to_date(today()));
+    request.key_assistance_target = true;
+    let id = chain
+        .handovers
+        .submit_release_notice(authorized(request, &chain.prison_token))
+        .await
+        .expect("notice")
+        .into_inner()
+        .handover
+        .expect("handover")
+        .handover_id;
+
+    // Nobody acknowledges the notice.
+    let alerts = eventually("the acknowledgement alert", Duration::from_secs(20), async || {
+        let alerts = alerts_about(&mut chain, &id).await;
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind(), alert_pb::AlertKind::HandoverNotAcknowledged);
+    assert_eq!(
+        alerts[0].escalation_target(),
+        alert_pb::EscalationTarget::TownshipOffice
+    );
+    chain
+        .handovers
+        .acknowledge_notice(authorized(
+            pb::AcknowledgeNoticeRequest {
+                handover_id: id.clone(),
+            },
+            &chain.office_token,
+        ))
+        .await
+        .expect("acknowledged");
+    eventually(
+        "the acknowledgement to resolve it",
+        Duration::from_secs(20),
+        async || {
+            let alerts = alerts_about(&mut chain, &id).await;
+            alerts
+                .iter()
+                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Released; nobody records the gate collection (必接必送).
+    chain
+        .handovers
+        .confirm_release(authorized(
+            pb::ConfirmReleaseRequest {
+                handover_id: id.clone(),
+                actual_release_time: Some(to_timestamp(whole_seconds_ago(0))),
+            },
+            &chain.prison_token,
+        ))
+        .await
+        .expect("released");
+    let gate = eventually("the gate alert", Duration::from_secs(20), async || {
+        alerts_about(&mut chain, &id)
+            .await
+            .into_iter()
+            .find(|a| a.kind() == alert_pb::AlertKind::GateNotCollected)
+    })
+    .await;
+    assert_eq!(gate.escalation_target(), alert_pb::EscalationTarget::CountyBureau);
+    assert_eq!(gate.severity(), alert_pb::AlertSeverity::High);
+    chain
+        .handovers
+        .record_gate_collection(authorized(
+            pb::RecordGateCollectionRequest {
+                handover_id: id.clone(),
+                collected_at: Some(to_timestamp(whole_seconds_ago(0))),
+                officer_id: "officer-1".into(),
+            },
+            &chain.office_token,
+        ))
+        .await
+        .expect("collected");
+    let all = eventually(
+        "the collection to resolve it",
+        Duration::from_secs(20),
+        async || {
+            let alerts = alerts_about(&mut chain, &id).await;
+            alerts
+                .iter()
+                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
+                .then_some(alerts)
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 2, "one alert per missed deadline: {all:#?}");
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mesh::harness::{ServiceProcess, check_in};
+use mesh::harness::{ServiceProcess, check_in, new_checkin, record_checkin};
 use mesh::receiver::Receiver;
 use mesh_e2e::{Mesh, authorized, home_officer, officer, registration, township_office};
 use mesh_kit::proto_time::to_timestamp;
@@ -521,4 +521,127 @@ async fn suspension_withdraws_deadlines_and_alerts() {
         .await
         .expect("count");
     assert_eq!(deadlines, 0, "a suspended supervisee produces no deadlines");
+}
+
+#[tokio::test]
+async fn out_of_area_checkin_raises_its_own_alert_which_officers_acknowledge_and_resolve() {
+    let mut mesh = Mesh::new().await.expect("mesh");
+    let registry = mesh.spawn("registry", &[]).await.expect("registry");
+    let checkin = mesh.spawn("checkin", &[]).await.expect("checkin");
+    // Check-in deadlines far away: only the out-of-area rule can fire.
+    let policy = [
+        ("MESH_POLICY_NORMAL_INTERVAL", "1000h"),
+        ("MESH_ALERT_TICK_MS", "100"),
+    ];
+    let risk = mesh.spawn("risk-alert", &policy).await.expect("risk-alert");
+    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut checkins = CheckinServiceClient::new(checkin.channel().await.expect("channel"));
+    let mut alerts = alert_client(&risk).await;
+    let token = mesh.token(&home_officer());
+    let id = register_active(&mut registry_client, &token, 80).await;
+
+    // A check-in from Lanzhou, some 450 km from Zhangye: accepted, flagged, alerted.
+    let far = record_checkin(&mut checkins, &token, || {
+        let mut checkin = new_checkin(&id, chrono::Utc::now());
+        checkin.position = Some(mesh_proto::common::GeoPoint {
+            latitude: 36.06,
+            longitude: 103.83,
+            accuracy_m: 20.0,
+        });
+        checkin
+    })
+    .await
+    .expect("check-in accepted");
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(20), |a| !a.is_empty()).await;
+    assert_eq!(listed.len(), 1);
+    let alert = &listed[0];
+    assert_eq!(alert.kind(), pb::AlertKind::OutOfArea);
+    assert_eq!(alert.dedup_key, format!("out_of_area:{id}:{far}"));
+    let facts = &alert.evidence.as_ref().expect("evidence").facts;
+    assert!(facts.iter().any(|f| f.key == "checkin_id" && f.value == far));
+    let distance: f64 = facts
+        .iter()
+        .find(|f| f.key == "distance_outside_m")
+        .and_then(|f| f.value.parse().ok())
+        .expect("distance");
+    assert!(distance > 300_000.0, "{distance}");
+    // A normal check-in does not resolve it: being somewhere one may not be is not answered
+    // by checking in again.
+    check_in(&mut checkins, &token, &id).await.expect("check-in");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        list_alerts(&mut alerts, &token).await[0].status(),
+        pb::AlertStatus::Open
+    );
+
+    let acknowledged = alerts
+        .acknowledge_alert(authorized(
+            pb::AcknowledgeAlertRequest {
+                alert_id: alert.alert_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("acknowledged")
+        .into_inner()
+        .alert
+        .expect("alert");
+    assert_eq!(acknowledged.status(), pb::AlertStatus::Acknowledged);
+    assert_eq!(
+        acknowledged.acknowledged_by.as_ref().expect("by").subject,
+        "officer-1"
+    );
+    let again = alerts
+        .acknowledge_alert(authorized(
+            pb::AcknowledgeAlertRequest {
+                alert_id: alert.alert_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("repeat is a no-op")
+        .into_inner()
+        .alert
+        .expect("alert");
+    assert_eq!(again.version, acknowledged.version);
+    let empty_note = alerts
+        .resolve_alert(authorized(
+            pb::ResolveAlertRequest {
+                alert_id: alert.alert_id.clone(),
+                note: "  ".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("a note is required");
+    assert_eq!(mesh_kit::error::violated_fields(&empty_note), ["note"]);
+    let resolved = alerts
+        .resolve_alert(authorized(
+            pb::ResolveAlertRequest {
+                alert_id: alert.alert_id.clone(),
+                note: "已核实：经批准赴兰州就医".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("resolved")
+        .into_inner()
+        .alert
+        .expect("alert");
+    assert_eq!(resolved.status(), pb::AlertStatus::Resolved);
+    assert!(!resolved.auto_resolved);
+    assert_eq!(resolved.resolution_note, "已核实：经批准赴兰州就医");
+    let late_ack = alerts
+        .acknowledge_alert(authorized(
+            pb::AcknowledgeAlertRequest {
+                alert_id: alert.alert_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("resolved alerts cannot be acknowledged");
+    assert_eq!(late_ack.code(), Code::FailedPrecondition);
+
+    let types: Vec<String> = alert_events(&mesh).await.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(types, ["alert.raised", "alert.acknowledged", "alert.resolved"]);
 }

@@ -388,7 +388,12 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         .context("no handover")?
         .handover_id;
     handovers
-        .acknowledge_notice(authorized(handover_pb::AcknowledgeNoticeRequest { handover_id: zhou.clone() }, &office_token))
+        .acknowledge_notice(authorized(
+            handover_pb::AcknowledgeNoticeRequest {
+                handover_id: zhou.clone(),
+            },
+            &office_token,
+        ))
         .await?;
     handovers
         .confirm_release(authorized(
@@ -405,12 +410,17 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     report_in.term_start = None;
     report_in.term_end = None;
     report_in.needs_employment = true;
-    handovers.record_report_in(authorized(report_in, &office_token)).await?;
+    handovers
+        .record_report_in(authorized(report_in, &office_token))
+        .await?;
     println!("  周明 (sentence completed, property offence) released and reported in, needs work");
     let candidate = wait_until(Duration::from_secs(20), async || {
         placements
             .list_candidates(authorized(
-                placement_pb::ListCandidatesRequest { township_code: "620702001".into(), ..Default::default() },
+                placement_pb::ListCandidatesRequest {
+                    township_code: "620702001".into(),
+                    ..Default::default()
+                },
                 &office_token,
             ))
             .await
@@ -422,7 +432,10 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     })
     .await
     .context("周明 never became a placement candidate")?;
-    println!("  placement candidate from the handover event: {:?}", candidate.source());
+    println!(
+        "  placement candidate from the handover event: {:?}",
+        candidate.source()
+    );
     let base = placements
         .create_base(authorized(
             placement_pb::CreateBaseRequest {
@@ -440,7 +453,11 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         .context("no base")?;
     for (title, sector, excluded) in [
         ("温室种植工", placement_pb::Sector::Agriculture, vec![]),
-        ("超市收银员", placement_pb::Sector::Retail, vec![OffenceCategory::Property as i32]),
+        (
+            "超市收银员",
+            placement_pb::Sector::Retail,
+            vec![OffenceCategory::Property as i32],
+        ),
     ] {
         placements
             .create_opening(authorized(
@@ -463,7 +480,10 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     }
     let matches = placements
         .match_openings(authorized(
-            placement_pb::MatchOpeningsRequest { candidate_id: candidate.candidate_id.clone(), max_results: 10 },
+            placement_pb::MatchOpeningsRequest {
+                candidate_id: candidate.candidate_id.clone(),
+                max_results: 10,
+            },
             &office_token,
         ))
         .await?
@@ -471,10 +491,18 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         .matches;
     for found in &matches {
         let opening = found.opening.clone().unwrap_or_default();
-        println!("  match: {} (score {:.2}) — {}", opening.title, found.score, found.reasons.join("; "));
+        println!(
+            "  match: {} (score {:.2}) — {}",
+            opening.title,
+            found.score,
+            found.reasons.join("; ")
+        );
     }
     println!("  (超市收银员 excludes property offences, so it is not offered)");
-    let best = matches.first().and_then(|m| m.opening.clone()).context("no match for 周明")?;
+    let best = matches
+        .first()
+        .and_then(|m| m.opening.clone())
+        .context("no match for 周明")?;
     let proposed = placements
         .propose_placement(authorized(
             placement_pb::ProposePlacementRequest {
@@ -490,7 +518,9 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         .context("no placement")?;
     placements
         .accept_placement(authorized(
-            placement_pb::AcceptPlacementRequest { placement_id: proposed.placement_id.clone() },
+            placement_pb::AcceptPlacementRequest {
+                placement_id: proposed.placement_id.clone(),
+            },
             &office_token,
         ))
         .await?;
@@ -506,7 +536,11 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         .into_inner()
         .placement
         .context("no placement")?;
-    println!("  周明 proposed → accepted → {:?} as {} today", started.status(), best.title);
+    println!(
+        "  周明 proposed → accepted → {:?} as {} today",
+        started.status(),
+        best.title
+    );
 
     println!("\n-- events on Kafka --");
     for (name, topic) in [

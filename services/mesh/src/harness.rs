@@ -687,25 +687,30 @@ pub fn new_checkin(supervisee_id: &str, at: chrono::DateTime<Utc>) -> checkin_pb
     }
 }
 
-/// Records a check-in, retrying while the check-in service has not yet learnt of the
-/// supervisee from the registry's events (it follows them asynchronously).
+/// Records a check-in made now, retrying while the check-in service has not yet learnt of
+/// the supervisee from the registry's events (it follows them asynchronously).
 pub async fn check_in(
     client: &mut CheckinServiceClient<Channel>,
     token: &str,
     supervisee_id: &str,
 ) -> anyhow::Result<String> {
+    record_checkin(client, token, || new_checkin(supervisee_id, chrono::Utc::now())).await
+}
+
+/// Records the check-in `make` builds (a fresh one per attempt), retrying while the
+/// check-in service does not know the supervisee yet. Returns the recorded check-in id.
+pub async fn record_checkin(
+    client: &mut CheckinServiceClient<Channel>,
+    token: &str,
+    make: impl Fn() -> checkin_pb::NewCheckin,
+) -> anyhow::Result<String> {
     for _ in 0..100 {
-        let checkin = new_checkin(supervisee_id, chrono::Utc::now());
+        let checkin = make();
         let id = checkin.checkin_id.clone();
-        match client
-            .record_checkin(authorized(
-                checkin_pb::RecordCheckinRequest {
-                    checkin: Some(checkin),
-                },
-                token,
-            ))
-            .await
-        {
+        let request = checkin_pb::RecordCheckinRequest {
+            checkin: Some(checkin),
+        };
+        match client.record_checkin(authorized(request, token)).await {
             Ok(_) => return Ok(id),
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -713,7 +718,7 @@ pub async fn check_in(
             Err(status) => return Err(status.into()),
         }
     }
-    anyhow::bail!("the check-in service never learnt of supervisee {supervisee_id}")
+    anyhow::bail!("the check-in service never accepted the check-in (supervisee unknown?)")
 }
 
 /// The prison of the demo's and tests' release notices.
