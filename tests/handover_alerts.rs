@@ -123,7 +123,9 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
 
     let mut request = notice(1);
     request.key_assistance_target = false;
-    request.expected_release_date = Some(to_date(today()));
+    // Due tomorrow but released today: until the release is confirmed, the report-in period
+    // runs from the expected day, which must not lapse during the test.
+    request.expected_release_date = Some(to_date(today() + Days::new(1)));
     let person = request.person_name.clone();
     let id = chain
         .handovers

@@ -272,13 +272,16 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     );
 
     println!("\n-- 张掖监狱 hands over two parolees to 东街街道 --");
+    // Expected tomorrow, released today: until a release is confirmed the report-in period
+    // runs from the expected day, which must not lapse while the demo runs.
+    let tomorrow = today() + chrono::Days::new(1);
     let prison_token = mesh.token(&prison("records-clerk-1", PRISON_A));
     let mut handed_over = Vec::new();
     for (n, name) in [(11u16, "陈刚"), (12, "刘洋")] {
         let mut request = notice(n);
         request.person_name = name.into();
         request.key_assistance_target = false;
-        request.expected_release_date = Some(to_date(today()));
+        request.expected_release_date = Some(to_date(tomorrow));
         let id = handovers
             .submit_release_notice(authorized(request, &prison_token))
             .await?
@@ -378,7 +381,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     request.person_name = "周明".into();
     request.category = handover_pb::ReleaseCategory::SentenceCompleted as i32;
     request.key_assistance_target = false;
-    request.expected_release_date = Some(to_date(today()));
+    request.expected_release_date = Some(to_date(tomorrow));
     request.offence_category = OffenceCategory::Property as i32;
     let zhou = handovers
         .submit_release_notice(authorized(request, &prison_token))
