@@ -75,9 +75,26 @@ pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: u
     let log_dir = std::env::temp_dir().join("mesh-bench");
     let producer = harness::producer(&infra.brokers)?;
 
+    if checkins > 0 {
+        throughput(&infra, &producer, &log_dir, checkins, supervisees).await?;
+    }
+    if deadlines > 0 {
+        latency(infra, &producer, &log_dir, deadlines).await?;
+    }
+    Ok(())
+}
+
+/// Check-ins per second one risk-alert instance applies.
+async fn throughput(
+    infra: &Infra,
+    producer: &FutureProducer,
+    log_dir: &std::path::Path,
+    checkins: usize,
+    supervisees: usize,
+) -> anyhow::Result<()> {
     // Throughput: check-ins only move deadlines (a policy far longer than the run).
     println!("== check-in throughput: {checkins} check-ins over {supervisees} supervisees ==");
-    let mut mesh = Mesh::with_topics(infra.clone(), 4, &log_dir, Topics::unique("bench")).await?;
+    let mut mesh = Mesh::with_topics(infra.clone(), 4, log_dir, Topics::unique("bench")).await?;
     let quiet_policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "1000h"),
         ("MESH_ABSCONDING_WARNING_AFTER", "2000h"),
@@ -90,7 +107,7 @@ pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: u
     let now = Utc::now();
     futures_join(ids.iter().enumerate().map(|(n, id)| {
         publish(
-            &producer,
+            producer,
             &mesh.topics.registry,
             id,
             "supervisee.registered",
@@ -124,7 +141,7 @@ pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: u
             ..Default::default()
         };
         sends.push(publish(
-            &producer,
+            producer,
             &mesh.topics.checkin,
             id,
             "checkin.recorded",
@@ -144,9 +161,19 @@ pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: u
     );
     risk.stop(Duration::from_secs(30)).await?;
 
+    Ok(())
+}
+
+/// Delay from a deadline passing to the township's webhook receiving the alert.
+async fn latency(
+    infra: Infra,
+    producer: &FutureProducer,
+    log_dir: &std::path::Path,
+    deadlines: usize,
+) -> anyhow::Result<()> {
     // Latency: each supervisee's deadline passes 3 s after its report-in, grace 0.
     println!("\n== deadline → webhook delay: {deadlines} deadlines, default 500 ms scheduler tick ==");
-    let mut mesh = Mesh::with_topics(infra, 4, &log_dir, Topics::unique("bench")).await?;
+    let mut mesh = Mesh::with_topics(infra, 4, log_dir, Topics::unique("bench")).await?;
     let policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "3s"),
         ("MESH_POLICY_NORMAL_GRACE", "0s"),
@@ -181,7 +208,7 @@ pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: u
         let id = uuid::Uuid::now_v7().to_string();
         let payload = registered(&id, n, reported_at);
         let topic = mesh.topics.registry.clone();
-        let producer = &producer;
+
         async move { publish(producer, &topic, &id, "supervisee.registered", payload).await }
     }))
     .await?;

@@ -248,7 +248,7 @@ impl Application {
         ));
         let scheduler = tokio::spawn(self.engine.clone().run_scheduler(self.tick, shutdown.clone()));
         let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
-        let delivery = tokio::spawn(self.delivery.run(shutdown.clone()));
+        let delivery = tokio::spawn(self.delivery.run(self.changes.subscribe(), shutdown.clone()));
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         let service = tonic::service::interceptor::InterceptedService::new(
             AlertServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),

@@ -206,7 +206,14 @@ impl DeliveryWorker {
         })
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Delivers until shutdown. `changes` wakes it as soon as any replica commits an alert
+    /// change (so a notification does not wait for the next tick); the tick still drives
+    /// retries that come due.
+    pub async fn run<T: Clone>(
+        self,
+        mut changes: tokio::sync::broadcast::Receiver<T>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let delivered_any = match self.deliver_due().await {
                 Ok(count) => count > 0,
@@ -218,6 +225,7 @@ impl DeliveryWorker {
             if !delivered_any {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = changes.recv() => {}
                     _ = tokio::time::sleep(self.config.tick) => {}
                 }
             } else if shutdown.is_cancelled() {
