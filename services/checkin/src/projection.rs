@@ -7,7 +7,6 @@
 //! after a restart, reordering across a rebalance) changes nothing.
 
 use mesh_kit::consumer::{HandleError, Handler, InboundEvent};
-use mesh_proto::registry as registry_pb;
 use sqlx::PgConnection;
 
 use crate::domain;
@@ -16,26 +15,9 @@ use crate::domain;
 #[derive(Debug, Clone, Default)]
 pub struct RegistryProjection;
 
-impl RegistryProjection {
-    /// The snapshot inside a `supervisee.*` event; `None` for event types this service does
-    /// not need (ignored, so the registry can add types without breaking us).
-    fn snapshot(event: &InboundEvent) -> Result<Option<registry_pb::SuperviseeSnapshot>, HandleError> {
-        let snapshot = match event.event_type.as_str() {
-            "supervisee.registered" => event.decode::<registry_pb::SuperviseeRegistered>()?.supervisee,
-            "supervisee.level_changed" => event.decode::<registry_pb::SuperviseeLevelChanged>()?.supervisee,
-            "supervisee.transferred" => event.decode::<registry_pb::SuperviseeTransferred>()?.supervisee,
-            "supervisee.status_changed" => event.decode::<registry_pb::SuperviseeStatusChanged>()?.supervisee,
-            _ => return Ok(None),
-        };
-        snapshot.map(Some).ok_or_else(|| {
-            HandleError::Permanent(format!("{} without a supervisee snapshot", event.event_type))
-        })
-    }
-}
-
 impl Handler for RegistryProjection {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
-        let Some(snapshot) = Self::snapshot(event)? else {
+        let Some(snapshot) = mesh_kit::events::supervisee_snapshot(event)? else {
             tracing::debug!(event_type = %event.event_type, "event type not projected; ignored");
             return Ok(());
         };

@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod jurisdiction;
 pub mod kafka;

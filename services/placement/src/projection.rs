@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use mesh_kit::{
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
+    events,
     proto_time::from_timestamp,
 };
 use mesh_proto::{handover as handover_pb, registry as registry_pb};
@@ -59,53 +60,34 @@ impl CandidateProjection {
     fn supervisee_snapshot(
         event: &InboundEvent,
     ) -> Result<Option<(registry_pb::SuperviseeSnapshot, String)>, HandleError> {
-        let (snapshot, handover_id) = match event.event_type.as_str() {
-            "supervisee.registered" => {
-                let registered = event.decode::<registry_pb::SuperviseeRegistered>()?;
-                (registered.supervisee, registered.handover_id)
-            }
-            "supervisee.level_changed" => (
-                event.decode::<registry_pb::SuperviseeLevelChanged>()?.supervisee,
-                String::new(),
-            ),
-            "supervisee.transferred" => (
-                event.decode::<registry_pb::SuperviseeTransferred>()?.supervisee,
-                String::new(),
-            ),
-            "supervisee.status_changed" => (
-                event.decode::<registry_pb::SuperviseeStatusChanged>()?.supervisee,
-                String::new(),
-            ),
-            _ => return Ok(None),
+        let Some(snapshot) = events::supervisee_snapshot(event)? else {
+            return Ok(None);
         };
-        let snapshot = snapshot.ok_or_else(|| permanent(event, "no supervisee snapshot"))?;
+        // Only a registration says which handover (if any) it came from.
+        let handover_id = if event.event_type == "supervisee.registered" {
+            event.decode::<registry_pb::SuperviseeRegistered>()?.handover_id
+        } else {
+            String::new()
+        };
         Ok(Some((snapshot, handover_id)))
     }
 
-    /// The snapshot inside a `handover.*` event.
+    /// The snapshot inside a `handover.*` event, with the report-in's employment flag.
     fn handover_change(event: &InboundEvent) -> Result<Option<HandoverChange>, HandleError> {
-        let (snapshot, reported_in_needing_work) = match event.event_type.as_str() {
-            "handover.notified" => (event.decode::<handover_pb::HandoverNotified>()?.handover, None),
-            "handover.acknowledged" => (
-                event.decode::<handover_pb::HandoverAcknowledged>()?.handover,
-                None,
-            ),
-            "handover.released" => (event.decode::<handover_pb::HandoverReleased>()?.handover, None),
-            "handover.gate_collected" => (
-                event.decode::<handover_pb::HandoverGateCollected>()?.handover,
-                None,
-            ),
-            "handover.amended" => (event.decode::<handover_pb::HandoverAmended>()?.handover, None),
-            "handover.cancelled" => (event.decode::<handover_pb::HandoverCancelled>()?.handover, None),
-            "handover.reported_in" => {
-                // Only the snapshot and the employment flag are read; the message (with its
-                // plain-text national ID) is dropped here and never logged.
-                let reported = event.decode::<handover_pb::HandoverReportedIn>()?;
-                (reported.handover, Some(reported.needs_employment))
-            }
-            _ => return Ok(None),
+        let Some(snapshot) = events::handover_snapshot(event)? else {
+            return Ok(None);
         };
-        let snapshot = snapshot.ok_or_else(|| permanent(event, "no handover snapshot"))?;
+        // Only the employment flag is read beyond the snapshot; the report-in message (with
+        // its plain-text national ID) is dropped here and never logged.
+        let reported_in_needing_work = if event.event_type == "handover.reported_in" {
+            Some(
+                event
+                    .decode::<handover_pb::HandoverReportedIn>()?
+                    .needs_employment,
+            )
+        } else {
+            None
+        };
         Ok(Some(HandoverChange {
             snapshot,
             reported_in_needing_work,

@@ -11,6 +11,7 @@ use mesh_kit::{
     CancellationToken,
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
+    events,
     outbox::OutboxSignal,
     proto_time::{from_timestamp, to_timestamp},
 };
@@ -18,14 +19,8 @@ use mesh_proto::{
     alert as pb,
     checkin::{CheckinMethod, CheckinRecorded},
     common::Jurisdiction,
-    handover::{
-        self as handover_pb, HandoverAcknowledged, HandoverAmended, HandoverCancelled, HandoverGateCollected,
-        HandoverNotified, HandoverReleased, HandoverReportedIn, HandoverSnapshot,
-    },
-    registry::{
-        self as registry_pb, SuperviseeLevelChanged, SuperviseeRegistered, SuperviseeSnapshot,
-        SuperviseeStatusChanged, SuperviseeTransferred,
-    },
+    handover::{self as handover_pb, HandoverSnapshot},
+    registry::{self as registry_pb, SuperviseeSnapshot},
 };
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
@@ -824,81 +819,17 @@ impl Handler for EventHandler {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         let occurred_at = event.occurred_at.unwrap_or_else(|| self.0.clock.now());
         let engine = &self.0;
-        let result = match event.event_type.as_str() {
-            "supervisee.registered" => {
-                let snapshot = event.decode::<SuperviseeRegistered>()?.supervisee;
-                engine
-                    .apply_snapshot(conn, snapshot.unwrap_or_default(), occurred_at)
-                    .await
-            }
-            "supervisee.level_changed" => {
-                let snapshot = event.decode::<SuperviseeLevelChanged>()?.supervisee;
-                engine
-                    .apply_snapshot(conn, snapshot.unwrap_or_default(), occurred_at)
-                    .await
-            }
-            "supervisee.transferred" => {
-                let snapshot = event.decode::<SuperviseeTransferred>()?.supervisee;
-                engine
-                    .apply_snapshot(conn, snapshot.unwrap_or_default(), occurred_at)
-                    .await
-            }
-            "supervisee.status_changed" => {
-                let snapshot = event.decode::<SuperviseeStatusChanged>()?.supervisee;
-                engine
-                    .apply_snapshot(conn, snapshot.unwrap_or_default(), occurred_at)
-                    .await
-            }
-            "checkin.recorded" => {
-                engine
-                    .apply_checkin(conn, event.decode::<CheckinRecorded>()?)
-                    .await
-            }
-            "handover.notified" => {
-                let snapshot = event.decode::<HandoverNotified>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.acknowledged" => {
-                let snapshot = event.decode::<HandoverAcknowledged>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.released" => {
-                let snapshot = event.decode::<HandoverReleased>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.gate_collected" => {
-                let snapshot = event.decode::<HandoverGateCollected>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.reported_in" => {
-                // Only the snapshot is read: the national ID this event carries is not stored.
-                let snapshot = event.decode::<HandoverReportedIn>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.amended" => {
-                let snapshot = event.decode::<HandoverAmended>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
-            "handover.cancelled" => {
-                let snapshot = event.decode::<HandoverCancelled>()?.handover;
-                engine
-                    .apply_handover(conn, snapshot.unwrap_or_default(), event, occurred_at)
-                    .await
-            }
+        let result = if event.event_type == "checkin.recorded" {
+            engine
+                .apply_checkin(conn, event.decode::<CheckinRecorded>()?)
+                .await
+        } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
+            engine.apply_snapshot(conn, snapshot, occurred_at).await
+        } else if let Some(snapshot) = events::handover_snapshot(event)? {
+            engine.apply_handover(conn, snapshot, event, occurred_at).await
+        } else {
             // Other event types on these topics are not about deadlines.
-            _ => Ok(()),
+            Ok(())
         };
         if result.is_ok() {
             engine.outbox_signal.notify();
