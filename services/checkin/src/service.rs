@@ -17,7 +17,7 @@ use mesh_kit::{
     clock::SharedClock,
     error::{self, FieldViolations, invalid_field, violated_fields},
     jurisdiction::Directory,
-    outbox::{self, NewEvent, OutboxSignal},
+    outbox::{NewEvent, OutboxSignal},
     proto_time::{from_timestamp, to_timestamp},
 };
 use mesh_proto::{checkin as pb, common};
@@ -381,34 +381,22 @@ impl Checkins {
             return Self::replay(caller, &stored, &fingerprint);
         };
 
-        outbox::enqueue(
-            &mut tx,
-            NewEvent {
-                topic: self.topic.clone(),
-                key: row.supervisee_id.to_string(),
-                event_type: CHECKIN_RECORDED,
-                payload: row.event(caller)?.encode_to_vec(),
-                occurred_at: row.received_at,
-            },
-        )
-        .await
-        .map_err(error::database)?;
+        let event = NewEvent {
+            topic: self.topic.clone(),
+            key: row.supervisee_id.to_string(),
+            event_type: CHECKIN_RECORDED,
+            payload: row.event(caller)?.encode_to_vec(),
+            occurred_at: row.received_at,
+        };
         let detail = serde_json::json!({
             "checkin_id": row.checkin_id,
             "method": row.method,
             "captured_offline": row.captured_offline,
             "out_of_area": row.out_of_area,
         });
-        audit::record(
-            &mut tx,
-            caller,
-            CHECKIN_RECORDED,
-            Some(row.supervisee_id),
-            None,
-            detail,
-        )
-        .await
-        .map_err(error::database)?;
+        audit::record_change(&mut tx, caller, event, Some(row.supervisee_id), detail)
+            .await
+            .map_err(error::database)?;
         tx.commit().await.map_err(error::database)?;
         self.outbox_signal.notify();
         // Ids and flags only: positions are personal data and stay out of logs.

@@ -16,7 +16,7 @@ use mesh_kit::{
     error::{self, FieldViolations, invalid_field},
     jurisdiction::Directory,
     national_id::NationalId,
-    outbox::{self, NewEvent, OutboxSignal},
+    outbox::{NewEvent, OutboxSignal},
     proto_time::{to_date, to_timestamp},
 };
 use mesh_proto::{common, handover as pb};
@@ -518,19 +518,14 @@ impl Handovers {
         payload: Vec<u8>,
         detail: serde_json::Value,
     ) -> Result<pb::Handover, Status> {
-        outbox::enqueue(
-            &mut tx,
-            NewEvent {
-                topic: self.topic.clone(),
-                key: row.id.to_string(),
-                event_type,
-                payload,
-                occurred_at: row.updated_at,
-            },
-        )
-        .await
-        .map_err(error::database)?;
-        audit::record(&mut tx, caller, event_type, Some(row.id), None, detail)
+        let event = NewEvent {
+            topic: self.topic.clone(),
+            key: row.id.to_string(),
+            event_type,
+            payload,
+            occurred_at: row.updated_at,
+        };
+        audit::record_change(&mut tx, caller, event, Some(row.id), detail)
             .await
             .map_err(error::database)?;
         let handover = self.full(&mut tx, row).await?;

@@ -12,7 +12,7 @@ use mesh_kit::{
     clock::SharedClock,
     crypto::FieldCrypto,
     error::{self, FieldViolations, invalid_field},
-    outbox::{self, NewEvent, OutboxSignal},
+    outbox::{NewEvent, OutboxSignal},
     proto_time::{from_timestamp, to_date, to_timestamp},
     validate::{check_jurisdiction, check_text},
 };
@@ -215,18 +215,14 @@ impl Registry {
         payload: Vec<u8>,
         detail: serde_json::Value,
     ) -> sqlx::Result<()> {
-        outbox::enqueue(
-            &mut *conn,
-            NewEvent {
-                topic: self.topic.clone(),
-                key: row.id.to_string(),
-                event_type: action,
-                payload,
-                occurred_at: row.updated_at,
-            },
-        )
-        .await?;
-        audit::record(conn, caller, action, Some(row.id), None, detail).await
+        let event = NewEvent {
+            topic: self.topic.clone(),
+            key: row.id.to_string(),
+            event_type: action,
+            payload,
+            occurred_at: row.updated_at,
+        };
+        audit::record_change(conn, caller, event, Some(row.id), detail).await
     }
 
     /// Inserts a validated registration with its `supervisee.registered` event and audit
