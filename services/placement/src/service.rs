@@ -475,14 +475,11 @@ impl Placements {
     }
 
     async fn load_base(&self, conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<BaseRow, Status> {
-        let lock = if lock { " FOR NO KEY UPDATE" } else { "" };
-        let row: Option<BaseRow> =
-            sqlx::query_as(&format!("SELECT {BASE_COLUMNS} FROM bases WHERE id = $1{lock}"))
-                .bind(id)
-                .fetch_optional(conn)
-                .await
-                .map_err(error::database)?;
-        row.ok_or_else(|| Status::not_found("no such base"))
+        let sql = format!(
+            "SELECT {BASE_COLUMNS} FROM bases WHERE id = $1{}",
+            lock_clause(lock, "")
+        );
+        load_one(conn, &sql, id, "no such base").await
     }
 
     async fn load_opening(
@@ -491,15 +488,11 @@ impl Placements {
         id: Uuid,
         lock: bool,
     ) -> Result<OpeningRow, Status> {
-        let lock = if lock { " FOR NO KEY UPDATE OF o" } else { "" };
-        let row: Option<OpeningRow> = sqlx::query_as(&format!(
-            "SELECT {OPENING_COLUMNS} FROM openings o JOIN bases b ON b.id = o.base_id WHERE o.id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(error::database)?;
-        row.ok_or_else(|| Status::not_found("no such opening"))
+        let sql = format!(
+            "SELECT {OPENING_COLUMNS} FROM openings o JOIN bases b ON b.id = o.base_id WHERE o.id = $1{}",
+            lock_clause(lock, " OF o")
+        );
+        load_one(conn, &sql, id, "no such opening").await
     }
 
     async fn load_candidate(
@@ -508,15 +501,11 @@ impl Placements {
         id: Uuid,
         lock: bool,
     ) -> Result<CandidateRow, Status> {
-        let lock = if lock { " FOR NO KEY UPDATE" } else { "" };
-        let row: Option<CandidateRow> = sqlx::query_as(&format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(error::database)?;
-        row.ok_or_else(|| Status::not_found("no such candidate"))
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id = $1{}",
+            lock_clause(lock, "")
+        );
+        load_one(conn, &sql, id, "no such candidate").await
     }
 
     async fn load_placement(
@@ -525,15 +514,11 @@ impl Placements {
         id: Uuid,
         lock: bool,
     ) -> Result<PlacementRow, Status> {
-        let lock = if lock { " FOR NO KEY UPDATE" } else { "" };
-        let row: Option<PlacementRow> = sqlx::query_as(&format!(
-            "SELECT {PLACEMENT_COLUMNS} FROM placements WHERE id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(error::database)?;
-        row.ok_or_else(|| Status::not_found("no such placement"))
+        let sql = format!(
+            "SELECT {PLACEMENT_COLUMNS} FROM placements WHERE id = $1{}",
+            lock_clause(lock, "")
+        );
+        load_one(conn, &sql, id, "no such placement").await
     }
 
     /// Placements are managed by the offices responsible for the candidate, and — to record
@@ -1532,6 +1517,29 @@ impl pb::placement_service_server::PlacementService for Placements {
             placement: Some(placement.to_proto()?),
         }))
     }
+}
+
+/// `FOR NO KEY UPDATE` (of `table`, e.g. " OF o", in a join) when `lock`: the row lock that
+/// serialises changes to one record without blocking inserts that reference it.
+fn lock_clause(lock: bool, table: &str) -> String {
+    if lock {
+        format!(" FOR NO KEY UPDATE{table}")
+    } else {
+        String::new()
+    }
+}
+
+/// The one row `sql` selects for `id`, or `NotFound` with `missing`.
+async fn load_one<R>(conn: &mut PgConnection, sql: &str, id: Uuid, missing: &'static str) -> Result<R, Status>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let row: Option<R> = sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(error::database)?;
+    row.ok_or_else(|| Status::not_found(missing))
 }
 
 #[cfg(test)]
