@@ -8,6 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
+use crate::error::ServiceError;
+
 /// Issuer written into and required from every token.
 pub const ISSUER: &str = "community-corrections-mesh";
 
@@ -92,20 +94,20 @@ impl Caller {
     }
 
     /// `PermissionDenied` unless [`Caller::can_access`].
-    pub fn ensure_access(&self, township_code: &str, county_code: &str) -> Result<(), Status> {
+    pub fn ensure_access(&self, township_code: &str, county_code: &str) -> Result<(), ServiceError> {
         if self.can_access(township_code, county_code) {
             Ok(())
         } else {
-            Err(Status::permission_denied("outside the caller's jurisdiction"))
+            Err(ServiceError::denied("outside the caller's jurisdiction"))
         }
     }
 
     /// `PermissionDenied` unless the caller has one of `roles`.
-    pub fn ensure_role(&self, roles: &[Role]) -> Result<(), Status> {
+    pub fn ensure_role(&self, roles: &[Role]) -> Result<(), ServiceError> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!(
+            Err(ServiceError::denied(format!(
                 "role {} may not do this",
                 self.role.as_str()
             )))
@@ -219,12 +221,12 @@ impl TokenKeys {
 }
 
 /// The caller the interceptor put into the request.
-pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
     request
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+        .ok_or_else(|| ServiceError::Unauthenticated("no authenticated caller".into()))
 }
 
 #[cfg(test)]

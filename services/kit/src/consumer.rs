@@ -170,6 +170,8 @@ pub struct EventConsumer<H: Handler> {
     pool: PgPool,
     handler: Arc<H>,
     config: ConsumerConfig,
+    /// Woken after each commit, so events the handler wrote to the outbox leave at once.
+    outbox: Option<crate::outbox::OutboxSignal>,
 }
 
 impl<H: Handler> EventConsumer<H> {
@@ -191,7 +193,14 @@ impl<H: Handler> EventConsumer<H> {
             pool,
             handler: Arc::new(handler),
             config,
+            outbox: None,
         })
+    }
+
+    /// Wakes the outbox relay after each applied record.
+    pub fn waking(mut self, outbox: crate::outbox::OutboxSignal) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// Consumes until `shutdown`, then commits what it has applied.
@@ -290,6 +299,9 @@ impl<H: Handler> EventConsumer<H> {
         }
         self.handler.handle(&mut tx, event).await?;
         tx.commit().await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.notify();
+        }
         Ok(())
     }
 

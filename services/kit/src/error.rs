@@ -1,9 +1,173 @@
-//! One mapping from failures to gRPC statuses: bad input becomes `InvalidArgument` with a
-//! `BadRequest` detail naming each offending field; database errors become `AlreadyExists`
-//! (unique violation) or an opaque `Internal` whose details are logged, never returned.
+//! The one error type of every service, and the one place gRPC statuses are made.
+//!
+//! Domain rules, stores and handlers return [`ServiceError`]; `From<ServiceError> for Status`
+//! turns it into a status at the edge. Bad input becomes `InvalidArgument` with a
+//! `BadRequest` detail naming each offending field; database errors are classified by
+//! SQLSTATE (a unique violation is `AlreadyExists`, a lost connection or a serialization
+//! failure is the retryable `Unavailable`); internal details are logged, never returned.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// Why a request or an event could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed: every offending field is named.
+    #[error("invalid request: {0}")]
+    Invalid(FieldViolations),
+    /// The caller presented no valid identity.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (role or jurisdiction).
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The record does not exist (or, to the caller, must look as if it did not).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The record already exists (a unique key is taken).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The request is well formed but the record's state does not allow it now.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// A temporary infrastructure failure: the caller may retry the same request.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the detail is logged, the caller sees nothing of it.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    /// `Invalid` for a single field.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        let mut violations = FieldViolations::new();
+        violations.add(field, description);
+        Self::Invalid(violations)
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    pub fn denied(why: impl Into<String>) -> Self {
+        Self::Denied(why.into())
+    }
+
+    pub fn conflict(what: impl Into<String>) -> Self {
+        Self::Conflict(what.into())
+    }
+
+    pub fn precondition(why: impl Into<String>) -> Self {
+        Self::FailedPrecondition(why.into())
+    }
+
+    /// An internal error from a message (a broken invariant, not a user mistake).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(anyhow::anyhow!("{detail}"))
+    }
+
+    /// Whether retrying the same request (or event) later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Internal(_))
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Denied(_) => Code::PermissionDenied,
+            Self::NotFound(_) => Code::NotFound,
+            Self::Conflict(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The first field an `Invalid` error blames (offline sync reports it per item).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid(violations) => violations.0.first().map(|violation| violation.field.as_str()),
+            _ => None,
+        }
+    }
+
+    /// A message fit for the caller: what the status carries (never internal detail).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Invalid(violations) => violations.to_string(),
+            Self::Unauthenticated(message)
+            | Self::Denied(message)
+            | Self::NotFound(message)
+            | Self::Conflict(message)
+            | Self::FailedPrecondition(message) => message.clone(),
+            Self::Unavailable(_) => "temporarily unavailable; retry".to_owned(),
+            Self::Internal(_) => "internal error".to_owned(),
+        }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let message = error.public_message();
+        match error {
+            ServiceError::Invalid(violations) => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request(violations.0),
+            ),
+            ServiceError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "temporarily unavailable");
+                Status::unavailable(message)
+            }
+            ServiceError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error");
+                Status::internal(message)
+            }
+            other => Status::new(other.code(), message),
+        }
+    }
+}
+
+/// SQLSTATE classes and codes the classification below relies on.
+mod sqlstate {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// Connection exceptions (class 08), insufficient resources (53), operator
+    /// intervention such as an administrator shutdown (57): the server, not the request.
+    pub const RETRYABLE_CLASSES: [&str; 3] = ["08", "53", "57"];
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(database) => {
+                let code = database.code().unwrap_or_default();
+                if code == sqlstate::UNIQUE_VIOLATION {
+                    ServiceError::conflict("already exists")
+                } else if code == sqlstate::SERIALIZATION_FAILURE
+                    || code == sqlstate::DEADLOCK_DETECTED
+                    || sqlstate::RETRYABLE_CLASSES
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                {
+                    ServiceError::Unavailable(error.to_string())
+                } else {
+                    ServiceError::Internal(error.into())
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => ServiceError::Unavailable(error.to_string()),
+            _ => ServiceError::Internal(error.into()),
+        }
+    }
+}
 
 /// Collects every invalid field of a request so the caller can fix them all at once.
 #[derive(Debug, Default)]
@@ -30,33 +194,26 @@ impl FieldViolations {
         self.0.is_empty()
     }
 
-    /// `Ok` when nothing was recorded, else `InvalidArgument`.
-    pub fn into_result(self) -> Result<(), Status> {
+    /// `Ok` when nothing was recorded, else [`ServiceError::Invalid`].
+    pub fn into_result(self) -> Result<(), ServiceError> {
         if self.0.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(self))
         }
-        let message = self
-            .0
-            .iter()
-            .map(|violation| format!("{}: {}", violation.field, violation.description))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Err(Status::with_error_details(
-            Code::InvalidArgument,
-            message,
-            ErrorDetails::with_bad_request(self.0),
-        ))
     }
 }
 
-/// `InvalidArgument` for a single field.
-pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
-    let mut violations = FieldViolations::new();
-    violations.add(field, description);
-    violations
-        .into_result()
-        .err()
-        .unwrap_or_else(|| Status::invalid_argument(field.to_owned()))
+impl std::fmt::Display for FieldViolations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, violation) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", violation.field, violation.description)?;
+        }
+        Ok(())
+    }
 }
 
 /// The names of the fields a status's `BadRequest` detail blames (for clients and tests).
@@ -68,30 +225,12 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// PostgreSQL SQLSTATE for a unique-constraint violation.
-pub const UNIQUE_VIOLATION: &str = "23505";
-
-/// Whether `error` is a unique-constraint violation.
+/// Whether `error` is a unique-constraint violation (an insert lost a race to a twin).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|db| db.code())
-        .is_some_and(|code| code == UNIQUE_VIOLATION)
-}
-
-/// Maps an unexpected internal error to an opaque status, logging the detail.
-pub fn internal(error: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %error, "internal error");
-    Status::internal("internal error")
-}
-
-/// Maps a database error: unique violations to `AlreadyExists`, the rest to [`internal`].
-pub fn database(error: sqlx::Error) -> Status {
-    if is_unique_violation(&error) {
-        Status::already_exists("already exists")
-    } else {
-        internal(error)
-    }
+        .is_some_and(|code| code == sqlstate::UNIQUE_VIOLATION)
 }
 
 #[cfg(test)]
@@ -104,7 +243,7 @@ mod tests {
         violations.add("name", "must not be empty");
         violations.require(false, "national_id", "wrong check character");
         violations.require(true, "phone", "never recorded");
-        let status = violations.into_result().expect_err("two violations");
+        let status = Status::from(violations.into_result().expect_err("two violations"));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
             status.message(),
@@ -117,4 +256,63 @@ mod tests {
     fn no_violations_is_ok() {
         assert!(FieldViolations::new().into_result().is_ok());
     }
+
+    #[test]
+    fn internal_detail_never_reaches_the_caller() {
+        let status = Status::from(ServiceError::internal("password=hunter2 in row 7"));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn pool_exhaustion_is_retryable_unavailable() {
+        let error = ServiceError::from(sqlx::Error::PoolTimedOut);
+        assert!(error.is_retryable());
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("pool"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_decoding_bug_is_internal() {
+        let error = ServiceError::from(sqlx::Error::ColumnNotFound("x".into()));
+        assert_eq!(error.code(), Code::Internal);
+    }
+
+    #[test]
+    fn each_kind_has_its_code() {
+        assert_eq!(ServiceError::invalid("f", "bad").code(), Code::InvalidArgument);
+        assert_eq!(ServiceError::invalid("f", "bad").field(), Some("f"));
+        assert_eq!(ServiceError::denied("no").code(), Code::PermissionDenied);
+        assert_eq!(ServiceError::not_found("no").code(), Code::NotFound);
+        assert_eq!(ServiceError::conflict("dup").code(), Code::AlreadyExists);
+        assert_eq!(
+            ServiceError::precondition("later").code(),
+            Code::FailedPrecondition
+        );
+        assert!(!ServiceError::conflict("dup").is_retryable());
+    }
 }
+
+/// Status-returning helpers of the services written before [`ServiceError`]; each is a thin
+/// wrapper over it, and goes once the last service returns `ServiceError` itself.
+pub mod legacy {
+    use super::ServiceError;
+    use tonic::Status;
+
+    /// `InvalidArgument` for a single field.
+    pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
+        ServiceError::invalid(field, description).into()
+    }
+
+    /// An opaque `Internal`, the detail logged.
+    pub fn internal(error: impl std::fmt::Display) -> Status {
+        ServiceError::internal(error).into()
+    }
+
+    /// A database error, classified by SQLSTATE.
+    pub fn database(error: sqlx::Error) -> Status {
+        ServiceError::from(error).into()
+    }
+}
+pub use legacy::{database, internal, invalid_field};

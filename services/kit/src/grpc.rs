@@ -12,7 +12,7 @@ use tonic_health::ServingStatus;
 
 use crate::telemetry::GrpcTraceLayer;
 
-/// Largest request a service accepts (bounded request sizes, DESIGN §6).
+/// Largest request a service accepts (bounded request sizes; see ARCHITECTURE.md, security).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// Serves `service` (plus health and reflection) on `listener` until `shutdown`.

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod change;
 pub mod clock;
 pub mod config;
 pub mod consumer;
@@ -14,10 +15,12 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod host;
 pub mod jurisdiction;
 pub mod kafka;
 pub mod national_id;
 pub mod outbox;
+pub mod page;
 pub mod proto_time;
 pub mod stored_enum;
 pub mod telemetry;

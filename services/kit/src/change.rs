@@ -1,0 +1,128 @@
+//! One way to change state: a [`Change`] is a transaction that writes the rows, the outbox
+//! event that tells the mesh, and the audit record that tells an inspector — all or none —
+//! and wakes the outbox relay once it has committed (so the event leaves at once instead of
+//! at the relay's next poll).
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    audit,
+    auth::Caller,
+    error::ServiceError,
+    outbox::{self, NewEvent, OutboxSignal},
+};
+
+/// Opens [`Change`]s on a service's database.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pool: PgPool,
+    signal: OutboxSignal,
+}
+
+impl Changes {
+    pub fn new(pool: PgPool, signal: OutboxSignal) -> Self {
+        Self { pool, signal }
+    }
+
+    /// The database, for reads that need no transaction.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The relay's wake-up, for writers outside a [`Change`] (the consumer's transactions).
+    pub fn signal(&self) -> &OutboxSignal {
+        &self.signal
+    }
+
+    /// Begins a change.
+    pub async fn begin(&self) -> Result<Change, ServiceError> {
+        Ok(Change {
+            tx: self.pool.begin().await?,
+            signal: self.signal.clone(),
+            published: false,
+        })
+    }
+}
+
+/// A transaction that may publish events and records audit entries. Queries run on it
+/// through `&mut *change` (it dereferences to the connection). Dropped without
+/// [`Change::commit`], it rolls back and nothing is published.
+pub struct Change {
+    tx: Transaction<'static, Postgres>,
+    signal: OutboxSignal,
+    published: bool,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("published", &self.published)
+            .finish()
+    }
+}
+
+impl Change {
+    /// Writes `event` to the outbox and its audit record (action = the event type) in this
+    /// transaction: every change the mesh hears of is also audited, and neither is stored
+    /// without the other.
+    pub async fn publish(
+        &mut self,
+        caller: &Caller,
+        event: NewEvent,
+        subject_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) -> Result<Uuid, ServiceError> {
+        let action = event.event_type;
+        let event_id = outbox::enqueue(&mut self.tx, event).await?;
+        audit::record(&mut self.tx, caller, action, subject_id, None, detail).await?;
+        self.published = true;
+        Ok(event_id)
+    }
+
+    /// Writes an event to the outbox without an audit record: for changes the service makes
+    /// on its own (from an event it consumed, or a deadline that passed), which have no
+    /// caller to audit.
+    pub async fn publish_unaudited(&mut self, event: NewEvent) -> Result<Uuid, ServiceError> {
+        let event_id = outbox::enqueue(&mut self.tx, event).await?;
+        self.published = true;
+        Ok(event_id)
+    }
+
+    /// Records that `caller` read or acted on personal data (see [`audit::record`]).
+    pub async fn audit(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        subject_id: Option<Uuid>,
+        person_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        audit::record(&mut self.tx, caller, action, subject_id, person_id, detail).await?;
+        Ok(())
+    }
+
+    /// Commits, then wakes the relay if an event was written.
+    pub async fn commit(self) -> Result<(), ServiceError> {
+        self.tx.commit().await?;
+        if self.published {
+            self.signal.notify();
+        }
+        Ok(())
+    }
+}
+
+impl Deref for Change {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Change {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}

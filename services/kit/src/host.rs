@@ -1,0 +1,157 @@
+//! The service host: everything a mesh service runs besides its own rules. It connects and
+//! migrates the database, binds the gRPC listener, runs the outbox relay, the service's
+//! consumers and background workers, serves the API behind the token interceptor with
+//! health and reflection, and on shutdown drains calls, stops the workers (consumers commit
+//! their offsets), flushes the outbox last and closes the pool. A service's `lib.rs` then
+//! says only what is its own: its settings, its handlers, its consumers and workers.
+
+use std::{future::Future, net::SocketAddr, pin::Pin};
+
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+use crate::{
+    auth::TokenKeys,
+    change::Changes,
+    config::CommonSettings,
+    consumer::{ConsumerConfig, EventConsumer, Handler},
+    db, grpc,
+    outbox::{OutboxSignal, Relay, RelayConfig},
+    page::Cursors,
+};
+
+type Worker = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A service's runtime, built before its handlers (which take its pool, changes and cursors).
+pub struct Host {
+    name: &'static str,
+    common: CommonSettings,
+    pool: PgPool,
+    listener: TcpListener,
+    keys: TokenKeys,
+    signal: OutboxSignal,
+    relay: Relay,
+    workers: Vec<(&'static str, Worker)>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Connects and migrates `name`'s database (its `migrator` plus the kit's tables),
+    /// prepares the relay and binds the listener. Fails before binding if the database or
+    /// the producer cannot be set up.
+    pub async fn build(
+        name: &'static str,
+        common: &CommonSettings,
+        migrator: &Migrator,
+    ) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(common, migrator).await?;
+        let signal = OutboxSignal::default();
+        let relay = Relay::new(
+            pool.clone(),
+            RelayConfig::from_settings(common, name),
+            signal.clone(),
+        )?;
+        let listener = TcpListener::bind(common.grpc_addr).await?;
+        Ok(Self {
+            name,
+            common: common.clone(),
+            pool,
+            listener,
+            keys: TokenKeys::new(&common.jwt_secret),
+            signal,
+            relay,
+            workers: Vec::new(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &CommonSettings {
+        &self.common
+    }
+
+    /// Writers of state changes with their events and audit records.
+    pub fn changes(&self) -> Changes {
+        Changes::new(self.pool.clone(), self.signal.clone())
+    }
+
+    /// The page-cursor codec of this service's list RPCs.
+    pub fn cursors(&self) -> Cursors {
+        Cursors::new(&self.common.jwt_secret)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Consumes `topics` in the service's group with `handler`; events the handler writes to
+    /// the outbox leave as soon as each record's transaction commits.
+    pub fn consume<H: Handler>(&mut self, handler: H, topics: &[&str]) -> anyhow::Result<()> {
+        let consumer = EventConsumer::new(
+            self.pool.clone(),
+            handler,
+            ConsumerConfig::from_settings(&self.common, topics),
+        )?
+        .waking(self.signal.clone());
+        self.spawn("consumer", move |shutdown| consumer.run(shutdown));
+        Ok(())
+    }
+
+    /// Runs a background worker from start to shutdown; it must return soon after
+    /// `shutdown` is cancelled.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, worker: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.workers
+            .push((name, Box::new(move |shutdown| Box::pin(worker(shutdown)))));
+    }
+
+    /// Serves `service` until `shutdown`; then drains calls, stops the workers, flushes the
+    /// outbox and closes the pool.
+    pub async fn serve<S>(self, service: S, shutdown: CancellationToken) -> anyhow::Result<()>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let workers: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|(name, worker)| (name, tokio::spawn(worker(shutdown.clone()))))
+            .collect();
+        let service = tonic::service::interceptor::InterceptedService::new(service, self.keys.interceptor());
+        tracing::info!(addr = %self.listener.local_addr()?, service = self.name, "listening");
+        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
+        shutdown.cancel();
+        for (name, worker) in workers {
+            if let Err(error) = worker.await {
+                tracing::error!(worker = name, error = %error, "worker failed");
+            }
+        }
+        // Last, so it flushes what the workers wrote while stopping.
+        relay.await?;
+        self.pool.close().await;
+        served
+    }
+}
