@@ -110,7 +110,7 @@ fn in_scope(scope: &Jurisdiction, alert: &pb::Alert) -> bool {
 
 fn ensure_alert_access(caller: &Caller, alert: &pb::Alert) -> Result<(), Status> {
     let jurisdiction = alert.jurisdiction.clone().unwrap_or_default();
-    caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)
+    Ok(caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)?)
 }
 
 fn parse_alert_id(value: &str) -> Result<Uuid, Status> {
