@@ -194,6 +194,11 @@ impl FieldViolations {
         self.0.is_empty()
     }
 
+    /// The names of the fields recorded so far, in order.
+    pub fn fields(&self) -> Vec<String> {
+        self.0.iter().map(|violation| violation.field.clone()).collect()
+    }
+
     /// `Ok` when nothing was recorded, else [`ServiceError::Invalid`].
     pub fn into_result(self) -> Result<(), ServiceError> {
         if self.0.is_empty() {

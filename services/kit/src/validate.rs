@@ -48,11 +48,7 @@ mod tests {
     fn fields(check: impl FnOnce(&mut FieldViolations)) -> Vec<String> {
         let mut violations = FieldViolations::new();
         check(&mut violations);
-        violations
-            .into_result()
-            .err()
-            .map(|status| crate::error::violated_fields(&status))
-            .unwrap_or_default()
+        violations.fields()
     }
 
     #[test]
