@@ -161,7 +161,8 @@ pub async fn submitted(
 /// What inserting a notice came to.
 #[derive(Debug)]
 pub enum Inserted {
-    New(Handover),
+    /// The new handover (boxed: the other outcomes carry nothing).
+    New(Box<Handover>),
     /// The prison's reference is taken: the notice was submitted before (the transaction is
     /// still usable).
     ReferenceTaken,
@@ -209,7 +210,7 @@ pub async fn insert(
     .fetch_optional(conn)
     .await;
     match inserted {
-        Ok(Some(handover)) => Ok(Inserted::New(handover)),
+        Ok(Some(handover)) => Ok(Inserted::New(Box::new(handover))),
         Ok(None) => Ok(Inserted::ReferenceTaken),
         // ON CONFLICT covers only the reference constraint.
         Err(error) if is_unique_violation(&error) => Ok(Inserted::Refused),

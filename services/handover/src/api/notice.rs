@@ -32,7 +32,7 @@ impl Handovers {
         let (prison_id, reference) = (&notice.prison_id, &notice.prison_reference);
         let mut change = self.changes.begin().await?;
         let handover = match store::insert(&mut change, Uuid::now_v7(), &notice, &sealed, now).await? {
-            Inserted::New(handover) => handover,
+            Inserted::New(handover) => *handover,
             Inserted::ReferenceTaken => {
                 let existing = store::submitted(&mut change, prison_id, reference)
                     .await?
