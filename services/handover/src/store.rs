@@ -25,6 +25,12 @@ const COLUMNS: &str = "id, prison_id, prison_reference, submission_fingerprint, 
      assigned_level, assigned_officer_id, report_in_fingerprint, cancel_reason, cancel_note, cancelled_at, \
      updated_at, version";
 
+/// The statement of a step's update of handover `$1`: it sets `set` (parameters from `$2`),
+/// bumps the version every change carries, and returns the updated row.
+fn update(set: &str) -> String {
+    format!("UPDATE handovers SET {set}, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}")
+}
+
 /// A text column holding one of an enumeration's stored names.
 fn stored<T>(row: &PgRow, column: &str, parse: fn(&str) -> Option<T>) -> sqlx::Result<T> {
     let text: String = row.try_get(column)?;
@@ -225,10 +231,9 @@ pub async fn acknowledge(
     by: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET status = $2, acknowledged_at = $3, acknowledged_by_subject = $4,
-             acknowledged_by_role = $5, updated_at = $3, version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
+    Ok(sqlx::query_as(&update(
+        "status = $2, acknowledged_at = $3, acknowledged_by_subject = $4,
+             acknowledged_by_role = $5, updated_at = $3",
     ))
     .bind(id)
     .bind(to.as_str())
@@ -246,16 +251,15 @@ pub async fn confirm_release(
     released_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET status = $2, actual_release_time = $3, updated_at = $4, version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(to.as_str())
-    .bind(released_at)
-    .bind(now)
-    .fetch_one(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&update("status = $2, actual_release_time = $3, updated_at = $4"))
+            .bind(id)
+            .bind(to.as_str())
+            .bind(released_at)
+            .bind(now)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// Records the gate collection; the status does not change.
@@ -265,10 +269,8 @@ pub async fn record_gate_collection(
     collection: &GateCollection,
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET gate_collected_at = $2, gate_collecting_officer_id = $3, updated_at = $4,
-             version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
+    Ok(sqlx::query_as(&update(
+        "gate_collected_at = $2, gate_collecting_officer_id = $3, updated_at = $4",
     ))
     .bind(id)
     .bind(collection.collected_at)
@@ -288,10 +290,9 @@ pub async fn record_report_in(
     fingerprint: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET status = $2, reported_in_at = $3, assigned_level = $4, assigned_officer_id = $5,
-             report_in_fingerprint = $6, updated_at = $7, version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
+    Ok(sqlx::query_as(&update(
+        "status = $2, reported_in_at = $3, assigned_level = $4, assigned_officer_id = $5,
+             report_in_fingerprint = $6, updated_at = $7",
     ))
     .bind(id)
     .bind(to.as_str())
@@ -314,16 +315,15 @@ pub async fn amend(
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
     let destination = change.destination.as_ref();
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET status = $2,
+    Ok(sqlx::query_as(&update(
+        "status = $2,
              expected_release_date = COALESCE($3, expected_release_date),
              township_code = COALESCE($4, township_code),
              county_code = COALESCE($5, county_code),
              acknowledged_at = CASE WHEN $4::text IS NULL THEN acknowledged_at END,
              acknowledged_by_subject = CASE WHEN $4::text IS NULL THEN acknowledged_by_subject END,
              acknowledged_by_role = CASE WHEN $4::text IS NULL THEN acknowledged_by_role END,
-             updated_at = $6, version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
+             updated_at = $6",
     ))
     .bind(id)
     .bind(to.as_str())
@@ -367,10 +367,9 @@ pub async fn cancel(
     cancellation: &Cancellation,
     now: DateTime<Utc>,
 ) -> Result<Handover, ServiceError> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE handovers SET status = $2, cancel_reason = $3, cancel_note = $4, cancelled_at = $5,
-             updated_at = $5, version = version + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
+    Ok(sqlx::query_as(&update(
+        "status = $2, cancel_reason = $3, cancel_note = $4, cancelled_at = $5,
+             updated_at = $5",
     ))
     .bind(id)
     .bind(to.as_str())
