@@ -69,7 +69,7 @@ impl Handovers {
 
     /// Today's date in the office time zone, from the injected clock.
     fn today(&self) -> NaiveDate {
-        domain::office_today(self.clock.now())
+        domain::office_today(self.now())
     }
 
     /// One handover as callers see it, amendments included.
