@@ -4,24 +4,27 @@
 //! report-in (报到). Every step publishes a `handover.*` event through the outbox, so that
 //! risk-alert can watch the report-in deadline and no released person goes unreceived (漏管).
 
+mod api;
 pub mod domain;
-pub mod service;
+mod events;
+mod request;
+mod response;
+mod sealing;
+mod store;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use mesh_kit::{
     CancellationToken,
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
     crypto::FieldCrypto,
-    db, grpc,
-    outbox::{OutboxSignal, Relay, RelayConfig},
+    grpc,
+    host::Host,
 };
 use mesh_proto::handover::handover_service_server::HandoverServiceServer;
 use secrecy::{ExposeSecret, SecretBox};
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::net::TcpListener;
 
 use crate::domain::{DEFAULT_PAST_TOLERANCE_DAYS, Rules};
 
@@ -81,11 +84,8 @@ impl Settings {
 
 /// A built handover service: database migrated, listener bound, ready to run.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
-    handovers: service::Handovers,
-    keys: TokenKeys,
-    relay: Relay,
+    host: Host,
+    api: api::Handovers,
 }
 
 impl Application {
@@ -94,57 +94,34 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
-        let crypto = Arc::new(FieldCrypto::new(
+        let host = Host::build("handover", &settings.common, &MIGRATOR).await?;
+        let sealer = sealing::Sealer::new(FieldCrypto::new(
             &settings.field_encryption_key,
             settings.blind_index_key,
         ));
-        let signal = OutboxSignal::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::from_settings(&settings.common, "handover"),
-            signal.clone(),
-        )?;
-        let handovers = service::Handovers::new(
-            pool.clone(),
-            crypto,
+        let api = api::Handovers::new(
+            host.changes(),
+            host.cursors(),
+            sealer,
             clock,
-            signal,
             settings.common.topics.handover.clone(),
             settings.rules,
         );
-        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
-        let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self {
-            listener,
-            pool,
-            handovers,
-            keys,
-            relay,
-        })
+        Ok(Self { host, api })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.host.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.host.pool()
     }
 
     /// Serves until `shutdown`, then drains calls and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let service = tonic::service::interceptor::InterceptedService::new(
-            HandoverServiceServer::new(self.handovers).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
-            self.keys.interceptor(),
-        );
-        tracing::info!(addr = %self.listener.local_addr()?, "handover listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
-        shutdown.cancel();
-        relay.await?;
-        self.pool.close().await;
-        served
+        let service = HandoverServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+        self.host.serve(service, shutdown).await
     }
 }
 
