@@ -162,19 +162,7 @@ impl AreaPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
-            .map(|time| time.with_timezone(&Utc))
-            .unwrap_or_default()
-    }
-
-    fn jurisdiction() -> Jurisdiction {
-        Jurisdiction {
-            township_code: "620702001".into(),
-            county_code: "620702".into(),
-        }
-    }
+    use crate::domain::fixtures::{jurisdiction, now};
 
     #[test]
     fn haversine_matches_known_distances() {

@@ -301,15 +301,35 @@ pub fn assess(
     }
 }
 
+/// Values the unit tests of every layer share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use chrono::{DateTime, Utc};
 
-    fn now() -> DateTime<Utc> {
+    use super::Jurisdiction;
+
+    /// The tests' "now": a fixed instant, so windows and deadlines are exact.
+    pub fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
             .map(|time| time.with_timezone(&Utc))
             .unwrap_or_default()
     }
+
+    /// A township of the demo directory and its county.
+    pub fn jurisdiction() -> Jurisdiction {
+        Jurisdiction {
+            township_code: "620702001".into(),
+            county_code: "620702".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        fixtures::{jurisdiction, now},
+        *,
+    };
 
     #[test]
     fn device_time_window_edges() {
@@ -383,13 +403,6 @@ mod tests {
             assert_eq!(Method::parse(method.as_str()), Some(method));
         }
         assert_eq!(Method::from_proto(0), None);
-    }
-
-    fn jurisdiction() -> Jurisdiction {
-        Jurisdiction {
-            township_code: "620702001".into(),
-            county_code: "620702".into(),
-        }
     }
 
     fn valid_checkin(position: Option<Position>, identity: Identity) -> ValidCheckin {

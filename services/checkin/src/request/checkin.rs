@@ -292,16 +292,10 @@ pub fn fingerprint(new: &pb::NewCheckin) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
-    use mesh_kit::{error::violated_fields, proto_time::to_timestamp};
-    use tonic::Status;
+    use mesh_kit::proto_time::to_timestamp;
 
     use super::*;
-
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
-            .map(|time| time.with_timezone(&Utc))
-            .unwrap_or_default()
-    }
+    use crate::domain::fixtures::now;
 
     fn home_visit() -> pb::NewCheckin {
         pb::NewCheckin {
@@ -329,7 +323,8 @@ mod tests {
     fn fields_of(new: &pb::NewCheckin, officer: Option<&str>) -> Vec<String> {
         match checkin(new, "checkin.", now(), &Rules::default(), officer) {
             Ok(_) => Vec::new(),
-            Err(error) => violated_fields(&Status::from(error)),
+            Err(ServiceError::Invalid(violations)) => violations.fields(),
+            Err(other) => panic!("not a validation error: {other}"),
         }
     }
 

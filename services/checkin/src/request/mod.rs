@@ -234,18 +234,18 @@ pub fn supervisee(snapshot: &registry_pb::SuperviseeSnapshot) -> Result<Projecte
 
 #[cfg(test)]
 mod tests {
-    use mesh_kit::{error::violated_fields, proto_time::to_timestamp};
+    use mesh_kit::proto_time::to_timestamp;
     use mesh_proto::common;
     use secrecy::SecretString;
-    use tonic::Status;
 
     use super::*;
 
-    fn fields<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> Vec<String> {
-        result
-            .err()
-            .map(|error| violated_fields(&Status::from(error)))
-            .unwrap_or_default()
+    fn fields<T>(result: Result<T, ServiceError>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(ServiceError::Invalid(violations)) => violations.fields(),
+            Err(other) => panic!("not a validation error: {other}"),
+        }
     }
 
     #[test]
