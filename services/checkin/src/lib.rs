@@ -4,26 +4,29 @@
 //! supervisees to know who may check in and where they are supervised; publishes
 //! `checkin.recorded` so risk-alert can move deadlines and raise out-of-area alerts.
 
+pub mod api;
 pub mod domain;
 pub mod projection;
-pub mod service;
+pub mod request;
+pub mod response;
+pub mod store;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use mesh_kit::{
     CancellationToken,
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
-    consumer::{ConsumerConfig, EventConsumer},
-    db, grpc,
-    outbox::{OutboxSignal, Relay, RelayConfig},
+    grpc,
+    host::Host,
 };
 use mesh_proto::checkin::checkin_service_server::CheckinServiceServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::net::TcpListener;
 
-use crate::{domain::Rules, projection::RegistryProjection};
+use crate::{
+    domain::{AreaPolicy, Rules},
+    projection::RegistryProjection,
+};
 
 /// The check-in service's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/checkin");
@@ -90,14 +93,10 @@ impl Settings {
     }
 }
 
-/// A built check-in service: database migrated, listener bound, consumer subscribed.
+/// A built check-in service: database migrated, listener bound, projection subscribed.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
-    checkins: service::Checkins,
-    keys: TokenKeys,
-    relay: Relay,
-    projection: EventConsumer<RegistryProjection>,
+    host: Host,
+    api: api::Checkins,
 }
 
 impl Application {
@@ -106,62 +105,35 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
-        let signal = OutboxSignal::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::from_settings(&settings.common, "checkin"),
-            signal.clone(),
-        )?;
-        let projection = EventConsumer::new(
-            pool.clone(),
-            RegistryProjection,
-            ConsumerConfig::from_settings(&settings.common, &[&settings.common.topics.registry]),
-        )?;
-        let checkins = service::Checkins::new(
-            pool.clone(),
+        let mut host = Host::build("checkin", &settings.common, &MIGRATOR).await?;
+        host.consume(RegistryProjection, &[&settings.common.topics.registry])?;
+        let areas = AreaPolicy {
+            default_radius_m: settings.default_area_radius_m,
+        };
+        let api = api::Checkins::new(
+            host.changes(),
+            host.cursors(),
             clock,
-            signal,
             settings.common.topics.checkin.clone(),
             settings.rules,
-            settings.default_area_radius_m,
+            areas,
         );
-        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
-        let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self {
-            listener,
-            pool,
-            checkins,
-            keys,
-            relay,
-            projection,
-        })
+        Ok(Self { host, api })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.host.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.host.pool()
     }
 
     /// Serves until `shutdown`, then drains calls, stops the projection (committing what it
     /// applied) and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let projection = tokio::spawn(self.projection.run(shutdown.clone()));
-        let service = tonic::service::interceptor::InterceptedService::new(
-            CheckinServiceServer::new(self.checkins).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
-            self.keys.interceptor(),
-        );
-        tracing::info!(addr = %self.listener.local_addr()?, "checkin listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
-        shutdown.cancel();
-        projection.await?;
-        relay.await?;
-        self.pool.close().await;
-        served
+        let service = CheckinServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+        self.host.serve(service, shutdown).await
     }
 }
 

@@ -9,7 +9,7 @@
 use mesh_kit::consumer::{HandleError, Handler, InboundEvent};
 use sqlx::PgConnection;
 
-use crate::domain;
+use crate::{request, store};
 
 /// Applies registry events to the `supervisees` table.
 #[derive(Debug, Clone, Default)]
@@ -21,36 +21,21 @@ impl Handler for RegistryProjection {
             tracing::debug!(event_type = %event.event_type, "event type not projected; ignored");
             return Ok(());
         };
-        let supervisee = domain::project_snapshot(&snapshot)
+        let supervisee = request::supervisee(&snapshot)
             .map_err(|reason| HandleError::Permanent(format!("{}: {reason}", event.event_type)))?;
-        let applied = sqlx::query(
-            "INSERT INTO supervisees (id, name, township_code, county_code, status, level, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET
-                 name = EXCLUDED.name, township_code = EXCLUDED.township_code,
-                 county_code = EXCLUDED.county_code, status = EXCLUDED.status, level = EXCLUDED.level,
-                 version = EXCLUDED.version, projected_at = now()
-             WHERE supervisees.version < EXCLUDED.version",
-        )
-        .bind(supervisee.id)
-        .bind(&supervisee.name)
-        .bind(&supervisee.township_code)
-        .bind(&supervisee.county_code)
-        .bind(supervisee.status.as_str())
-        .bind(supervisee.level)
-        .bind(supervisee.version)
-        .execute(conn)
-        .await?
-        .rows_affected();
-        if applied == 0 {
-            tracing::debug!(supervisee_id = %supervisee.id, version = supervisee.version, "stale snapshot ignored");
-        } else {
+        // A failed write is the database's trouble, never the event's: retry it.
+        let applied = store::project_supervisee(conn, &supervisee)
+            .await
+            .map_err(|error| HandleError::Transient(error.into()))?;
+        if applied {
             tracing::info!(
                 supervisee_id = %supervisee.id,
                 version = supervisee.version,
                 status = supervisee.status.as_str(),
                 "supervisee projected"
             );
+        } else {
+            tracing::debug!(supervisee_id = %supervisee.id, version = supervisee.version, "stale snapshot ignored");
         }
         Ok(())
     }

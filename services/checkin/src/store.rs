@@ -1,0 +1,343 @@
+//! The one place with SQL: the projected supervisees, the check-ins and the permitted areas,
+//! their rows and how they become domain types. Every function runs on the connection it is
+//! given (a [`Change`](mesh_kit::change::Change), a pooled connection, the consumer's
+//! transaction), so the caller decides what one transaction holds.
+
+use chrono::{DateTime, Utc};
+use mesh_kit::{auth::Caller, error::ServiceError};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{
+    AreaCheck, AreaVersion, Checkin, Circle, Identity, Jurisdiction, Method, Position, ProjectedSupervisee,
+    Supervisee, SuperviseeStatus,
+};
+
+/// Applies a registry snapshot unless a newer (or the same) version is kept already: events
+/// can be redelivered, replayed after a restart or reordered across a rebalance. Returns
+/// whether it was applied.
+pub async fn project_supervisee(
+    conn: &mut PgConnection,
+    supervisee: &ProjectedSupervisee,
+) -> Result<bool, ServiceError> {
+    let applied = sqlx::query(
+        "INSERT INTO supervisees (id, name, township_code, county_code, status, level, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET
+             name = EXCLUDED.name, township_code = EXCLUDED.township_code,
+             county_code = EXCLUDED.county_code, status = EXCLUDED.status, level = EXCLUDED.level,
+             version = EXCLUDED.version, projected_at = now()
+         WHERE supervisees.version < EXCLUDED.version",
+    )
+    .bind(supervisee.id)
+    .bind(&supervisee.name)
+    .bind(&supervisee.jurisdiction.township_code)
+    .bind(&supervisee.jurisdiction.county_code)
+    .bind(supervisee.status.as_str())
+    .bind(supervisee.level.as_str())
+    .bind(supervisee.version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(applied > 0)
+}
+
+/// A supervisee as projected from the registry.
+#[derive(sqlx::FromRow)]
+struct SuperviseeRow {
+    township_code: String,
+    county_code: String,
+    status: String,
+}
+
+/// The projected supervisee `id`, if the registry has told of it.
+pub async fn find_supervisee(conn: &mut PgConnection, id: Uuid) -> Result<Option<Supervisee>, ServiceError> {
+    let row: Option<SuperviseeRow> =
+        sqlx::query_as("SELECT township_code, county_code, status FROM supervisees WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|row| {
+        Ok(Supervisee {
+            status: SuperviseeStatus::parse(&row.status)
+                .ok_or_else(|| ServiceError::internal("unknown projected supervisee status"))?,
+            jurisdiction: Jurisdiction {
+                township_code: row.township_code,
+                county_code: row.county_code,
+            },
+        })
+    })
+    .transpose()
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckinRow {
+    checkin_id: Uuid,
+    supervisee_id: Uuid,
+    method: String,
+    recording_officer_id: String,
+    device_time: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    accuracy_m: Option<f64>,
+    face_match_score: Option<f64>,
+    manual_officer_id: Option<String>,
+    manual_note: Option<String>,
+    identity_verified: bool,
+    captured_offline: bool,
+    out_of_area: bool,
+    distance_outside_m: f64,
+    township_code: String,
+    county_code: String,
+    note: String,
+    content_sha256: Vec<u8>,
+}
+
+const CHECKIN_COLUMNS: &str = "checkin_id, supervisee_id, method, recording_officer_id, device_time, received_at, \
+     latitude, longitude, accuracy_m, face_match_score, manual_officer_id, manual_note, identity_verified, \
+     captured_offline, out_of_area, distance_outside_m, township_code, county_code, note, content_sha256";
+
+impl TryFrom<CheckinRow> for Checkin {
+    type Error = ServiceError;
+
+    fn try_from(row: CheckinRow) -> Result<Self, ServiceError> {
+        let method = Method::parse(&row.method)
+            .ok_or_else(|| ServiceError::internal("unknown stored check-in method"))?;
+        // The table's checks keep a position all or nothing, and exactly one verification.
+        let position = match (row.latitude, row.longitude, row.accuracy_m) {
+            (Some(latitude), Some(longitude), Some(accuracy_m)) => Some(Position {
+                latitude,
+                longitude,
+                accuracy_m,
+            }),
+            _ => None,
+        };
+        let identity = match (row.face_match_score, row.manual_officer_id) {
+            (Some(score), None) => Identity::FaceMatch { score },
+            (None, Some(officer_id)) => Identity::Manual {
+                officer_id,
+                note: row.manual_note.unwrap_or_default(),
+            },
+            _ => {
+                return Err(ServiceError::internal(
+                    "stored check-in without one identity verification",
+                ));
+            }
+        };
+        Ok(Checkin {
+            checkin_id: row.checkin_id,
+            supervisee_id: row.supervisee_id,
+            method,
+            recording_officer_id: row.recording_officer_id,
+            device_time: row.device_time,
+            received_at: row.received_at,
+            position,
+            identity,
+            identity_verified: row.identity_verified,
+            captured_offline: row.captured_offline,
+            area: AreaCheck {
+                out_of_area: row.out_of_area,
+                distance_outside_m: row.distance_outside_m,
+            },
+            jurisdiction: Jurisdiction {
+                township_code: row.township_code,
+                county_code: row.county_code,
+            },
+            note: row.note,
+            fingerprint: row.content_sha256,
+        })
+    }
+}
+
+/// The stored check-in `id`, if any (read on the pool or in a transaction).
+pub async fn find_checkin(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Checkin>, ServiceError> {
+    let row: Option<CheckinRow> = sqlx::query_as(&format!(
+        "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE checkin_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(Checkin::try_from).transpose()
+}
+
+/// Stores `checkin`, recorded by `caller`, and returns it as stored (times to the
+/// microsecond); `None` when its id is taken (a concurrent twin committed first).
+pub async fn insert_checkin(
+    conn: &mut PgConnection,
+    checkin: &Checkin,
+    caller: &Caller,
+) -> Result<Option<Checkin>, ServiceError> {
+    let (face_match_score, manual_officer_id, manual_note) = match &checkin.identity {
+        Identity::FaceMatch { score } => (Some(*score), None, None),
+        Identity::Manual { officer_id, note } => (None, Some(officer_id.as_str()), Some(note.as_str())),
+    };
+    let position = checkin.position;
+    let row: Option<CheckinRow> = sqlx::query_as(&format!(
+        "INSERT INTO checkins (checkin_id, supervisee_id, method, recording_officer_id, device_time, received_at,
+             latitude, longitude, accuracy_m, face_match_score, manual_officer_id, manual_note,
+             identity_verified, captured_offline, out_of_area, distance_outside_m, township_code,
+             county_code, note, content_sha256, recorded_by_subject, recorded_by_role)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+         ON CONFLICT (checkin_id) DO NOTHING
+         RETURNING {CHECKIN_COLUMNS}"
+    ))
+    .bind(checkin.checkin_id)
+    .bind(checkin.supervisee_id)
+    .bind(checkin.method.as_str())
+    .bind(&checkin.recording_officer_id)
+    .bind(checkin.device_time)
+    .bind(checkin.received_at)
+    .bind(position.map(|p| p.latitude))
+    .bind(position.map(|p| p.longitude))
+    .bind(position.map(|p| p.accuracy_m))
+    .bind(face_match_score)
+    .bind(manual_officer_id)
+    .bind(manual_note)
+    .bind(checkin.identity_verified)
+    .bind(checkin.captured_offline)
+    .bind(checkin.area.out_of_area)
+    .bind(checkin.area.distance_outside_m)
+    .bind(&checkin.jurisdiction.township_code)
+    .bind(&checkin.jurisdiction.county_code)
+    .bind(&checkin.note)
+    .bind(checkin.fingerprint.as_slice())
+    .bind(&caller.subject)
+    .bind(caller.role.as_str())
+    .fetch_optional(conn)
+    .await?;
+    row.map(Checkin::try_from).transpose()
+}
+
+/// A supervisee's check-ins with device times in `[start, end)`, newest first, after the
+/// check-in `after` (device time, id) of the previous page; at most `limit`.
+pub async fn list_checkins(
+    conn: &mut PgConnection,
+    supervisee_id: Uuid,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Checkin>, ServiceError> {
+    let rows: Vec<CheckinRow> = sqlx::query_as(&format!(
+        "SELECT {CHECKIN_COLUMNS} FROM checkins
+         WHERE supervisee_id = $1 AND device_time >= $2 AND device_time < $3
+           AND ($4::timestamptz IS NULL OR (device_time, checkin_id) < ($4, $5::uuid))
+         ORDER BY device_time DESC, checkin_id DESC LIMIT $6"
+    ))
+    .bind(supervisee_id)
+    .bind(start)
+    .bind(end)
+    .bind(after.map(|(time, _)| time))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Checkin::try_from).collect()
+}
+
+/// The circles a township has set, in the order given (none if it has set none).
+pub async fn area_circles(conn: &mut PgConnection, township_code: &str) -> Result<Vec<Circle>, ServiceError> {
+    let rows: Vec<(f64, f64, f64)> = sqlx::query_as(
+        "SELECT latitude, longitude, radius_m FROM permitted_area_circles
+         WHERE township_code = $1 ORDER BY position",
+    )
+    .bind(township_code)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(latitude, longitude, radius_m)| Circle {
+            latitude,
+            longitude,
+            radius_m,
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct AreaRow {
+    version: i64,
+    updated_by_subject: String,
+    updated_by_role: String,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<AreaRow> for AreaVersion {
+    fn from(row: AreaRow) -> Self {
+        AreaVersion {
+            version: row.version,
+            updated_by_subject: row.updated_by_subject,
+            updated_by_role: row.updated_by_role,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The area a township has set, with its circles; `None` if it never set one.
+pub async fn find_area(
+    conn: &mut PgConnection,
+    township_code: &str,
+) -> Result<Option<(AreaVersion, Vec<Circle>)>, ServiceError> {
+    let area: Option<AreaRow> = sqlx::query_as(
+        "SELECT version, updated_by_subject, updated_by_role, updated_at
+         FROM permitted_areas WHERE township_code = $1",
+    )
+    .bind(township_code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(area) = area else {
+        return Ok(None);
+    };
+    let circles = area_circles(conn, township_code).await?;
+    Ok(Some((area.into(), circles)))
+}
+
+/// Replaces a township's permitted area with `circles`, set by `caller` at `now`, and
+/// returns its new version.
+pub async fn replace_area(
+    conn: &mut PgConnection,
+    township: &Jurisdiction,
+    circles: &[Circle],
+    caller: &Caller,
+    now: DateTime<Utc>,
+) -> Result<AreaVersion, ServiceError> {
+    // The upsert locks the township's row, so concurrent replacements apply one after
+    // the other and each bumps the version.
+    let area: AreaRow = sqlx::query_as(
+        "INSERT INTO permitted_areas (township_code, county_code, version, updated_by_subject, updated_by_role, updated_at)
+         VALUES ($1, $2, 1, $3, $4, $5)
+         ON CONFLICT (township_code) DO UPDATE SET
+             version = permitted_areas.version + 1, updated_by_subject = EXCLUDED.updated_by_subject,
+             updated_by_role = EXCLUDED.updated_by_role, updated_at = EXCLUDED.updated_at
+         RETURNING version, updated_by_subject, updated_by_role, updated_at",
+    )
+    .bind(&township.township_code)
+    .bind(&township.county_code)
+    .bind(&caller.subject)
+    .bind(caller.role.as_str())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM permitted_area_circles WHERE township_code = $1")
+        .bind(&township.township_code)
+        .execute(&mut *conn)
+        .await?;
+    let positions: Vec<i32> = (0..circles.len())
+        .map(|index| i32::try_from(index).unwrap_or(i32::MAX))
+        .collect();
+    let latitudes: Vec<f64> = circles.iter().map(|circle| circle.latitude).collect();
+    let longitudes: Vec<f64> = circles.iter().map(|circle| circle.longitude).collect();
+    let radii: Vec<f64> = circles.iter().map(|circle| circle.radius_m).collect();
+    sqlx::query(
+        "INSERT INTO permitted_area_circles (township_code, position, latitude, longitude, radius_m)
+         SELECT $1, * FROM UNNEST($2::int4[], $3::float8[], $4::float8[], $5::float8[])",
+    )
+    .bind(&township.township_code)
+    .bind(&positions)
+    .bind(&latitudes)
+    .bind(&longitudes)
+    .bind(&radii)
+    .execute(conn)
+    .await?;
+    Ok(area.into())
+}
