@@ -21,12 +21,10 @@ use crate::domain::{
 /// How far ahead of the server's clock a reported time may be (devices' clocks drift).
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
-/// A request's `supervisee_id`.
+/// A request's `supervisee_id` (a request with no other field).
 pub fn supervisee_id(value: &str) -> Result<Uuid, ServiceError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ServiceError::invalid("supervisee_id", "must be a UUID"))
+    let mut violations = FieldViolations::new();
+    parse_id(&mut violations, value).ok_or(ServiceError::Invalid(violations))
 }
 
 /// Validates a registration (typed in by an officer, or built from a handover's report-in).
@@ -178,15 +176,20 @@ pub struct LevelChange {
     pub reason: String,
 }
 
-/// Checks the fields one after another: the first bad one answers (as this RPC always has).
 pub fn level_change(request: &pb::ChangeLevelRequest) -> Result<LevelChange, ServiceError> {
-    let id = supervisee_id(&request.supervisee_id)?;
-    let level = Level::from_proto(request.level)
-        .ok_or_else(|| ServiceError::invalid("level", "must be strict, normal or lenient"))?;
     let mut violations = FieldViolations::new();
+    let id = parse_id(&mut violations, &request.supervisee_id);
+    let level = required(
+        &mut violations,
+        "level",
+        Level::from_proto(request.level),
+        "must be strict, normal or lenient",
+    );
     let reason = check_text(&mut violations, "reason", &request.reason, MAX_REASON_CHARS);
-    violations.into_result()?;
-    Ok(LevelChange { id, level, reason })
+    match (id, level) {
+        (Some(id), Some(level)) if violations.is_empty() => Ok(LevelChange { id, level, reason }),
+        _ => Err(ServiceError::Invalid(violations)),
+    }
 }
 
 /// A validated transfer.
@@ -199,10 +202,9 @@ pub struct Transfer {
     pub reason: String,
 }
 
-/// An unparsable `supervisee_id` answers alone; the other fields are checked together.
 pub fn transfer(request: &pb::TransferSuperviseeRequest) -> Result<Transfer, ServiceError> {
-    let id = supervisee_id(&request.supervisee_id)?;
     let mut violations = FieldViolations::new();
+    let id = parse_id(&mut violations, &request.supervisee_id);
     check_jurisdiction(
         &mut violations,
         "to_township_code",
@@ -218,16 +220,18 @@ pub fn transfer(request: &pb::TransferSuperviseeRequest) -> Result<Transfer, Ser
         );
     }
     let reason = check_text(&mut violations, "reason", &request.reason, MAX_REASON_CHARS);
-    violations.into_result()?;
-    Ok(Transfer {
-        id,
-        to: Jurisdiction {
-            township_code: request.to_township_code.clone(),
-            county_code: request.to_county_code.clone(),
-        },
-        officer_id,
-        reason,
-    })
+    match id {
+        Some(id) if violations.is_empty() => Ok(Transfer {
+            id,
+            to: Jurisdiction {
+                township_code: request.to_township_code.clone(),
+                county_code: request.to_county_code.clone(),
+            },
+            officer_id,
+            reason,
+        }),
+        _ => Err(ServiceError::Invalid(violations)),
+    }
 }
 
 /// A validated status change.
@@ -240,13 +244,12 @@ pub struct StatusChange {
     pub effective_at: DateTime<Utc>,
 }
 
-/// An unparsable `supervisee_id` answers alone; the other fields are checked together.
 pub fn status_change(
     request: &pb::ChangeStatusRequest,
     now: DateTime<Utc>,
 ) -> Result<StatusChange, ServiceError> {
-    let id = supervisee_id(&request.supervisee_id)?;
     let mut violations = FieldViolations::new();
+    let id = parse_id(&mut violations, &request.supervisee_id);
     let status = required(
         &mut violations,
         "status",
@@ -263,8 +266,8 @@ pub fn status_change(
         },
         "must be a valid time, not in the future",
     );
-    match (status, effective_at) {
-        (Some(status), Some(effective_at)) if violations.is_empty() => Ok(StatusChange {
+    match (id, status, effective_at) {
+        (Some(id), Some(status), Some(effective_at)) if violations.is_empty() => Ok(StatusChange {
             id,
             status,
             reason,
@@ -272,6 +275,15 @@ pub fn status_change(
         }),
         _ => Err(ServiceError::Invalid(violations)),
     }
+}
+
+fn parse_id(violations: &mut FieldViolations, value: &str) -> Option<Uuid> {
+    required(
+        violations,
+        "supervisee_id",
+        value.trim().parse().ok(),
+        "must be a UUID",
+    )
 }
 
 /// `value`, recording a violation of `field` when there is none: so a missing value is
@@ -412,8 +424,29 @@ mod tests {
         };
         assert_eq!(
             fields(status_change(&bad_id, now()).expect_err("invalid")),
-            "supervisee_id: must be a UUID"
+            "supervisee_id: must be a UUID; status: must be a known status; \
+             effective_at: must be a valid time, not in the future"
         );
+    }
+
+    #[test]
+    fn a_level_change_names_every_bad_field() {
+        let request = pb::ChangeLevelRequest {
+            supervisee_id: "not-a-uuid".into(),
+            level: 0,
+            reason: String::new(),
+        };
+        let Err(ServiceError::Invalid(violations)) = level_change(&request) else {
+            panic!("not a validation error");
+        };
+        assert_eq!(violations.fields(), ["supervisee_id", "level", "reason"]);
+        let request = pb::ChangeLevelRequest {
+            supervisee_id: format!(" {} ", Uuid::nil()),
+            level: pb::SupervisionLevel::Lenient as i32,
+            reason: "stable for a year".into(),
+        };
+        let change = level_change(&request).expect("valid");
+        assert_eq!((change.id, change.level), (Uuid::nil(), Level::Lenient));
     }
 
     #[test]
