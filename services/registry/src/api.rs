@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::{
     domain::Supervisee,
     events::{Events, Published},
-    registration, request, response,
+    registration::{self, Publish},
+    request, response,
     sealing::Sealer,
     store,
 };
@@ -199,9 +200,7 @@ impl Registry {
         published: Published,
         supervisee: Supervisee,
     ) -> Result<pb::Supervisee, ServiceError> {
-        change
-            .publish(caller, published.event, Some(supervisee.id), published.detail)
-            .await?;
+        Publish::publish(&mut change, caller, published).await?;
         change.commit().await?;
         response::supervisee(&self.sealer, &supervisee)
     }

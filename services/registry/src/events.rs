@@ -11,6 +11,7 @@ use mesh_kit::{
 use mesh_proto::registry as pb;
 use prost::Message;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     domain::{Jurisdiction, Level, Supervisee, SupervisionStatus},
@@ -20,6 +21,7 @@ use crate::{
 /// An event to publish about a supervisee, and the detail of its audit record.
 #[derive(Debug)]
 pub struct Published {
+    pub subject_id: Uuid,
     pub event: NewEvent,
     pub detail: Value,
 }
@@ -121,6 +123,7 @@ impl Events {
         detail: Value,
     ) -> Published {
         Published {
+            subject_id: supervisee.id,
             event: NewEvent {
                 topic: self.topic.clone(),
                 key: supervisee.id.to_string(),

@@ -28,7 +28,6 @@ pub trait Publish: Send {
         &mut self,
         caller: &Caller,
         published: Published,
-        subject_id: uuid::Uuid,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
@@ -37,14 +36,11 @@ impl Publish for Change {
         self
     }
 
-    async fn publish(
-        &mut self,
-        caller: &Caller,
-        published: Published,
-        subject_id: uuid::Uuid,
-    ) -> Result<(), ServiceError> {
-        Change::publish(self, caller, published.event, Some(subject_id), published.detail).await?;
-        Ok(())
+    async fn publish(&mut self, caller: &Caller, published: Published) -> Result<(), ServiceError> {
+        let subject_id = Some(published.subject_id);
+        Change::publish(self, caller, published.event, subject_id, published.detail)
+            .await
+            .map(drop)
     }
 }
 
@@ -53,14 +49,10 @@ impl Publish for PgConnection {
         self
     }
 
-    async fn publish(
-        &mut self,
-        caller: &Caller,
-        published: Published,
-        subject_id: uuid::Uuid,
-    ) -> Result<(), ServiceError> {
-        audit::record_change(self, caller, published.event, Some(subject_id), published.detail).await?;
-        Ok(())
+    async fn publish(&mut self, caller: &Caller, published: Published) -> Result<(), ServiceError> {
+        let (event, detail) = (published.event, published.detail);
+        let written = audit::record_change(self, caller, event, Some(published.subject_id), detail);
+        written.await.map_err(ServiceError::from)
     }
 }
 
@@ -78,6 +70,6 @@ pub async fn register<T: Publish + ?Sized>(
         .await?
         .ok_or(RegisterError::AlreadyOpen)?;
     let published = events.registered(&supervisee, caller, handover_id);
-    tx.publish(caller, published, supervisee.id).await?;
+    tx.publish(caller, published).await?;
     Ok(supervisee)
 }
