@@ -1,50 +1,31 @@
-//! The registry's domain rules as pure functions: the supervision status machine, the
-//! enumerations as stored in the database, and validation of a registration request.
+//! The registry's rules as pure functions over domain values (the clock passed in as a
+//! value): the supervision status machine, what a level change, a transfer and a status
+//! change do to a supervisee, and where a new registration starts. No proto, SQL or gRPC.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use mesh_kit::{
-    error::FieldViolations,
-    jurisdiction::Directory,
-    national_id::NationalId,
-    proto_time::{from_date, from_timestamp},
-    validate::{check_jurisdiction, check_text},
-};
-use mesh_proto::registry as pb;
+use mesh_kit::{error::ServiceError, national_id::NationalId};
+use uuid::Uuid;
 
-mesh_kit::stored_enum!(Category, pb::Category, {
-    PublicSurveillance = "public_surveillance" => PublicSurveillance,
-    Probation = "probation" => Probation,
-    Parole = "parole" => Parole,
-    TemporaryExecutionOutsidePrison = "temporary_execution_outside_prison" => TemporaryExecutionOutsidePrison,
-});
+pub use crate::enums::{Category, Level, SupervisionStatus};
+use crate::sealing::Sealed;
 
-mesh_kit::stored_enum!(Level, pb::SupervisionLevel, {
-    Strict = "strict" => Strict,
-    Normal = "normal" => Normal,
-    Lenient = "lenient" => Lenient,
-});
+/// Longest free-text fields, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_ADDRESS_CHARS: usize = 256;
+pub const MAX_REASON_CHARS: usize = 500;
+pub const MAX_OFFICER_ID_CHARS: usize = 64;
 
-mesh_kit::stored_enum!(Status, pb::SuperviseeStatus, {
-    PendingReportIn = "pending_report_in" => PendingReportIn,
-    Active = "active" => Active,
-    Suspended = "suspended" => Suspended,
-    Absconded = "absconded" => Absconded,
-    Terminated = "terminated" => Terminated,
-    Revoked = "revoked" => Revoked,
-    Deceased = "deceased" => Deceased,
-});
-
-impl Status {
+impl SupervisionStatus {
     /// Terminated, revoked and deceased end a supervision for good.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Terminated | Status::Revoked | Status::Deceased)
+        matches!(self, Self::Terminated | Self::Revoked | Self::Deceased)
     }
 
     /// Whether the status machine allows `self → next`:
     /// pending report-in → active; active → suspended | absconded; suspended | absconded →
     /// active; any non-final status → terminated | revoked | deceased.
-    pub fn can_become(self, next: Status) -> bool {
-        use Status::*;
+    pub fn can_become(self, next: SupervisionStatus) -> bool {
+        use SupervisionStatus::*;
         if self.is_final() {
             return false;
         }
@@ -58,11 +39,12 @@ impl Status {
     }
 }
 
-/// Longest free-text fields, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-pub const MAX_ADDRESS_CHARS: usize = 256;
-pub const MAX_REASON_CHARS: usize = 500;
-pub const MAX_OFFICER_ID_CHARS: usize = 64;
+/// The township office (and its county bureau) that supervises a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jurisdiction {
+    pub township_code: String,
+    pub county_code: String,
+}
 
 /// A registration that passed validation.
 #[derive(Debug, Clone)]
@@ -73,8 +55,7 @@ pub struct Registration {
     pub term_start: NaiveDate,
     pub term_end: NaiveDate,
     pub level: Level,
-    pub township_code: String,
-    pub county_code: String,
+    pub jurisdiction: Jurisdiction,
     pub officer_id: String,
     pub phone: String,
     pub address: String,
@@ -82,100 +63,133 @@ pub struct Registration {
     pub needs_employment: bool,
 }
 
-fn check_phone(violations: &mut FieldViolations, phone: &str) -> String {
-    let phone = phone.trim();
-    let digits = phone.strip_prefix('+').unwrap_or(phone);
-    if digits.len() < 5 || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        violations.add("phone", "must be 5 to 20 digits, optionally starting with +");
+impl Registration {
+    /// A person who has already reported in starts active; anyone else is awaited.
+    pub fn initial_status(&self) -> SupervisionStatus {
+        if self.reported_at.is_some() {
+            SupervisionStatus::Active
+        } else {
+            SupervisionStatus::PendingReportIn
+        }
     }
-    phone.to_owned()
 }
 
-/// Validates a registration request, naming every invalid field.
-pub fn validate_registration(
-    request: &pb::RegisterSuperviseeRequest,
-    now: DateTime<Utc>,
-) -> Result<Registration, tonic::Status> {
-    let mut violations = FieldViolations::new();
-    let today = now.with_timezone(&Directory::get().time_zone).date_naive();
-    let name = check_text(&mut violations, "name", &request.name, MAX_NAME_CHARS);
-    let national_id = match NationalId::parse(&request.national_id, today) {
-        Ok(id) => Some(id),
-        Err(error) => {
-            violations.add("national_id", error.to_string());
-            None
-        }
-    };
-    let category = Category::from_proto(request.category);
-    if category.is_none() {
-        violations.add(
-            "category",
-            "must be one of the four community-corrections categories",
-        );
-    }
-    let term_start = request.term_start.as_ref().and_then(from_date);
-    let term_end = request.term_end.as_ref().and_then(from_date);
-    violations.require(term_start.is_some(), "term_start", "must be a valid date");
-    violations.require(term_end.is_some(), "term_end", "must be a valid date");
-    if let (Some(start), Some(end)) = (term_start, term_end)
-        && end < start
-    {
-        violations.add("term_end", "must not be before term_start");
-    }
-    let level = Level::from_proto(request.level);
-    violations.require(level.is_some(), "level", "must be strict, normal or lenient");
-    check_jurisdiction(
-        &mut violations,
-        "township_code",
-        &request.township_code,
-        "county_code",
-        &request.county_code,
-    );
-    let officer_id = check_text(
-        &mut violations,
-        "officer_id",
-        &request.officer_id,
-        MAX_OFFICER_ID_CHARS,
-    );
-    let phone = check_phone(&mut violations, &request.phone);
-    let address = check_text(&mut violations, "address", &request.address, MAX_ADDRESS_CHARS);
-    let reported_at = match &request.reported_at {
-        None => None,
-        Some(timestamp) => match from_timestamp(timestamp) {
-            Some(time) if time <= now + chrono::Duration::minutes(5) => Some(time),
-            _ => {
-                violations.add("reported_at", "must be a valid time, not in the future");
-                None
+/// A registered supervisee as stored.
+#[derive(Debug, Clone)]
+pub struct Supervisee {
+    pub id: Uuid,
+    pub name: String,
+    /// National ID, phone and address, sealed (see [`crate::sealing`]).
+    pub personal: Sealed,
+    pub category: Category,
+    pub term_start: NaiveDate,
+    pub term_end: NaiveDate,
+    pub level: Level,
+    pub jurisdiction: Jurisdiction,
+    pub officer_id: String,
+    pub status: SupervisionStatus,
+    pub needs_employment: bool,
+    pub reported_at: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// Why a supervisee's level, township or status may not change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the supervision has ended")]
+    Ended,
+    /// A transfer to the township that already supervises the person.
+    #[error("is the current township")]
+    SameTownship,
+    #[error("illegal status transition from {from} to {to}")]
+    IllegalTransition {
+        from: SupervisionStatus,
+        to: SupervisionStatus,
+    },
+}
+
+impl From<ChangeError> for ServiceError {
+    fn from(error: ChangeError) -> Self {
+        match error {
+            ChangeError::SameTownship => ServiceError::invalid("to_township_code", error.to_string()),
+            ChangeError::Ended | ChangeError::IllegalTransition { .. } => {
+                ServiceError::precondition(error.to_string())
             }
-        },
-    };
-    violations.into_result()?;
-    match (national_id, category, term_start, term_end, level) {
-        (Some(national_id), Some(category), Some(term_start), Some(term_end), Some(level)) => {
-            Ok(Registration {
-                name,
-                national_id,
-                category,
-                term_start,
-                term_end,
-                level,
-                township_code: request.township_code.clone(),
-                county_code: request.county_code.clone(),
-                officer_id,
-                phone,
-                address,
-                reported_at,
-                needs_employment: request.needs_employment,
-            })
         }
-        _ => Err(tonic::Status::internal("validation inconsistency")),
+    }
+}
+
+/// Why a registration was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The person already has an open supervision (one open supervision per person).
+    #[error("this person already has an open supervision")]
+    AlreadyOpen,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<RegisterError> for ServiceError {
+    fn from(error: RegisterError) -> Self {
+        match error {
+            RegisterError::AlreadyOpen => ServiceError::conflict(error.to_string()),
+            RegisterError::Service(error) => error,
+        }
+    }
+}
+
+impl Supervisee {
+    /// Sets the supervision level; returns the previous one, or `None` when the level is
+    /// already `to` (a retried request changes nothing and emits nothing).
+    pub fn change_level(&mut self, to: Level) -> Result<Option<Level>, ChangeError> {
+        if self.status.is_final() {
+            return Err(ChangeError::Ended);
+        }
+        if self.level == to {
+            return Ok(None);
+        }
+        Ok(Some(std::mem::replace(&mut self.level, to)))
+    }
+
+    /// Moves the supervision to another township office and officer; returns the previous
+    /// jurisdiction.
+    pub fn transfer(&mut self, to: Jurisdiction, officer_id: String) -> Result<Jurisdiction, ChangeError> {
+        if self.status.is_final() {
+            return Err(ChangeError::Ended);
+        }
+        if self.jurisdiction.township_code == to.township_code {
+            return Err(ChangeError::SameTownship);
+        }
+        self.officer_id = officer_id;
+        Ok(std::mem::replace(&mut self.jurisdiction, to))
+    }
+
+    /// Moves the status along the status machine; returns the previous status. Becoming
+    /// active records the report-in time (`now`) unless one is already recorded.
+    pub fn change_status(
+        &mut self,
+        to: SupervisionStatus,
+        now: DateTime<Utc>,
+    ) -> Result<SupervisionStatus, ChangeError> {
+        if !self.status.can_become(to) {
+            return Err(ChangeError::IllegalTransition {
+                from: self.status,
+                to,
+            });
+        }
+        if to == SupervisionStatus::Active {
+            self.reported_at.get_or_insert(now);
+        }
+        Ok(std::mem::replace(&mut self.status, to))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Status::*;
+    use SupervisionStatus::*;
 
     #[test]
     fn every_legal_and_illegal_transition() {
@@ -198,8 +212,8 @@ mod tests {
             (Absconded, Revoked),
             (Absconded, Deceased),
         ];
-        for &from in Status::ALL {
-            for &to in Status::ALL {
+        for &from in SupervisionStatus::ALL {
+            for &to in SupervisionStatus::ALL {
                 let expected = legal.contains(&(from, to));
                 assert_eq!(from.can_become(to), expected, "{from:?} → {to:?}");
             }
@@ -212,19 +226,105 @@ mod tests {
         assert!(!Deceased.can_become(Revoked));
     }
 
+    fn time(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("valid")
+    }
+
+    fn jurisdiction(township_code: &str) -> Jurisdiction {
+        Jurisdiction {
+            township_code: township_code.into(),
+            county_code: "620702".into(),
+        }
+    }
+
+    fn supervisee(status: SupervisionStatus) -> Supervisee {
+        Supervisee {
+            id: Uuid::now_v7(),
+            name: "测试人员".into(),
+            personal: Sealed {
+                national_id: Vec::new(),
+                phone: Vec::new(),
+                address: Vec::new(),
+            },
+            category: Category::Parole,
+            term_start: NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"),
+            term_end: NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"),
+            level: Level::Normal,
+            jurisdiction: jurisdiction("620702001"),
+            officer_id: "officer-1".into(),
+            status,
+            needs_employment: false,
+            reported_at: None,
+            registered_at: time(0),
+            updated_at: time(0),
+            version: 1,
+        }
+    }
+
     #[test]
-    fn stored_names_round_trip() {
-        for &status in Status::ALL {
-            assert_eq!(Status::parse(status.as_str()), Some(status));
-            assert_eq!(Status::from_proto(status.to_proto() as i32), Some(status));
-        }
-        for &level in Level::ALL {
-            assert_eq!(Level::parse(level.as_str()), Some(level));
-        }
-        for &category in Category::ALL {
-            assert_eq!(Category::from_proto(category.to_proto() as i32), Some(category));
-        }
-        assert_eq!(Status::from_proto(0), None);
-        assert_eq!(Level::from_proto(99), None);
+    fn a_level_change_returns_the_previous_level_and_a_repeat_changes_nothing() {
+        let mut person = supervisee(Active);
+        assert_eq!(person.change_level(Level::Strict), Ok(Some(Level::Normal)));
+        assert_eq!(person.level, Level::Strict);
+        assert_eq!(person.change_level(Level::Strict), Ok(None));
+        assert_eq!(
+            supervisee(Revoked).change_level(Level::Strict),
+            Err(ChangeError::Ended)
+        );
+    }
+
+    #[test]
+    fn a_transfer_needs_another_township_and_an_open_supervision() {
+        let mut person = supervisee(Suspended);
+        assert_eq!(
+            person.transfer(jurisdiction("620702001"), "officer-2".into()),
+            Err(ChangeError::SameTownship)
+        );
+        assert_eq!(
+            person.transfer(jurisdiction("620702002"), "officer-2".into()),
+            Ok(jurisdiction("620702001"))
+        );
+        assert_eq!(person.jurisdiction, jurisdiction("620702002"));
+        assert_eq!(person.officer_id, "officer-2");
+        assert_eq!(
+            supervisee(Terminated).transfer(jurisdiction("620702002"), String::new()),
+            Err(ChangeError::Ended)
+        );
+    }
+
+    #[test]
+    fn becoming_active_records_the_first_report_in_only() {
+        let mut person = supervisee(PendingReportIn);
+        assert_eq!(
+            person.change_status(Suspended, time(1)),
+            Err(ChangeError::IllegalTransition {
+                from: PendingReportIn,
+                to: Suspended
+            })
+        );
+        assert_eq!(person.change_status(Active, time(1)), Ok(PendingReportIn));
+        assert_eq!(person.reported_at, Some(time(1)));
+        assert_eq!(person.change_status(Absconded, time(2)), Ok(Active));
+        assert_eq!(person.change_status(Active, time(3)), Ok(Absconded));
+        assert_eq!(person.reported_at, Some(time(1)), "kept");
+    }
+
+    #[test]
+    fn errors_map_to_their_codes_and_messages() {
+        let illegal = ServiceError::from(ChangeError::IllegalTransition {
+            from: PendingReportIn,
+            to: Suspended,
+        });
+        assert_eq!(
+            illegal.public_message(),
+            "illegal status transition from pending_report_in to suspended"
+        );
+        assert!(matches!(illegal, ServiceError::FailedPrecondition(_)));
+        let same = ServiceError::from(ChangeError::SameTownship);
+        assert_eq!(same.field(), Some("to_township_code"));
+        assert!(matches!(
+            ServiceError::from(RegisterError::AlreadyOpen),
+            ServiceError::Conflict(_)
+        ));
     }
 }

@@ -3,10 +3,13 @@
 //! registration, so the check-in schedule starts without anyone typing the person in again.
 //! Sentence-completed releases are resettlement cases, not supervision: they are skipped here.
 
+use std::sync::Arc;
+
 use mesh_kit::{
     auth::{Caller, Role},
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
+    error::ServiceError,
 };
 use mesh_proto::{
     handover::{HandoverReportedIn, ReleaseCategory},
@@ -14,14 +17,12 @@ use mesh_proto::{
 };
 use sqlx::PgConnection;
 
-use crate::{
-    domain,
-    service::{RegisterError, Registry},
-};
+use crate::{domain::RegisterError, events::Events, registration, request, sealing::Sealer, store};
 
 /// Consumes the handover topic.
 pub struct ReportInHandler {
-    pub registry: Registry,
+    pub sealer: Arc<Sealer>,
+    pub events: Events,
     pub clock: SharedClock,
 }
 
@@ -34,6 +35,34 @@ fn handover_caller() -> Caller {
         county: None,
         prison: None,
     }
+}
+
+/// The registration request a report-in amounts to.
+fn registration_request(report: &HandoverReportedIn) -> pb::RegisterSuperviseeRequest {
+    let handover = report.handover.clone().unwrap_or_default();
+    let destination = handover.destination.unwrap_or_default();
+    pb::RegisterSuperviseeRequest {
+        name: handover.person_name,
+        national_id: report.national_id.clone(),
+        category: report.registry_category,
+        term_start: report.term_start,
+        term_end: report.term_end,
+        level: report.supervision_level,
+        township_code: destination.township_code,
+        county_code: destination.county_code,
+        officer_id: report.officer_id.clone(),
+        phone: report.phone.clone(),
+        address: report.address.clone(),
+        reported_at: handover.reported_in_at,
+        needs_employment: report.needs_employment,
+    }
+}
+
+/// Kit proposal: `impl From<ServiceError> for HandleError` in `mesh_kit::consumer`. Every
+/// store failure here is infrastructure (the refusals that need a person are matched
+/// before), so it is retried, as database errors always were.
+fn transient(error: ServiceError) -> HandleError {
+    HandleError::Transient(error.into())
 }
 
 impl Handler for ReportInHandler {
@@ -52,54 +81,40 @@ impl Handler for ReportInHandler {
             }
             ReleaseCategory::Parole | ReleaseCategory::TemporaryExecutionOutsidePrison => {}
         }
-        let already: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM supervisees WHERE handover_id = $1)")
-                .bind(&handover.handover_id)
-                .fetch_one(&mut *conn)
-                .await?;
-        if already {
+        if store::registered_from_handover(conn, &handover.handover_id)
+            .await
+            .map_err(transient)?
+        {
             return Ok(());
         }
-        let request = pb::RegisterSuperviseeRequest {
-            name: handover.person_name.clone(),
-            national_id: report.national_id.clone(),
-            category: report.registry_category,
-            term_start: report.term_start,
-            term_end: report.term_end,
-            level: report.supervision_level,
-            township_code: handover.destination.clone().unwrap_or_default().township_code,
-            county_code: handover.destination.clone().unwrap_or_default().county_code,
-            officer_id: report.officer_id.clone(),
-            phone: report.phone.clone(),
-            address: report.address.clone(),
-            reported_at: handover.reported_in_at,
-            needs_employment: report.needs_employment,
-        };
         let now = self.clock.now();
         // The same validation as a registration typed in by an officer; a report-in that
         // fails it needs a person, so it goes to the dead-letter topic with the reason.
-        let registration = domain::validate_registration(&request, now).map_err(|status| {
-            HandleError::Permanent(format!("report-in cannot be registered: {}", status.message()))
+        let registration = request::registration(&registration_request(&report), now).map_err(|error| {
+            HandleError::Permanent(format!(
+                "report-in cannot be registered: {}",
+                error.public_message()
+            ))
         })?;
-        match self
-            .registry
-            .insert_registration(
-                conn,
-                &registration,
-                &handover_caller(),
-                Some(&handover.handover_id),
-                now,
-            )
-            .await
-        {
-            Ok(row) => {
-                tracing::info!(supervisee_id = %row.id, handover_id = %handover.handover_id, "registered from handover");
+        let registered = registration::register(
+            conn,
+            &self.sealer,
+            &self.events,
+            &registration,
+            &handover_caller(),
+            Some(&handover.handover_id),
+            now,
+        )
+        .await;
+        match registered {
+            Ok(supervisee) => {
+                tracing::info!(supervisee_id = %supervisee.id, handover_id = %handover.handover_id, "registered from handover");
                 Ok(())
             }
             Err(RegisterError::AlreadyOpen) => Err(HandleError::Permanent(
                 "the person already has an open supervision; an officer must reconcile the report-in".into(),
             )),
-            Err(RegisterError::Database(error)) => Err(HandleError::Transient(error.into())),
+            Err(RegisterError::Service(error)) => Err(transient(error)),
         }
     }
 }

@@ -1,27 +1,35 @@
 //! Registry service: owns supervisees (people under community corrections), their orders,
 //! supervision levels, township assignment and status, and publishes `supervisee.*` events.
 //! It also registers the people prisons hand over, when they report in.
+//!
+//! Layers: `api` (gRPC handlers) → `request` (incoming protos → validated domain values) →
+//! `domain` (pure rules) and `store` (SQL), with `registration` the one path that registers
+//! a person for the API and for the `handover` consumer alike; `response` and `events` are
+//! what goes out, `sealing` keeps personal data encrypted at rest.
 
+pub mod api;
 pub mod domain;
+pub mod enums;
+pub mod events;
 pub mod handover;
-pub mod service;
+pub mod registration;
+pub mod request;
+pub mod response;
+pub mod sealing;
+pub mod store;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use mesh_kit::{
     CancellationToken,
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
-    consumer::{ConsumerConfig, EventConsumer},
-    crypto::FieldCrypto,
-    db, grpc,
-    outbox::{OutboxSignal, Relay, RelayConfig},
+    grpc,
+    host::Host,
 };
 use mesh_proto::registry::registry_service_server::RegistryServiceServer;
 use secrecy::{ExposeSecret, SecretBox};
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::net::TcpListener;
 
 /// The registry's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
@@ -65,12 +73,8 @@ impl Settings {
 
 /// A built registry: database migrated, listener bound, ready to run.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
-    registry: service::Registry,
-    keys: TokenKeys,
-    relay: Relay,
-    consumer: EventConsumer<handover::ReportInHandler>,
+    host: Host,
+    api: api::Registry,
 }
 
 impl Application {
@@ -79,66 +83,33 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
-        let crypto = Arc::new(FieldCrypto::new(
+        let mut host = Host::build("registry", &settings.common, &MIGRATOR).await?;
+        let sealer = Arc::new(sealing::Sealer::new(
             &settings.field_encryption_key,
             settings.blind_index_key,
         ));
-        let signal = OutboxSignal::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::from_settings(&settings.common, "registry"),
-            signal.clone(),
-        )?;
-        let registry = service::Registry::new(
-            pool.clone(),
-            crypto,
-            clock.clone(),
-            signal,
-            settings.common.topics.registry.clone(),
-        );
-        let consumer = EventConsumer::new(
-            pool.clone(),
-            handover::ReportInHandler {
-                registry: registry.clone(),
-                clock,
-            },
-            ConsumerConfig::from_settings(&settings.common, &[settings.common.topics.handover.as_str()]),
-        )?;
-        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
-        let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self {
-            listener,
-            pool,
-            registry,
-            keys,
-            relay,
-            consumer,
-        })
+        let events = events::Events::new(settings.common.topics.registry.clone());
+        let report_ins = handover::ReportInHandler {
+            sealer: sealer.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+        };
+        host.consume(report_ins, &[settings.common.topics.handover.as_str()])?;
+        let api = api::Registry::new(host.changes(), host.cursors(), sealer, events, clock);
+        Ok(Self { host, api })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.host.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.host.pool()
     }
 
     /// Serves until `shutdown`, then drains calls and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
-        let service = tonic::service::interceptor::InterceptedService::new(
-            RegistryServiceServer::new(self.registry).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
-            self.keys.interceptor(),
-        );
-        tracing::info!(addr = %self.listener.local_addr()?, "registry listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
-        shutdown.cancel();
-        consumer.await?;
-        relay.await?;
-        self.pool.close().await;
-        served
+        let service = RegistryServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+        self.host.serve(service, shutdown).await
     }
 }
