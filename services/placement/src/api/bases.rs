@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::Api;
 use crate::{
+    events::Published,
     request, response,
     store::{self, Lock},
 };
@@ -25,7 +26,7 @@ pub(super) async fn create(
     let mut change = api.changes.begin().await?;
     let row = store::bases::insert(&mut change, id, &base, now).await?;
     let base = response::base(&row);
-    let event = api.events.base_created(id, &base, caller, now);
+    let event = api.events.event(id, Published::BaseCreated(&base), caller, now);
     let detail = json!({ "township_code": row.township_code, "name": row.name });
     change.publish(caller, event, Some(id), detail).await?;
     change.commit().await?;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::Api;
 use crate::{
     domain::{self, OpeningStatus},
+    events::Published,
     request::{self, Scope},
     response,
     store::{self, Lock},
@@ -30,7 +31,9 @@ pub(super) async fn create(
     let now = api.now();
     let row = store::openings::insert(&mut change, id, &opening, now).await?;
     let created = response::opening(&row);
-    let event = api.events.opening_created(base.id, &created, caller, now);
+    let event = api
+        .events
+        .event(base.id, Published::OpeningCreated(&created), caller, now);
     let excluded: Vec<&str> = row.excluded_offences.iter().map(|o| o.as_str()).collect();
     let detail = json!({
         "base_id": base.id, "title": row.title, "positions_total": row.positions_total,
@@ -62,7 +65,9 @@ pub(super) async fn close(
     let now = api.now();
     let row = store::openings::close(&mut change, id, &closing.reason, now).await?;
     let closed = response::opening(&row);
-    let event = api.events.opening_closed(row.base_id, &closed, caller, now);
+    let event = api
+        .events
+        .event(row.base_id, Published::OpeningClosed(&closed), caller, now);
     let detail = json!({ "reason": closing.reason });
     change.publish(caller, event, Some(id), detail).await?;
     change.commit().await?;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Api, publish_about};
 use crate::{
     domain::{self, OutsideJurisdiction, PlacementNow, Step},
+    events::Published,
     request::{self, PlacementStep},
     response,
     store::{self, Lock, Opening, Placement, placements::Locked},
@@ -63,7 +64,9 @@ pub(super) async fn propose(
     .await?;
     store::candidates::set_current_placement(&mut change, candidate.id, id, now).await?;
     let placement = response::placement(&row);
-    let event = api.events.proposed(candidate.id, &placement, caller, now);
+    let event = api
+        .events
+        .event(candidate.id, Published::Proposed(&placement), caller, now);
     let detail = json!({ "opening_id": opening.id, "base_id": opening.base_id });
     publish_about(&mut change, caller, event, (id, candidate.id), detail).await?;
     change.commit().await?;
@@ -153,7 +156,9 @@ async fn step(api: &Api, caller: &Caller, request: PlacementStep) -> Result<pb::
         store::candidates::release_current_placement(&mut change, candidate.id, placement_id, now).await?;
     }
     let moved = response::placement(&row);
-    let event = api.events.step(candidate.id, &step, &moved, caller, now);
+    let event = api
+        .events
+        .event(candidate.id, Published::Stepped(&step, &moved), caller, now);
     let detail = match &step {
         Step::Accept => json!({ "positions_filled": plan.positions_filled }),
         Step::Decline { by, reason } => json!({ "declined_by": by.as_str(), "reason": reason }),

@@ -207,13 +207,14 @@ fn check_distinct<T: PartialEq>(
 
 #[cfg(test)]
 mod testing {
-    use mesh_kit::error::{ServiceError, violated_fields};
+    use mesh_kit::error::ServiceError;
 
     /// The fields a validation result blames (none when it passed).
     pub fn fields(result: Result<impl std::fmt::Debug, ServiceError>) -> Vec<String> {
         match result {
+            Err(ServiceError::Invalid(violations)) => violations.fields(),
+            Err(other) => panic!("not a validation error: {other}"),
             Ok(_) => Vec::new(),
-            Err(error) => violated_fields(&error.into()),
         }
     }
 }
