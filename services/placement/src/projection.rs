@@ -26,7 +26,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Offence, SuperviseeStatus},
+    domain::{self, Offence},
     store::sources::{self, HandoverFacts, ReleasedPerson, Supervisee},
 };
 
@@ -77,8 +77,8 @@ fn supervisee(
     if jurisdiction.township_code.is_empty() || jurisdiction.county_code.is_empty() {
         return Err(permanent(event, "snapshot without a jurisdiction"));
     }
-    let status = SuperviseeStatus::from_proto(snapshot.status)
-        .ok_or_else(|| permanent(event, "unknown supervisee status"))?;
+    let status = registry_pb::SuperviseeStatus::try_from(snapshot.status)
+        .map_err(|_| permanent(event, "unknown supervisee status"))?;
     Ok(Supervisee {
         supervisee_id,
         version: snapshot.version,

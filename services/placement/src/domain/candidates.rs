@@ -4,8 +4,11 @@
 
 use chrono::{Months, NaiveDate};
 use mesh_kit::error::ServiceError;
+// The registry owns the supervision status; this service only reads it from the registry's
+// events, so the rule below takes the registry's own enumeration (no copy of it here).
+use mesh_proto::registry::SuperviseeStatus;
 
-use super::{Offence, SuperviseeStatus};
+use super::Offence;
 
 /// Years of resettlement assistance (安置帮教) after release from prison.
 pub const ASSISTANCE_YEARS: u32 = 5;

@@ -33,7 +33,7 @@ pub mod matching;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use mesh_proto::{common, placement as pb, registry as registry_pb};
+use mesh_proto::{common, placement as pb};
 
 pub use access::{MANAGERS, OutsideJurisdiction, ensure_placement_access, ensure_reads_county};
 pub use bases::{BaseChanges, BaseInactive, BaseProfile, check_takes_openings};
@@ -110,20 +110,6 @@ mesh_kit::stored_enum!(Offence, common::OffenceCategory, {
     Other = "other" => Other,
 });
 
-// The registry's supervision status, as the registry's events carry it (never stored here).
-// UNSPECIFIED is listed: a snapshot without a status means "not under supervision", it is
-// not an undecodable event.
-mesh_kit::stored_enum!(SuperviseeStatus, registry_pb::SuperviseeStatus, {
-    Unspecified = "unspecified" => Unspecified,
-    PendingReportIn = "pending_report_in" => PendingReportIn,
-    Active = "active" => Active,
-    Suspended = "suspended" => Suspended,
-    Absconded = "absconded" => Absconded,
-    Terminated = "terminated" => Terminated,
-    Revoked = "revoked" => Revoked,
-    Deceased = "deceased" => Deceased,
-});
-
 impl Sector {
     /// Name used in match reasons.
     pub fn label(self) -> &'static str {
@@ -183,10 +169,5 @@ mod tests {
         }
         assert_eq!(Offence::from_proto(0), None);
         assert_eq!(Sector::from_proto(99), None);
-        assert_eq!(
-            SuperviseeStatus::from_proto(0),
-            Some(SuperviseeStatus::Unspecified)
-        );
-        assert_eq!(SuperviseeStatus::from_proto(99), None);
     }
 }
