@@ -56,8 +56,9 @@ pub enum Scope {
     Area(Area),
 }
 
-/// The one field of `fields` (name, value) that is given, with its trimmed value; a
-/// violation on each given field when several are, on the first when none is.
+/// The one field of `fields` (name, value) that is given: its index in `fields` and its
+/// trimmed value. A violation on each given field when several are, on the first when none
+/// is.
 fn check_one_of<'a>(
     violations: &mut FieldViolations,
     fields: &[(&str, &'a str)],
