@@ -6,28 +6,28 @@
 //! county they may not leave without approval — and the employers' offence exclusions;
 //! capacity is never overbooked. Publishes `placement.*` events.
 
+pub mod api;
 pub mod domain;
+pub mod events;
 pub mod projection;
-pub mod service;
-pub mod validation;
+pub mod request;
+pub mod response;
+pub mod store;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use mesh_kit::{
     CancellationToken,
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
-    consumer::{ConsumerConfig, EventConsumer},
-    db, grpc,
+    grpc,
+    host::Host,
     jurisdiction::Directory,
-    outbox::{OutboxSignal, Relay, RelayConfig},
 };
 use mesh_proto::placement::placement_service_server::PlacementServiceServer;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::net::TcpListener;
 
-use crate::projection::CandidateProjection;
+use crate::{api::Api, projection::CandidateProjection};
 
 /// The placement service's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/placement");
@@ -54,14 +54,10 @@ impl Settings {
     }
 }
 
-/// A built placement service: database migrated, listener bound, consumer subscribed.
+/// A built placement service: database migrated, listener bound, projection subscribed.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
-    placements: service::Placements,
-    keys: TokenKeys,
-    relay: Relay,
-    projection: EventConsumer<CandidateProjection>,
+    host: Host,
+    api: Api,
 }
 
 impl Application {
@@ -70,62 +66,31 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
-        let signal = OutboxSignal::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::from_settings(&settings.common, "placement"),
-            signal.clone(),
-        )?;
+        let mut host = Host::build("placement", &settings.common, &MIGRATOR).await?;
         let topics = &settings.common.topics;
-        let projection = EventConsumer::new(
-            pool.clone(),
-            CandidateProjection {
-                clock: clock.clone(),
-                time_zone: Directory::get().time_zone,
-            },
-            ConsumerConfig::from_settings(
-                &settings.common,
-                &[topics.registry.as_str(), topics.handover.as_str()],
-            ),
-        )?;
-        let placements = service::Placements::new(pool.clone(), clock, signal, topics.placement.clone());
-        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
-        let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self {
-            listener,
-            pool,
-            placements,
-            keys,
-            relay,
-            projection,
-        })
+        let projection = CandidateProjection {
+            clock: clock.clone(),
+            time_zone: Directory::get().time_zone,
+        };
+        host.consume(projection, &[topics.registry.as_str(), topics.handover.as_str()])?;
+        let api = Api::new(&host, clock);
+        Ok(Self { host, api })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.host.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.host.pool()
     }
 
     /// Serves until `shutdown`, then drains calls, stops the projection (committing what it
     /// applied) and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let projection = tokio::spawn(self.projection.run(shutdown.clone()));
-        let service = tonic::service::interceptor::InterceptedService::new(
-            PlacementServiceServer::new(self.placements).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
-            self.keys.interceptor(),
-        );
-        tracing::info!(addr = %self.listener.local_addr()?, "placement listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
-        shutdown.cancel();
-        projection.await?;
-        relay.await?;
-        self.pool.close().await;
-        served
+        let service =
+            PlacementServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+        self.host.serve(service, shutdown).await
     }
 }
 

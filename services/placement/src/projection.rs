@@ -2,12 +2,12 @@
 //! table in step with the registry's `supervisee.*` events (supervisees marked as needing
 //! employment) and the handover service's `handover.*` events (offence category and key
 //! assistance target of every release; released prisoners under resettlement who report in
-//! needing work).
+//! needing work). It reads each event's snapshot, applies the domain rules and writes
+//! through [`store::sources`], in the consumer's transaction together with the event's
+//! inbox record; the version gates there make redelivered or reordered snapshots harmless.
 //!
-//! Every event carries a full snapshot with the record's version, so each source is applied
-//! only when newer than what was applied before: a redelivered, replayed or reordered older
-//! snapshot changes nothing. Each event is applied in the consumer's transaction, together
-//! with its inbox record.
+//! An event that can never be applied (a malformed id, a snapshot without a place) is
+//! dead-lettered; a database error is retried.
 //!
 //! The report-in event carries the national ID number in plain text (access-restricted
 //! topic). This service never reads, stores or logs that field.
@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use mesh_kit::{
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
+    error::ServiceError,
     events,
     proto_time::from_timestamp,
 };
@@ -24,7 +25,10 @@ use mesh_proto::{handover as handover_pb, registry as registry_pb};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{self, Offence};
+use crate::{
+    domain::{self, Offence},
+    store::sources::{self, HandoverFacts, ReleasedPerson, Supervisee},
+};
 
 /// Applies registry and handover events to the candidate tables.
 #[derive(Debug, Clone)]
@@ -44,6 +48,11 @@ fn permanent(event: &InboundEvent, reason: impl std::fmt::Display) -> HandleErro
     HandleError::Permanent(format!("{}: {reason}", event.event_type))
 }
 
+/// A store error inside the consumer's transaction: retried with backoff, never skipped.
+fn retry(error: ServiceError) -> HandleError {
+    HandleError::Transient(error.into())
+}
+
 /// An optional UUID from an event: empty means none, anything else must parse.
 fn optional_uuid(event: &InboundEvent, field: &str, value: &str) -> Result<Option<Uuid>, HandleError> {
     match value.trim() {
@@ -53,6 +62,31 @@ fn optional_uuid(event: &InboundEvent, field: &str, value: &str) -> Result<Optio
             .map(Some)
             .map_err(|_| permanent(event, format!("malformed {field}"))),
     }
+}
+
+/// The supervisee a `supervisee.*` snapshot describes.
+fn supervisee(
+    event: &InboundEvent,
+    snapshot: registry_pb::SuperviseeSnapshot,
+) -> Result<Supervisee, HandleError> {
+    let supervisee_id: Uuid = snapshot
+        .supervisee_id
+        .parse()
+        .map_err(|_| permanent(event, "malformed supervisee_id"))?;
+    let jurisdiction = snapshot.jurisdiction.unwrap_or_default();
+    if jurisdiction.township_code.is_empty() || jurisdiction.county_code.is_empty() {
+        return Err(permanent(event, "snapshot without a jurisdiction"));
+    }
+    let status = registry_pb::SuperviseeStatus::try_from(snapshot.status)
+        .map_err(|_| permanent(event, "unknown supervisee status"))?;
+    Ok(Supervisee {
+        supervisee_id,
+        version: snapshot.version,
+        name: snapshot.name,
+        township_code: jurisdiction.township_code,
+        county_code: jurisdiction.county_code,
+        seeks_work: domain::supervisee_seeks_work(snapshot.needs_employment, status),
+    })
 }
 
 impl CandidateProjection {
@@ -97,126 +131,49 @@ impl CandidateProjection {
     async fn apply_supervisee(
         &self,
         conn: &mut PgConnection,
-        event: &InboundEvent,
-        snapshot: registry_pb::SuperviseeSnapshot,
+        supervisee: Supervisee,
         handover_id: Option<Uuid>,
-    ) -> Result<(), HandleError> {
-        let supervisee_id: Uuid = snapshot
-            .supervisee_id
-            .parse()
-            .map_err(|_| permanent(event, "malformed supervisee_id"))?;
-        let jurisdiction = snapshot.jurisdiction.clone().unwrap_or_default();
-        if jurisdiction.township_code.is_empty() || jurisdiction.county_code.is_empty() {
-            return Err(permanent(event, "snapshot without a jurisdiction"));
-        }
-        let status = registry_pb::SuperviseeStatus::try_from(snapshot.status)
-            .map_err(|_| permanent(event, "unknown supervisee status"))?;
-
-        // The version gate: only a newer snapshot goes on. The handover link, given only by
-        // the registration, is kept across later snapshots.
-        let linked_handover: Option<Option<Uuid>> = sqlx::query_scalar(
-            "INSERT INTO supervisee_versions (supervisee_id, version, handover_id) VALUES ($1, $2, $3)
-             ON CONFLICT (supervisee_id) DO UPDATE SET version = EXCLUDED.version,
-                 handover_id = COALESCE(EXCLUDED.handover_id, supervisee_versions.handover_id), projected_at = now()
-             WHERE supervisee_versions.version < EXCLUDED.version
-             RETURNING handover_id",
-        )
-        .bind(supervisee_id)
-        .bind(snapshot.version)
-        .bind(handover_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(handover_id) = linked_handover else {
-            tracing::debug!(%supervisee_id, version = snapshot.version, "stale supervisee snapshot ignored");
+    ) -> Result<(), ServiceError> {
+        let supervisee_id = supervisee.supervisee_id;
+        let Some(handover_id) =
+            sources::pass_supervisee_version(conn, supervisee_id, supervisee.version, handover_id).await?
+        else {
+            tracing::debug!(%supervisee_id, version = supervisee.version, "stale supervisee snapshot ignored");
             return Ok(());
         };
-
-        let seeks_work = domain::supervisee_seeks_work(snapshot.needs_employment, status);
-        let facts: Option<(Option<String>, bool)> = match handover_id {
-            Some(handover_id) => sqlx::query_as(
-                "SELECT offence_category, key_assistance_target FROM handover_facts WHERE handover_id = $1",
-            )
-            .bind(handover_id)
-            .fetch_optional(&mut *conn)
-            .await?,
+        let facts = match handover_id {
+            Some(handover_id) => sources::handover_facts(conn, handover_id).await?,
             None => None,
-        };
-        let (offence, key_target) = match &facts {
-            Some((offence, key_target)) => (offence.clone(), *key_target),
-            None => (None, false),
-        };
+        }
+        .unwrap_or_default();
         let now = self.clock.now();
-        // Lock order everywhere: candidate, then its placements, then the opening.
-        let existing: Option<(Uuid, String, String)> = sqlx::query_as(
-            "SELECT id, township_code, county_code FROM candidates WHERE supervisee_id = $1 FOR NO KEY UPDATE",
-        )
-        .bind(supervisee_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match existing {
-            None if !seeks_work => {}
+        match sources::lock_supervisee_candidate(conn, supervisee_id).await? {
+            None if !supervisee.seeks_work => {}
             None => {
                 let id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO candidates (id, source, supervisee_id, handover_id, source_version, name, township_code,
-                         county_code, offence_category, offence_from_handover, key_assistance_target, active,
-                         created_at, updated_at)
-                     VALUES ($1, 'supervisee', $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11, $11)",
-                )
-                .bind(id)
-                .bind(supervisee_id)
-                .bind(handover_id)
-                .bind(snapshot.version)
-                .bind(&snapshot.name)
-                .bind(&jurisdiction.township_code)
-                .bind(&jurisdiction.county_code)
-                .bind(&offence)
-                .bind(offence.is_some())
-                .bind(key_target)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                sources::insert_supervisee_candidate(conn, id, (&supervisee, handover_id), facts, now)
+                    .await?;
                 tracing::info!(candidate_id = %id, %supervisee_id, "supervisee became a candidate");
             }
-            Some((candidate_id, township_code, county_code)) => {
-                sqlx::query(
-                    "UPDATE candidates SET name = $2, township_code = $3, county_code = $4, active = $5,
-                         source_version = $6, handover_id = COALESCE(handover_id, $7),
-                         offence_category = CASE WHEN $8::text IS NULL THEN offence_category ELSE $8 END,
-                         offence_from_handover = offence_from_handover OR $8::text IS NOT NULL,
-                         key_assistance_target = key_assistance_target OR $9,
-                         updated_at = $10, version = version + 1
-                     WHERE id = $1",
+            Some(candidate) => {
+                sources::update_supervisee_candidate(
+                    conn,
+                    candidate.id,
+                    (&supervisee, handover_id),
+                    facts,
+                    now,
                 )
-                .bind(candidate_id)
-                .bind(&snapshot.name)
-                .bind(&jurisdiction.township_code)
-                .bind(&jurisdiction.county_code)
-                .bind(seeks_work)
-                .bind(snapshot.version)
-                .bind(handover_id)
-                .bind(&offence)
-                .bind(key_target)
-                .bind(now)
-                .execute(&mut *conn)
                 .await?;
-                if township_code != jurisdiction.township_code || county_code != jurisdiction.county_code {
+                if candidate.township_code != supervisee.township_code
+                    || candidate.county_code != supervisee.county_code
+                {
                     // A transfer moves the responsibility for the person's current placement
                     // with them; whether the job is still inside the county is checked again
                     // at acceptance and start.
-                    sqlx::query(
-                        "UPDATE placements SET township_code = $2, county_code = $3, updated_at = $4,
-                             version = version + 1
-                         WHERE candidate_id = $1 AND status IN ('proposed', 'accepted', 'started')",
-                    )
-                    .bind(candidate_id)
-                    .bind(&jurisdiction.township_code)
-                    .bind(&jurisdiction.county_code)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    let place = (supervisee.township_code.as_str(), supervisee.county_code.as_str());
+                    sources::move_live_placements(conn, candidate.id, place, now).await?;
                 }
-                tracing::info!(%candidate_id, %supervisee_id, active = seeks_work, "supervisee candidate updated");
+                tracing::info!(candidate_id = %candidate.id, %supervisee_id, active = supervisee.seeks_work, "supervisee candidate updated");
             }
         }
         Ok(())
@@ -233,43 +190,21 @@ impl CandidateProjection {
             .handover_id
             .parse()
             .map_err(|_| permanent(event, "malformed handover_id"))?;
-        let offence = Offence::from_proto(snapshot.offence_category).map(Offence::as_str);
-        let applied = sqlx::query(
-            "INSERT INTO handover_facts (handover_id, offence_category, key_assistance_target, version)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (handover_id) DO UPDATE SET offence_category = EXCLUDED.offence_category,
-                 key_assistance_target = EXCLUDED.key_assistance_target, version = EXCLUDED.version,
-                 projected_at = now()
-             WHERE handover_facts.version < EXCLUDED.version",
-        )
-        .bind(handover_id)
-        .bind(offence)
-        .bind(snapshot.key_assistance_target)
-        .bind(snapshot.version)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if applied == 0 {
+        let facts = HandoverFacts {
+            offence: Offence::from_proto(snapshot.offence_category),
+            key_assistance_target: snapshot.key_assistance_target,
+        };
+        if !sources::pass_handover_version(conn, handover_id, snapshot.version, facts)
+            .await
+            .map_err(retry)?
+        {
             tracing::debug!(%handover_id, version = snapshot.version, "stale handover snapshot ignored");
             return Ok(());
         }
         let now = self.clock.now();
-
-        // The prison's word on the offence is authoritative: it replaces what an office may
-        // have entered for a supervisee who came from this handover.
-        sqlx::query(
-            "UPDATE candidates SET
-                 offence_category = CASE WHEN $2::text IS NULL THEN offence_category ELSE $2 END,
-                 offence_from_handover = offence_from_handover OR $2::text IS NOT NULL,
-                 key_assistance_target = $3, updated_at = $4, version = version + 1
-             WHERE handover_id = $1",
-        )
-        .bind(handover_id)
-        .bind(offence)
-        .bind(snapshot.key_assistance_target)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        sources::apply_handover_facts(conn, handover_id, facts, now)
+            .await
+            .map_err(retry)?;
 
         let resettlement = snapshot.category() == handover_pb::ReleaseCategory::SentenceCompleted;
         let Some(needs_work) = change.reported_in_needing_work.filter(|_| resettlement) else {
@@ -290,39 +225,22 @@ impl CandidateProjection {
             .or_else(|| snapshot.reported_in_at.as_ref().and_then(from_timestamp))
             .or(event.occurred_at)
             .unwrap_or(now);
-        let assistance_ends_on =
-            domain::assistance_ends_on(domain::office_today(released_at, self.time_zone));
-        let id = Uuid::now_v7();
+        let person = ReleasedPerson {
+            handover_id,
+            version: snapshot.version,
+            name: snapshot.person_name.clone(),
+            township_code: destination.township_code,
+            county_code: destination.county_code,
+            facts,
+            needs_work,
+            assistance_ends_on: domain::assistance_ends_on(domain::office_today(released_at, self.time_zone)),
+        };
         // Someone reporting in without needing work is not a candidate (yet); the insert
         // only happens for those who do, and a redelivery updates the existing row.
-        let inserted = sqlx::query(
-            "INSERT INTO candidates (id, source, handover_id, source_version, name, township_code, county_code,
-                 offence_category, offence_from_handover, key_assistance_target, active, assistance_ends_on,
-                 created_at, updated_at)
-             SELECT $1, 'released_prisoner', $2, $3, $4, $5, $6, $7, $7::text IS NOT NULL, $8, $9, $10, $11, $11
-             WHERE $9 OR EXISTS (SELECT 1 FROM candidates WHERE handover_id = $2 AND source = 'released_prisoner')
-             ON CONFLICT (handover_id) WHERE source = 'released_prisoner' DO UPDATE SET
-                 source_version = EXCLUDED.source_version, name = EXCLUDED.name,
-                 township_code = EXCLUDED.township_code, county_code = EXCLUDED.county_code,
-                 active = EXCLUDED.active, assistance_ends_on = EXCLUDED.assistance_ends_on,
-                 updated_at = EXCLUDED.updated_at, version = candidates.version + 1
-             WHERE candidates.source_version < EXCLUDED.source_version",
-        )
-        .bind(id)
-        .bind(handover_id)
-        .bind(snapshot.version)
-        .bind(&snapshot.person_name)
-        .bind(&destination.township_code)
-        .bind(&destination.county_code)
-        .bind(offence)
-        .bind(snapshot.key_assistance_target)
-        .bind(needs_work)
-        .bind(assistance_ends_on)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
+        if sources::upsert_released_candidate(conn, Uuid::now_v7(), &person, now)
+            .await
+            .map_err(retry)?
+        {
             tracing::info!(%handover_id, active = needs_work, "released prisoner candidate recorded");
         }
         Ok(())
@@ -333,7 +251,11 @@ impl Handler for CandidateProjection {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         if let Some((snapshot, handover_id)) = Self::supervisee_snapshot(event)? {
             let handover_id = optional_uuid(event, "handover_id", &handover_id)?;
-            return self.apply_supervisee(conn, event, snapshot, handover_id).await;
+            let supervisee = supervisee(event, snapshot)?;
+            return self
+                .apply_supervisee(conn, supervisee, handover_id)
+                .await
+                .map_err(retry);
         }
         if let Some(change) = Self::handover_change(event)? {
             return self.apply_handover(conn, event, change).await;
