@@ -91,7 +91,10 @@ pub fn alert_to_proto(alert: &Alert) -> pb::Alert {
         dedup_key: alert.dedup_key.clone(),
         acknowledged_by: alert.acknowledged.as_ref().map(|stamp| actor_to_proto(&stamp.by)),
         acknowledged_at: alert.acknowledged.as_ref().map(|stamp| to_timestamp(stamp.at)),
-        resolved_by: alert.resolved.as_ref().map(|resolved| actor_to_proto(&resolved.by)),
+        resolved_by: alert
+            .resolved
+            .as_ref()
+            .map(|resolved| actor_to_proto(&resolved.by)),
         resolved_at: alert.resolved.as_ref().map(|resolved| to_timestamp(resolved.at)),
         resolution_note: alert
             .resolved
@@ -118,9 +121,7 @@ pub struct InvalidAlert(&'static str);
 /// The alert a message carries.
 pub fn alert_from_proto(alert: pb::Alert) -> Result<Alert, InvalidAlert> {
     let time = |time: Option<prost_types::Timestamp>, what| {
-        time.as_ref()
-            .and_then(from_timestamp)
-            .ok_or(InvalidAlert(what))
+        time.as_ref().and_then(from_timestamp).ok_or(InvalidAlert(what))
     };
     let optional_time = |time: Option<prost_types::Timestamp>| time.as_ref().and_then(from_timestamp);
     let subject = alert.subject.ok_or(InvalidAlert("subject"))?;
@@ -239,23 +240,24 @@ pub fn endpoint_to_proto(row: EndpointRow) -> pb::WebhookEndpoint {
 }
 
 pub fn delivery_to_proto(alert_id: &str, row: DeliveryRow) -> pb::DeliveryAttempt {
+    let attempt = row.attempt;
     pb::DeliveryAttempt {
         alert_id: alert_id.to_owned(),
         notification_id: row.notification_id.to_string(),
         event_type: row.event_type,
         endpoint_id: row.endpoint_id.to_string(),
         url: row.url,
-        attempt_number: row.attempt_number as u32,
-        attempted_at: Some(to_timestamp(row.attempted_at)),
-        http_status: row.http_status as u32,
-        outcome: if row.delivered {
+        attempt_number: attempt.attempt_number as u32,
+        attempted_at: Some(to_timestamp(attempt.attempted_at)),
+        http_status: attempt.http_status as u32,
+        outcome: if attempt.delivered {
             pb::DeliveryOutcome::Delivered
         } else {
             pb::DeliveryOutcome::Failed
         } as i32,
-        error: row.error,
-        duration_ms: row.duration_ms as u32,
-        next_attempt_at: row.next_attempt_at.map(to_timestamp),
+        error: attempt.error,
+        duration_ms: attempt.duration_ms as u32,
+        next_attempt_at: attempt.next_attempt_at.map(to_timestamp),
     }
 }
 
@@ -296,7 +298,10 @@ mod tests {
         let proto = alert_to_proto(&alert);
         assert!(proto.auto_resolved);
         assert_eq!(proto.resolved_by_reference, "checkin:c1");
-        assert_eq!(proto.rule.as_ref().expect("rule").rule_id, "checkin.missed.normal");
+        assert_eq!(
+            proto.rule.as_ref().expect("rule").rule_id,
+            "checkin.missed.normal"
+        );
         assert_eq!(proto.kind(), pb::AlertKind::MissedCheckin);
     }
 

@@ -85,8 +85,10 @@ impl DeliveryWorker {
     /// Leases due notifications, sends them concurrently, and records the outcomes.
     pub async fn deliver_due(&self) -> Result<usize, ServiceError> {
         let now = self.clock.now();
-        let lease_until = now + chrono::Duration::from_std(self.config.lease).map_err(ServiceError::internal)?;
-        let leased = webhooks::lease_due(self.changes.pool(), now, lease_until, self.config.batch_size).await?;
+        let lease_until =
+            now + chrono::Duration::from_std(self.config.lease).map_err(ServiceError::internal)?;
+        let leased =
+            webhooks::lease_due(self.changes.pool(), now, lease_until, self.config.batch_size).await?;
         let count = leased.len();
         futures::future::join_all(leased.into_iter().map(|notification| self.deliver(notification))).await;
         Ok(count)
@@ -96,7 +98,10 @@ impl DeliveryWorker {
         let attempt_number = notification.attempts + 1;
         let started = std::time::Instant::now();
         let attempted_at = self.clock.now();
-        let outcome = match self.crypto.open(&notification.secret_sealed, notify::SECRET_CONTEXT) {
+        let outcome = match self
+            .crypto
+            .open(&notification.secret_sealed, notify::SECRET_CONTEXT)
+        {
             Err(error) => Err((0, error.to_string())),
             Ok(secret) => self.post(&notification, secret.as_bytes(), attempted_at).await,
         };

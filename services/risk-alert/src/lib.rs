@@ -218,10 +218,13 @@ impl Application {
             tick: settings.tick,
         };
         host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
-        let delivery = delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
+        let delivery =
+            delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
         host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
         let (pool, fanned_out) = (host.pool().clone(), live.clone());
-        host.spawn("alert fan-out", move |shutdown| fanout::run(pool, fanned_out, shutdown));
+        host.spawn("alert fan-out", move |shutdown| {
+            fanout::run(pool, fanned_out, shutdown)
+        });
 
         let api = api::AlertApi {
             changes: host.changes(),

@@ -27,7 +27,10 @@ pub const SECRET_CONTEXT: &str = "endpoints.secret";
 /// The signature of a webhook body: hex HMAC-SHA256 keyed with the endpoint secret over
 /// the timestamp, a dot, and the raw body bytes.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Checks a signature as a receiver would (constant-time comparison).

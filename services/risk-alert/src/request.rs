@@ -98,15 +98,35 @@ pub fn list_alerts(
     cursors: &Cursors,
 ) -> Result<ListAlerts, ServiceError> {
     let mut violations = FieldViolations::new();
-    let statuses = known(&mut violations, "statuses", "unknown status", &request.statuses, AlertStatus::from_proto);
-    let kinds = known(&mut violations, "kinds", "unknown kind", &request.kinds, AlertKind::from_proto);
+    let statuses = known(
+        &mut violations,
+        "statuses",
+        "unknown status",
+        &request.statuses,
+        AlertStatus::from_proto,
+    );
+    let kinds = known(
+        &mut violations,
+        "kinds",
+        "unknown kind",
+        &request.kinds,
+        AlertKind::from_proto,
+    );
     let subject_id = request.subject_id.trim().to_owned();
     let cursor_scope = format!(
         "alert.list|{}|{}|{}|{}|{subject_id}",
         scope.county_code,
         scope.township_code,
-        statuses.iter().map(|status| status.as_str()).collect::<Vec<_>>().join(","),
-        kinds.iter().map(|kind| kind.as_str()).collect::<Vec<_>>().join(","),
+        statuses
+            .iter()
+            .map(|status| status.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        kinds
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     );
     let page = cursors.page(&cursor_scope, request.page.as_ref(), &mut violations);
     violations.into_result()?;
@@ -198,17 +218,21 @@ pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use mesh_kit::error::violated_fields;
     use secrecy::SecretString;
 
     use super::*;
 
     fn fields(result: Result<impl std::fmt::Debug, ServiceError>) -> Vec<String> {
-        violated_fields(&tonic::Status::from(result.expect_err("invalid")))
+        match result.expect_err("invalid") {
+            ServiceError::Invalid(violations) => violations.fields(),
+            other => panic!("not a validation error: {other}"),
+        }
     }
 
     fn cursors() -> Cursors {
-        Cursors::new(&SecretString::from("a secret of at least thirty-two bytes!!".to_owned()))
+        Cursors::new(&SecretString::from(
+            "a secret of at least thirty-two bytes!!".to_owned(),
+        ))
     }
 
     fn place(township: &str, county: &str) -> common::Jurisdiction {

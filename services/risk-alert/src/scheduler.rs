@@ -78,7 +78,8 @@ impl Scheduler {
             };
             // Each missed deadline starts a trace of its own, which the alert event and its
             // notifications carry on.
-            let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %row.subject_id);
+            let span =
+                tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %row.subject_id);
             if let Some(draft) = draft
                 && self
                     .lifecycle

@@ -1,19 +1,15 @@
 //! Alert handlers: list a township's or county's alerts, get one, acknowledge, resolve, and
 //! stream the live feed. Jurisdiction is checked on every call.
 
-use mesh_kit::{auth::caller, error::ServiceError};
+use mesh_kit::error::ServiceError;
 use mesh_proto::alert::{self as pb, AlertChange};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Status};
 
-use super::{AlertApi, AlertStream, no_such_alert};
+use super::{AlertApi, AlertStream, authorized, scope};
 use crate::{
     convert::alert_to_proto,
-    domain::{
-        Actor,
-        access::{self, ALERT_ROLES},
-        alert::Resolution,
-    },
+    domain::{Actor, access::ALERT_ROLES, alert::Resolution},
     request, store,
 };
 
@@ -21,11 +17,9 @@ pub(super) async fn list(
     api: &AlertApi,
     request: Request<pb::ListAlertsRequest>,
 ) -> Result<pb::ListAlertsResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let request = request.into_inner();
-    let scope = request::scope("jurisdiction", request.jurisdiction.as_ref())?;
-    access::ensure_scope(&caller, &scope)?;
+    let scope = scope(&caller, request.jurisdiction.as_ref())?;
     let list = request::list_alerts(&request, scope, &api.cursors)?;
     let rows = store::alerts::list(
         api.changes.pool(),
@@ -36,7 +30,9 @@ pub(super) async fn list(
     .await?;
     let (rows, page) = api
         .cursors
-        .finish(&list.cursor_scope, list.page.size, rows, |row| (row.raised_at, row.alert_id));
+        .finish(&list.cursor_scope, list.page.size, rows, |row| {
+            (row.raised_at, row.alert_id)
+        });
     Ok(pb::ListAlertsResponse {
         alerts: rows
             .iter()
@@ -50,13 +46,9 @@ pub(super) async fn get(
     api: &AlertApi,
     request: Request<pb::GetAlertRequest>,
 ) -> Result<pb::GetAlertResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let id = request::alert_id(&request.get_ref().alert_id)?;
-    let alert = store::alerts::load(api.changes.pool(), id)
-        .await?
-        .ok_or_else(no_such_alert)?;
-    access::ensure_alert(&caller, &alert)?;
+    let alert = api.visible_alert(&caller, id).await?;
     Ok(pb::GetAlertResponse {
         alert: Some(alert_to_proto(&alert)),
     })
@@ -66,14 +58,9 @@ pub(super) async fn acknowledge(
     api: &AlertApi,
     request: Request<pb::AcknowledgeAlertRequest>,
 ) -> Result<pb::AcknowledgeAlertResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let id = request::alert_id(&request.get_ref().alert_id)?;
-    let mut change = api.changes.begin().await?;
-    let alert = store::alerts::load_for_update(&mut change, id)
-        .await?
-        .ok_or_else(no_such_alert)?;
-    access::ensure_alert(&caller, &alert)?;
+    let (mut change, alert) = api.alert_to_change(&caller, id).await?;
     let alert = api
         .lifecycle
         .acknowledge(&mut change, alert, Actor::caller(&caller), api.clock.now())
@@ -88,14 +75,9 @@ pub(super) async fn resolve(
     api: &AlertApi,
     request: Request<pb::ResolveAlertRequest>,
 ) -> Result<pb::ResolveAlertResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let resolve = request::resolve(request.get_ref())?;
-    let mut change = api.changes.begin().await?;
-    let alert = store::alerts::load_for_update(&mut change, resolve.alert_id)
-        .await?
-        .ok_or_else(no_such_alert)?;
-    access::ensure_alert(&caller, &alert)?;
+    let (mut change, alert) = api.alert_to_change(&caller, resolve.alert_id).await?;
     let resolution = Resolution {
         by: Actor::caller(&caller),
         note: resolve.note,
@@ -115,11 +97,9 @@ pub(super) async fn stream(
     api: &AlertApi,
     request: Request<pb::StreamAlertsRequest>,
 ) -> Result<AlertStream, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let request = request.into_inner();
-    let scope = request::scope("jurisdiction", request.jurisdiction.as_ref())?;
-    access::ensure_scope(&caller, &scope)?;
+    let scope = scope(&caller, request.jurisdiction.as_ref())?;
     // Subscribe before reading the current alerts so nothing falls between the two.
     let live = BroadcastStream::new(api.live.subscribe());
     let current = if request.include_current {

@@ -1,16 +1,16 @@
 //! Webhook handlers: register a township's or county's endpoint, list them, and list the
 //! delivery attempts of an alert's notifications.
 
-use mesh_kit::{auth::caller, error::ServiceError, proto_time::to_timestamp};
+use mesh_kit::{error::ServiceError, proto_time::to_timestamp};
 use mesh_proto::{alert as pb, common::PageResponse};
 use tonic::Request;
 
-use super::{AlertApi, no_such_alert};
+use super::{AlertApi, authorized, scope};
 use crate::{
     convert::{actor_to_proto, delivery_to_proto, endpoint_to_proto, jurisdiction_to_proto},
     domain::{
         Actor,
-        access::{self, ALERT_ROLES, ENDPOINT_ROLES},
+        access::{ALERT_ROLES, ENDPOINT_ROLES},
     },
     notify, request,
     store::{self, webhooks::NewEndpoint},
@@ -20,11 +20,9 @@ pub(super) async fn register(
     api: &AlertApi,
     request: Request<pb::RegisterEndpointRequest>,
 ) -> Result<pb::RegisterEndpointResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ENDPOINT_ROLES)?;
+    let caller = authorized(&request, ENDPOINT_ROLES)?;
     let request = request.into_inner();
-    let jurisdiction = request::scope("jurisdiction", request.jurisdiction.as_ref())?;
-    access::ensure_scope(&caller, &jurisdiction)?;
+    let jurisdiction = scope(&caller, request.jurisdiction.as_ref())?;
     let endpoint = request::endpoint(&request, api.allow_http)?;
     let now = api.clock.now();
     let registered_by = Actor::caller(&caller);
@@ -58,11 +56,9 @@ pub(super) async fn list(
     api: &AlertApi,
     request: Request<pb::ListEndpointsRequest>,
 ) -> Result<pb::ListEndpointsResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let request = request.into_inner();
-    let scope = request::scope("jurisdiction", request.jurisdiction.as_ref())?;
-    access::ensure_scope(&caller, &scope)?;
+    let scope = scope(&caller, request.jurisdiction.as_ref())?;
     // One endpoint per jurisdiction keeps this list short: a county has at most a few dozen
     // townships, so it is returned in one page.
     let rows = store::webhooks::endpoints(api.changes.pool(), &scope).await?;
@@ -76,14 +72,10 @@ pub(super) async fn deliveries(
     api: &AlertApi,
     request: Request<pb::ListDeliveriesRequest>,
 ) -> Result<pb::ListDeliveriesResponse, ServiceError> {
-    let caller = caller(&request)?;
-    caller.ensure_role(ALERT_ROLES)?;
+    let caller = authorized(&request, ALERT_ROLES)?;
     let request = request.into_inner();
     let id = request::alert_id(&request.alert_id)?;
-    let alert = store::alerts::load(api.changes.pool(), id)
-        .await?
-        .ok_or_else(no_such_alert)?;
-    access::ensure_alert(&caller, &alert)?;
+    let alert = api.visible_alert(&caller, id).await?;
     let cursor_scope = format!("alert.deliveries|{id}");
     let page = request::page::<i64>(&api.cursors, &cursor_scope, request.page.as_ref())?;
     let rows = store::webhooks::deliveries(
@@ -93,9 +85,7 @@ pub(super) async fn deliveries(
         page.fetch_limit(),
     )
     .await?;
-    let (rows, page) = api
-        .cursors
-        .finish(&cursor_scope, page.size, rows, |row| row.id);
+    let (rows, page) = api.cursors.finish(&cursor_scope, page.size, rows, |row| row.id);
     let alert_id = alert.id.to_string();
     Ok(pb::ListDeliveriesResponse {
         deliveries: rows

@@ -8,13 +8,29 @@ mod endpoints;
 
 use std::{pin::Pin, sync::Arc};
 
-use mesh_kit::{change::Changes, clock::SharedClock, crypto::FieldCrypto, error::ServiceError, page::Cursors};
-use mesh_proto::alert::{self as pb, alert_service_server::AlertService};
+use mesh_kit::{
+    auth::{self, Caller, Role},
+    change::{Change, Changes},
+    clock::SharedClock,
+    crypto::FieldCrypto,
+    error::ServiceError,
+    page::Cursors,
+};
+use mesh_proto::{
+    alert::{self as pb, alert_service_server::AlertService},
+    common,
+};
 use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use crate::{fanout::LiveChange, lifecycle::Lifecycle};
+use crate::{
+    domain::{Jurisdiction, access, alert::Alert},
+    fanout::LiveChange,
+    lifecycle::Lifecycle,
+    request, store,
+};
 
 /// The handlers' shared state.
 pub struct AlertApi {
@@ -33,8 +49,43 @@ pub struct AlertApi {
 /// The live feed of one stream.
 pub type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::StreamAlertsResponse, Status>> + Send>>;
 
+/// The caller, when they have one of `roles`.
+fn authorized<T>(request: &Request<T>, roles: &[Role]) -> Result<Caller, ServiceError> {
+    let caller = auth::caller(request)?;
+    caller.ensure_role(roles)?;
+    Ok(caller)
+}
+
+/// The township or county a request's `jurisdiction` names, when the caller may work there.
+fn scope(caller: &Caller, jurisdiction: Option<&common::Jurisdiction>) -> Result<Jurisdiction, ServiceError> {
+    let scope = request::scope("jurisdiction", jurisdiction)?;
+    access::ensure_scope(caller, &scope)?;
+    Ok(scope)
+}
+
 fn no_such_alert() -> ServiceError {
     ServiceError::not_found("no such alert")
+}
+
+impl AlertApi {
+    /// An alert the caller may see.
+    async fn visible_alert(&self, caller: &Caller, id: Uuid) -> Result<Alert, ServiceError> {
+        let alert = store::alerts::load(self.changes.pool(), id)
+            .await?
+            .ok_or_else(no_such_alert)?;
+        access::ensure_alert(caller, &alert)?;
+        Ok(alert)
+    }
+
+    /// An alert the caller may act on, locked in a new change.
+    async fn alert_to_change(&self, caller: &Caller, id: Uuid) -> Result<(Change, Alert), ServiceError> {
+        let mut change = self.changes.begin().await?;
+        let alert = store::alerts::load_for_update(&mut change, id)
+            .await?
+            .ok_or_else(no_such_alert)?;
+        access::ensure_alert(caller, &alert)?;
+        Ok((change, alert))
+    }
 }
 
 /// The one place a handler's result becomes a response or a status.

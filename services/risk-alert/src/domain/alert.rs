@@ -362,7 +362,10 @@ pub(crate) mod tests {
         assert!(alert.resolve(resolution.clone(), later));
         assert_eq!(alert.version, 3);
         assert!(!alert.auto_resolved());
-        assert!(!alert.resolve(resolution, later), "resolving again changes nothing");
+        assert!(
+            !alert.resolve(resolution, later),
+            "resolving again changes nothing"
+        );
         assert_eq!(
             alert.acknowledge(officer(), later),
             Err(AlertError::AlreadyResolved)

@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn a_contact_before_the_evidence_answers_nothing() {
         let alert = alert_of(Track::Checkin);
-        assert!(!contact_answers(&alert, contact("2026-11-26T02:00:00Z", true)), "same instant");
+        assert!(
+            !contact_answers(&alert, contact("2026-11-26T02:00:00Z", true)),
+            "same instant"
+        );
         assert!(!contact_answers(&alert, contact("2026-11-25T02:00:00Z", true)));
         let without_contact = Alert {
             evidence: crate::domain::alert::Evidence {
@@ -151,7 +154,10 @@ mod tests {
             },
             ..alert
         };
-        assert!(contact_answers(&without_contact, contact("2020-01-01T00:00:00Z", false)));
+        assert!(contact_answers(
+            &without_contact,
+            contact("2020-01-01T00:00:00Z", false)
+        ));
     }
 
     #[test]

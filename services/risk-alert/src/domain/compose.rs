@@ -62,7 +62,10 @@ impl Composer {
         };
         let mut facts = vec![
             fact("supervision_level", level.as_str()),
-            fact("status", watch.status.map(|status| status.as_str()).unwrap_or_default()),
+            fact(
+                "status",
+                watch.status.map(|status| status.as_str()).unwrap_or_default(),
+            ),
             fact("required_interval", interval),
             fact("deadline_local", self.local(deadline.due_at)),
         ];
@@ -248,7 +251,11 @@ mod tests {
             .expect("alert");
         assert_eq!(alert.spec.rule_id, RuleId::MissedCheckin(Level::Normal));
         assert_eq!(alert.spec.kind, AlertKind::MissedCheckin);
-        assert!(alert.spec.legal_basis.contains("第三十五条"), "{}", alert.spec.legal_basis);
+        assert!(
+            alert.spec.legal_basis.contains("第三十五条"),
+            "{}",
+            alert.spec.legal_basis
+        );
         assert_eq!(alert.spec.measure, RecommendedMeasure::Admonition);
         assert_eq!(alert.spec.target, EscalationTarget::TownshipOffice);
         assert_eq!(alert.deadline, utc("2026-12-03T16:00:00Z"));
@@ -326,7 +333,10 @@ mod tests {
         assert_eq!(draft.spec.severity, AlertSeverity::Critical);
         assert_eq!(value(&draft, "required_interval"), Some("1mo"));
         let alert = Alert::raise(Uuid::nil(), draft, utc("2026-12-26T16:00:01Z"));
-        assert!(alert.notifies_county_bureau(), "recipients: township and county bureau");
+        assert!(
+            alert.notifies_county_bureau(),
+            "recipients: township and county bureau"
+        );
         let missed = composer()
             .supervisee_alert(
                 &due(Track::InPerson, "2026-12-03T16:00:00Z", 0, "2026-11-26T02:00:00Z"),
@@ -338,7 +348,10 @@ mod tests {
         assert!(missed.dedup_key.ends_with(":in_person"));
         assert_eq!(value(&missed, "required_interval"), Some("7d"));
         let alert = Alert::raise(Uuid::nil(), missed, utc("2026-12-04T00:00:00Z"));
-        assert!(!alert.notifies_county_bureau(), "recipients: the township office only");
+        assert!(
+            !alert.notifies_county_bureau(),
+            "recipients: the township office only"
+        );
     }
 
     #[test]
@@ -356,15 +369,13 @@ mod tests {
 
     #[test]
     fn an_overdue_report_in_says_release_prison_and_period() {
-        let deadline = due(
-            Track::ReportIn,
-            "2026-12-11T16:00:00Z",
-            0,
-            "2026-12-01T01:00:00Z",
-        );
+        let deadline = due(Track::ReportIn, "2026-12-11T16:00:00Z", 0, "2026-12-01T01:00:00Z");
         let watch = handover(ReleaseCategory::Parole);
         let alert = composer().handover_alert(&deadline, &watch).expect("alert");
-        assert_eq!(alert.spec.rule_id, RuleId::ReportInOverdue(ReleaseCategory::Parole));
+        assert_eq!(
+            alert.spec.rule_id,
+            RuleId::ReportInOverdue(ReleaseCategory::Parole)
+        );
         assert!(alert.spec.legal_basis.contains("第二十一条"));
         assert_eq!(alert.spec.target, EscalationTarget::CountyBureau);
         assert_eq!(alert.subject.kind, SubjectKind::Handover);

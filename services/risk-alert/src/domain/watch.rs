@@ -392,10 +392,7 @@ pub(crate) mod tests {
             ..watch.clone()
         };
         assert!(supervisee_deadlines(&Policy::default(), Shanghai, &suspended).is_empty());
-        let unknown_level = SuperviseeWatch {
-            level: None,
-            ..watch
-        };
+        let unknown_level = SuperviseeWatch { level: None, ..watch };
         assert!(supervisee_deadlines(&Policy::default(), Shanghai, &unknown_level).is_empty());
     }
 
@@ -406,7 +403,10 @@ pub(crate) mod tests {
         let known = handover(ReleaseCategory::Parole);
         assert_eq!(ack_since(None, false, notified, occurred), notified);
         assert_eq!(ack_since(None, false, None, occurred), Some(occurred));
-        assert_eq!(ack_since(Some(&known), false, notified, occurred), known.ack_since);
+        assert_eq!(
+            ack_since(Some(&known), false, notified, occurred),
+            known.ack_since
+        );
         assert_eq!(ack_since(Some(&known), true, notified, occurred), Some(occurred));
         assert!(redirected(
             Some(&known),

@@ -82,7 +82,10 @@ pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Resu
 }
 
 /// The unresolved alerts of a township or county, oldest first (a live stream's start).
-pub async fn current(executor: impl PgExecutor<'_>, scope: &Jurisdiction) -> Result<Vec<Alert>, ServiceError> {
+pub async fn current(
+    executor: impl PgExecutor<'_>,
+    scope: &Jurisdiction,
+) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT body FROM alerts WHERE county_code = $1 AND ($2 = '' OR township_code = $2)
            AND status <> 'resolved' ORDER BY raised_at",

@@ -273,7 +273,11 @@ pub async fn claim_due(
 }
 
 /// Removes one claimed deadline (its alert carries it on).
-pub async fn remove_deadline(conn: &mut PgConnection, subject_id: Uuid, track: &str) -> Result<(), ServiceError> {
+pub async fn remove_deadline(
+    conn: &mut PgConnection,
+    subject_id: Uuid,
+    track: &str,
+) -> Result<(), ServiceError> {
     sqlx::query("DELETE FROM deadlines WHERE subject_id = $1 AND track = $2")
         .bind(subject_id)
         .bind(track)

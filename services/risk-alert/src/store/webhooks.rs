@@ -167,7 +167,7 @@ pub async fn lease_due(
 }
 
 /// The outcome of one delivery attempt.
-#[derive(Debug)]
+#[derive(Debug, sqlx::FromRow)]
 pub struct Attempt {
     pub attempt_number: i32,
     pub attempted_at: DateTime<Utc>,
@@ -221,7 +221,7 @@ pub async fn record_attempt(
     Ok(())
 }
 
-/// A recorded delivery attempt.
+/// A recorded delivery attempt: which notification went where, and how it went.
 #[derive(Debug, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub id: i64,
@@ -229,13 +229,8 @@ pub struct DeliveryRow {
     pub event_type: String,
     pub endpoint_id: Uuid,
     pub url: String,
-    pub attempt_number: i32,
-    pub attempted_at: DateTime<Utc>,
-    pub http_status: i32,
-    pub delivered: bool,
-    pub error: String,
-    pub duration_ms: i32,
-    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub attempt: Attempt,
 }
 
 /// Up to `limit` delivery attempts of an alert's notifications, in the order they were
