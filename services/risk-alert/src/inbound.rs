@@ -3,7 +3,10 @@
 //! what an older or newer producer leaves unset stays unknown (`None`) rather than failing.
 
 use chrono::{DateTime, Utc};
-use mesh_kit::proto_time::{from_date, from_timestamp};
+use mesh_kit::{
+    consumer::HandleError,
+    proto_time::{from_date, from_timestamp},
+};
 use mesh_proto::{checkin::CheckinRecorded, handover as handover_pb, registry as registry_pb};
 use uuid::Uuid;
 
@@ -22,6 +25,12 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Unusable(&'static str);
+
+impl From<Unusable> for HandleError {
+    fn from(reason: Unusable) -> Self {
+        HandleError::Permanent(reason.to_string())
+    }
+}
 
 fn time(timestamp: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     timestamp.as_ref().and_then(from_timestamp)

@@ -38,7 +38,8 @@ pub const CHANGES_CHANNEL: &str = "mesh_alert_changes";
 pub trait AlertTx: Send {
     fn conn(&mut self) -> &mut PgConnection;
 
-    /// Writes an event the service publishes on its own account (no caller to audit).
+    /// Writes an alert event to the outbox, without an audit record: risk-alert has never
+    /// written one for its steps (who acknowledged or resolved an alert is on the alert).
     fn publish(&mut self, event: NewEvent) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 

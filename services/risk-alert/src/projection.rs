@@ -38,20 +38,22 @@ impl Handler for Projection {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         let occurred_at = event.occurred_at.unwrap_or_else(|| self.clock.now());
         let applied = if event.event_type == "checkin.recorded" {
-            let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?).map_err(unusable)?;
+            let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
             self.apply_checkin(conn, checkin).await
         } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
-            let snapshot = inbound::supervisee(snapshot).map_err(unusable)?;
+            let snapshot = inbound::supervisee(snapshot)?;
             self.apply_supervisee(conn, snapshot, occurred_at).await
         } else if let Some(snapshot) = events::handover_snapshot(event)? {
-            let id = inbound::handover_id(&snapshot).map_err(unusable)?;
+            // A stale snapshot is skipped before the rest of it is read, so an old one that
+            // lacks what a current one needs is not dead-lettered.
+            let id = inbound::handover_id(&snapshot)?;
             let existing = store::watch::handover_for_update(conn, id)
                 .await
                 .map_err(transient)?;
             if watch::is_stale(existing.as_ref().map(|watch| watch.version), snapshot.version) {
                 return Ok(());
             }
-            let snapshot = inbound::handover(snapshot).map_err(unusable)?;
+            let snapshot = inbound::handover(snapshot)?;
             let reference = format!("{}:{}", event.event_type, event.event_id);
             self.apply_handover(conn, snapshot, existing, &reference, occurred_at)
                 .await
@@ -61,10 +63,6 @@ impl Handler for Projection {
         };
         applied.map_err(transient)
     }
-}
-
-fn unusable(reason: inbound::Unusable) -> HandleError {
-    HandleError::Permanent(reason.to_string())
 }
 
 /// Anything that goes wrong once an event is understood is the database's trouble: retry.
