@@ -1,33 +1,45 @@
-//! Risk-alert service: keeps every active supervisee's check-in deadlines (from registry and
-//! check-in events), raises exactly one alert per missed deadline, escalates lost contact to
-//! the county bureau with the recommended measure, and notifies township offices by signed
-//! webhooks and a live stream.
+//! Risk-alert service: keeps every active supervisee's check-in deadlines and every open
+//! handover's deadlines (from registry, check-in and handover events), raises exactly one
+//! alert per missed deadline, escalates lost contact to the county bureau with the
+//! recommended measure, and notifies township offices by signed webhooks and a live stream.
+//!
+//! Layers: `api` (gRPC handlers) with `request` (validation) and `convert` (protos);
+//! `domain` (pure rules); `store` (SQL); `lifecycle` (how an alert change is written and
+//! announced). Workers: `projection` (the event consumer), `scheduler` (missed deadlines),
+//! `delivery` (webhooks, signed as `notify` says) and `fanout` (live streams).
 
-pub mod alerts;
-pub mod engine;
+pub mod api;
+pub mod convert;
+pub mod delivery;
+pub mod domain;
+pub mod fanout;
+pub mod inbound;
+pub mod lifecycle;
 pub mod notify;
-pub mod policy;
-pub mod rules;
-pub mod service;
+pub mod projection;
+pub mod request;
+pub mod scheduler;
+pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use domain::{
+    compose::Composer,
+    policy::{self, LevelPolicy, Obligation, Policy, Span},
+};
 use mesh_kit::{
     CancellationToken,
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
-    consumer::{ConsumerConfig, EventConsumer},
     crypto::FieldCrypto,
-    db, grpc,
+    grpc,
+    host::Host,
     jurisdiction::Directory,
-    outbox::{OutboxSignal, Relay, RelayConfig},
 };
-use mesh_proto::alert::{AlertChange, alert_service_server::AlertServiceServer};
-use policy::{LevelPolicy, Obligation, Policy, Span};
+use mesh_proto::alert::alert_service_server::AlertServiceServer;
 use secrecy::{ExposeSecret, SecretBox};
-use sqlx::{PgPool, migrate::Migrator, postgres::PgListener};
-use tokio::{net::TcpListener, sync::broadcast};
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::sync::broadcast;
 
 /// The risk-alert service's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/risk-alert");
@@ -41,7 +53,7 @@ pub struct Settings {
     pub policy: Policy,
     /// How often due deadlines and pending webhooks are looked for (`MESH_ALERT_TICK_MS`).
     pub tick: Duration,
-    pub delivery: notify::DeliveryConfig,
+    pub delivery: delivery::DeliveryConfig,
     /// Accept plain-http webhook URLs (development only; `MESH_WEBHOOK_ALLOW_HTTP`).
     pub allow_http: bool,
     /// Key sealing webhook secrets at rest (`MESH_FIELD_ENCRYPTION_KEY`).
@@ -123,7 +135,7 @@ impl Settings {
             },
         };
         let tick_ms: u64 = reader.optional("MESH_ALERT_TICK_MS", 500);
-        let delivery = notify::DeliveryConfig {
+        let delivery = delivery::DeliveryConfig {
             tick: Duration::from_millis(tick_ms.max(20)),
             retry_base: Duration::from_millis(reader.optional("MESH_WEBHOOK_RETRY_BASE_MS", 1000u64).max(10)),
             retry_max: reader.seconds("MESH_WEBHOOK_RETRY_MAX_SECS", 300, 1),
@@ -159,16 +171,8 @@ impl Settings {
 
 /// A built risk-alert service, ready to run.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
-    keys: TokenKeys,
-    relay: Relay,
-    engine: Arc<engine::Engine>,
-    consumer: EventConsumer<engine::EventHandler>,
-    delivery: notify::DeliveryWorker,
-    api: service::AlertApi,
-    changes: broadcast::Sender<service::Change>,
-    tick: Duration,
+    host: Host,
+    api: api::AlertApi,
 }
 
 impl Application {
@@ -177,140 +181,75 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&settings.common, &MIGRATOR).await?;
+        let mut host = Host::build("risk-alert", &settings.common, &MIGRATOR).await?;
+        let topics = &settings.common.topics;
+        let lifecycle = lifecycle::Lifecycle {
+            topic: topics.alert.clone(),
+        };
+        let composer = Composer {
+            policy: settings.policy,
+            tz: Directory::get().time_zone,
+        };
         let crypto = Arc::new(FieldCrypto::new(
             &settings.field_encryption_key,
             settings.blind_index_key,
         ));
-        let signal = OutboxSignal::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::from_settings(&settings.common, "risk-alert"),
-            signal.clone(),
-        )?;
-        let topics = &settings.common.topics;
-        let engine = Arc::new(engine::Engine {
-            pool: pool.clone(),
+        let (live, woken) = broadcast::channel(1024);
+
+        let projection = projection::Projection {
             policy: settings.policy,
-            tz: Directory::get().time_zone,
+            tz: composer.tz,
             clock: clock.clone(),
-            publisher: alerts::Publisher {
-                topic: topics.alert.clone(),
-            },
-            outbox_signal: signal,
-        });
-        let consumer = EventConsumer::new(
-            pool.clone(),
-            engine::EventHandler(engine.clone()),
-            ConsumerConfig::from_settings(
-                &settings.common,
-                &[
-                    topics.registry.as_str(),
-                    topics.checkin.as_str(),
-                    topics.handover.as_str(),
-                ],
-            ),
+            lifecycle: lifecycle.clone(),
+        };
+        host.consume(
+            projection,
+            &[
+                topics.registry.as_str(),
+                topics.checkin.as_str(),
+                topics.handover.as_str(),
+            ],
         )?;
-        let delivery = notify::DeliveryWorker::new(pool.clone(), crypto.clone(), clock, settings.delivery)?;
-        let (changes, _) = broadcast::channel(1024);
-        let api = service::AlertApi::new(engine.clone(), crypto, changes.clone(), settings.allow_http);
-        let listener = TcpListener::bind(settings.common.grpc_addr).await?;
-        let keys = TokenKeys::new(&settings.common.jwt_secret);
-        Ok(Self {
-            listener,
-            pool,
-            keys,
-            relay,
-            engine,
-            consumer,
-            delivery,
-            api,
-            changes,
+        let scheduler = scheduler::Scheduler {
+            changes: host.changes(),
+            composer,
+            clock: clock.clone(),
+            lifecycle: lifecycle.clone(),
             tick: settings.tick,
-        })
+        };
+        host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
+        let delivery =
+            delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
+        host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
+        let (pool, fanned_out) = (host.pool().clone(), live.clone());
+        host.spawn("alert fan-out", move |shutdown| {
+            fanout::run(pool, fanned_out, shutdown)
+        });
+
+        let api = api::AlertApi {
+            changes: host.changes(),
+            cursors: host.cursors(),
+            clock,
+            lifecycle,
+            crypto,
+            live,
+            allow_http: settings.allow_http,
+        };
+        Ok(Self { host, api })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.host.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.host.pool()
     }
 
     /// Serves until `shutdown`; then drains calls, stops the workers, commits consumer
     /// offsets and flushes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let fanout = tokio::spawn(fan_out_changes(
-            self.pool.clone(),
-            self.changes.clone(),
-            shutdown.clone(),
-        ));
-        let scheduler = tokio::spawn(self.engine.clone().run_scheduler(self.tick, shutdown.clone()));
-        let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
-        let delivery = tokio::spawn(self.delivery.run(self.changes.subscribe(), shutdown.clone()));
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let service = tonic::service::interceptor::InterceptedService::new(
-            AlertServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES),
-            self.keys.interceptor(),
-        );
-        tracing::info!(addr = %self.listener.local_addr()?, "risk-alert listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
-        shutdown.cancel();
-        for task in [fanout, scheduler, consumer, delivery] {
-            task.await?;
-        }
-        relay.await?;
-        self.pool.close().await;
-        served
-    }
-}
-
-/// Forwards alert changes committed by any replica (PostgreSQL NOTIFY) to this replica's
-/// live streams.
-async fn fan_out_changes(
-    pool: PgPool,
-    changes: broadcast::Sender<service::Change>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot listen for alert changes; retrying");
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(alerts::CHANGES_CHANNEL).await {
-            tracing::warn!(error = %error, "LISTEN failed; retrying");
-            continue;
-        }
-        backoff = Duration::from_millis(200);
-        loop {
-            let notification = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                notification = listener.recv() => notification,
-            };
-            let Ok(notification) = notification else { break };
-            let Some((id, change)) = notification.payload().split_once(':') else {
-                continue;
-            };
-            let (Ok(id), Ok(change)) = (id.parse(), change.parse::<i32>()) else {
-                continue;
-            };
-            let Ok(change) = AlertChange::try_from(change) else {
-                continue;
-            };
-            let Ok(mut conn) = pool.acquire().await else {
-                continue;
-            };
-            if let Ok(Some(alert)) = alerts::load(&mut conn, id).await {
-                // No subscribers is fine: nobody is watching.
-                let _ = changes.send((change, alert));
-            }
-        }
+        let service = AlertServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+        self.host.serve(service, shutdown).await
     }
 }

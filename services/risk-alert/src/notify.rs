@@ -1,18 +1,16 @@
-//! Notifications to township offices and county bureaus: webhook endpoints, one notification
-//! row per alert change and endpoint (written in the alert's transaction, so none is lost),
-//! and the delivery worker that POSTs them signed with HMAC-SHA256 over timestamp + body,
-//! retrying with exponential backoff until delivered and recording every attempt. Several
-//! replicas share the work by leasing due rows with `FOR UPDATE SKIP LOCKED`.
+//! The webhook contract with township offices and county bureaus: the headers, the HMAC
+//! signature over timestamp + body (which receivers verify the same way), the JSON body of a
+//! notification, and the backoff between attempts. Queueing is `lifecycle`'s, delivery
+//! `delivery`'s.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use mesh_kit::{CancellationToken, clock::SharedClock, crypto::FieldCrypto};
-use mesh_proto::alert::{self as pb, EscalationTarget};
 use sha2::Sha256;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::domain::alert::{Alert, SubjectKind};
 
 /// Header carrying the notification id: the receiver's idempotency key.
 pub const HEADER_NOTIFICATION_ID: &str = "x-mesh-notification-id";
@@ -29,11 +27,10 @@ pub const SECRET_CONTEXT: &str = "endpoints.secret";
 /// The signature of a webhook body: hex HMAC-SHA256 keyed with the endpoint secret over
 /// the timestamp, a dot, and the raw body bytes.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Checks a signature as a receiver would (constant-time comparison).
@@ -44,11 +41,15 @@ pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], signature: &str) -> bo
     let Ok(expected) = hex::decode(hex_mac) else {
         return false;
     };
+    mac(secret, timestamp, body).verify_slice(&expected).is_ok()
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    mac
 }
 
 /// Exponential backoff before attempt `attempts + 1`: base × 2^(attempts-1), capped.
@@ -58,336 +59,52 @@ pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// The JSON body of a notification (fields of mesh.alert.v1.WebhookNotification).
-pub fn body(
-    notification_id: Uuid,
-    event_type: &str,
-    alert: &pb::Alert,
-    occurred_at: DateTime<Utc>,
-) -> Vec<u8> {
-    let time = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .and_then(mesh_kit::proto_time::from_timestamp)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+pub fn body(notification_id: Uuid, event_type: &str, alert: &Alert, occurred_at: DateTime<Utc>) -> Vec<u8> {
+    let time = |time: DateTime<Utc>| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let subject_kind = match alert.subject.kind {
+        SubjectKind::Supervisee => "supervisee",
+        SubjectKind::Handover => "handover",
     };
-    let subject = alert.subject.clone().unwrap_or_default();
-    let (subject_kind, subject_id) = match subject.id {
-        Some(pb::alert_subject::Id::SuperviseeId(id)) => ("supervisee", id),
-        Some(pb::alert_subject::Id::HandoverId(id)) => ("handover", id),
-        None => ("", String::new()),
-    };
-    let jurisdiction = alert.jurisdiction.clone().unwrap_or_default();
-    let rule = alert.rule.clone().unwrap_or_default();
-    let evidence = alert.evidence.clone().unwrap_or_default();
-    let facts: serde_json::Map<String, serde_json::Value> = evidence
+    let facts: serde_json::Map<String, serde_json::Value> = alert
+        .evidence
         .facts
         .iter()
         .map(|fact| (fact.key.clone(), serde_json::Value::String(fact.value.clone())))
         .collect();
+    let resolved = alert.resolved.as_ref();
     let value = serde_json::json!({
         "notification_id": notification_id.to_string(),
         "event_type": event_type,
-        "occurred_at": occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "occurred_at": time(occurred_at),
         "alert": {
-            "alert_id": alert.alert_id,
-            "kind": alert.kind().as_str_name(),
-            "severity": alert.severity().as_str_name(),
-            "status": alert.status().as_str_name(),
-            "subject": { "kind": subject_kind, "id": subject_id, "name": subject.name },
-            "jurisdiction": { "township_code": jurisdiction.township_code, "county_code": jurisdiction.county_code },
-            "escalation_target": alert.escalation_target().as_str_name(),
-            "recommended_measure": alert.recommended_measure().as_str_name(),
-            "rule": { "rule_id": rule.rule_id, "description": rule.description },
+            "alert_id": alert.id.to_string(),
+            "kind": alert.kind.to_proto().as_str_name(),
+            "severity": alert.severity.to_proto().as_str_name(),
+            "status": alert.status.to_proto().as_str_name(),
+            "subject": { "kind": subject_kind, "id": alert.subject.id, "name": alert.subject.name },
+            "jurisdiction": {
+                "township_code": alert.jurisdiction.township_code,
+                "county_code": alert.jurisdiction.county_code,
+            },
+            "escalation_target": alert.escalation_target.to_proto().as_str_name(),
+            "recommended_measure": alert.recommended_measure.to_proto().as_str_name(),
+            "rule": { "rule_id": alert.rule.id.to_string(), "description": alert.rule.description },
             "legal_basis": alert.legal_basis,
             "evidence": {
-                "last_contact_at": time(&evidence.last_contact_at),
-                "grace_period_seconds": evidence.grace_period_seconds,
+                "last_contact_at": alert.evidence.last_contact_at.map(time),
+                "grace_period_seconds": alert.evidence.grace_period_seconds,
                 "facts": facts,
             },
-            "raised_at": time(&alert.raised_at),
-            "deadline": time(&alert.deadline),
+            "raised_at": time(alert.raised_at),
+            "deadline": time(alert.deadline),
             "dedup_key": alert.dedup_key,
-            "resolved_at": time(&alert.resolved_at),
-            "resolution_note": alert.resolution_note,
-            "auto_resolved": alert.auto_resolved,
+            "resolved_at": resolved.map(|resolved| time(resolved.at)),
+            "resolution_note": resolved.map(|resolved| resolved.note.as_str()).unwrap_or_default(),
+            "auto_resolved": alert.auto_resolved(),
             "version": alert.version,
         }
     });
     serde_json::to_vec(&value).unwrap_or_default()
-}
-
-/// Queues one notification per endpoint that must hear of this alert change: the township
-/// office's always, the county bureau's when the alert is escalated to it.
-pub async fn enqueue_for_alert(
-    conn: &mut PgConnection,
-    alert: &pb::Alert,
-    event_type: &str,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    let jurisdiction = alert.jurisdiction.clone().unwrap_or_default();
-    let include_county = alert.escalation_target() == EscalationTarget::CountyBureau;
-    let endpoints: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT endpoint_id FROM endpoints
-         WHERE county_code = $1 AND (township_code = $2 OR ($3 AND township_code = ''))",
-    )
-    .bind(&jurisdiction.county_code)
-    .bind(&jurisdiction.township_code)
-    .bind(include_county)
-    .fetch_all(&mut *conn)
-    .await?;
-    let alert_id: Uuid = alert.alert_id.parse().unwrap_or_default();
-    for endpoint_id in endpoints {
-        let notification_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO notifications (notification_id, alert_id, event_type, endpoint_id, body, created_at, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(notification_id)
-        .bind(alert_id)
-        .bind(event_type)
-        .bind(endpoint_id)
-        .bind(body(notification_id, event_type, alert, now))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Delivery settings.
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    pub tick: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub request_timeout: Duration,
-    /// How long a claimed notification is hidden from other replicas while it is sent.
-    pub lease: Duration,
-    pub batch_size: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    notification_id: Uuid,
-    alert_id: Uuid,
-    event_type: String,
-    endpoint_id: Uuid,
-    body: Vec<u8>,
-    attempts: i32,
-    url: String,
-    secret_sealed: Vec<u8>,
-}
-
-/// Delivers pending notifications until shutdown.
-pub struct DeliveryWorker {
-    pool: PgPool,
-    crypto: Arc<FieldCrypto>,
-    clock: SharedClock,
-    http: reqwest::Client,
-    config: DeliveryConfig,
-}
-
-impl DeliveryWorker {
-    pub fn new(
-        pool: PgPool,
-        crypto: Arc<FieldCrypto>,
-        clock: SharedClock,
-        config: DeliveryConfig,
-    ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self {
-            pool,
-            crypto,
-            clock,
-            http,
-            config,
-        })
-    }
-
-    /// Delivers until shutdown. `changes` wakes it as soon as any replica commits an alert
-    /// change (so a notification does not wait for the next tick); the tick still drives
-    /// retries that come due.
-    pub async fn run<T: Clone>(
-        self,
-        mut changes: tokio::sync::broadcast::Receiver<T>,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            let delivered_any = match self.deliver_due().await {
-                Ok(count) => count > 0,
-                Err(error) => {
-                    tracing::warn!(error = %error, "webhook delivery round failed; retrying");
-                    false
-                }
-            };
-            if !delivered_any {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = changes.recv() => {}
-                    _ = tokio::time::sleep(self.config.tick) => {}
-                }
-            } else if shutdown.is_cancelled() {
-                break;
-            }
-        }
-        tracing::info!("webhook delivery stopped");
-    }
-
-    /// Claims due notifications, sends them concurrently, and records the outcomes.
-    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let now = self.clock.now();
-        let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
-        let claimed: Vec<Claimed> = sqlx::query_as(
-            "WITH due AS (
-                 SELECT notification_id FROM notifications
-                 WHERE delivered_at IS NULL AND next_attempt_at <= $1
-                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-             UPDATE notifications n SET next_attempt_at = $2
-             FROM due, endpoints e
-             WHERE n.notification_id = due.notification_id AND e.endpoint_id = n.endpoint_id
-             RETURNING n.notification_id, n.alert_id, n.event_type, n.endpoint_id, n.body, n.attempts, e.url, e.secret_sealed",
-        )
-        .bind(now)
-        .bind(lease_until)
-        .bind(self.config.batch_size)
-        .fetch_all(&self.pool)
-        .await?;
-        let count = claimed.len();
-        futures::future::join_all(claimed.into_iter().map(|notification| self.deliver(notification))).await;
-        Ok(count)
-    }
-
-    async fn deliver(&self, notification: Claimed) {
-        let attempt_number = notification.attempts + 1;
-        let started = std::time::Instant::now();
-        let attempted_at = self.clock.now();
-        let outcome = match self.crypto.open(&notification.secret_sealed, SECRET_CONTEXT) {
-            Err(error) => Err((0, error.to_string())),
-            Ok(secret) => self.post(&notification, secret.as_bytes(), attempted_at).await,
-        };
-        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let (delivered, http_status, error) = match &outcome {
-            Ok(status) => (true, i32::from(*status), String::new()),
-            Err((status, error)) => (false, i32::from(*status), error.clone()),
-        };
-        let next_attempt_at = (!delivered).then(|| {
-            let wait = backoff(
-                attempt_number as u32,
-                self.config.retry_base,
-                self.config.retry_max,
-            );
-            attempted_at + chrono::Duration::from_std(wait).unwrap_or_default()
-        });
-        if let Err(db_error) = self
-            .record(
-                &notification,
-                attempt_number,
-                attempted_at,
-                http_status,
-                delivered,
-                &error,
-                duration_ms,
-                next_attempt_at,
-            )
-            .await
-        {
-            // The lease expires and the notification is sent again: at least once.
-            tracing::warn!(error = %db_error, notification_id = %notification.notification_id, "delivery outcome not recorded");
-        }
-        if delivered {
-            tracing::info!(notification_id = %notification.notification_id, alert_id = %notification.alert_id, attempt_number, "webhook delivered");
-        } else {
-            tracing::warn!(notification_id = %notification.notification_id, attempt_number, error = %error, "webhook delivery failed; will retry");
-        }
-    }
-
-    async fn post(
-        &self,
-        notification: &Claimed,
-        secret: &[u8],
-        attempted_at: DateTime<Utc>,
-    ) -> Result<u16, (u16, String)> {
-        let timestamp = attempted_at.timestamp();
-        let response = self
-            .http
-            .post(&notification.url)
-            .header("content-type", "application/json")
-            .header(HEADER_NOTIFICATION_ID, notification.notification_id.to_string())
-            .header(HEADER_EVENT_TYPE, &notification.event_type)
-            .header(HEADER_TIMESTAMP, timestamp.to_string())
-            .header(HEADER_SIGNATURE, sign(secret, timestamp, &notification.body))
-            .body(notification.body.clone())
-            .send()
-            .await
-            .map_err(|error| (0, without_url(&error)))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(status.as_u16())
-        } else {
-            Err((status.as_u16(), format!("HTTP {status}")))
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        notification: &Claimed,
-        attempt_number: i32,
-        attempted_at: DateTime<Utc>,
-        http_status: i32,
-        delivered: bool,
-        error: &str,
-        duration_ms: i32,
-        next_attempt_at: Option<DateTime<Utc>>,
-    ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (notification_id, alert_id, event_type, endpoint_id, url, attempt_number,
-                 attempted_at, http_status, delivered, error, duration_ms, next_attempt_at)
-             SELECT $1, $2, $3, $4, url, $5, $6, $7, $8, $9, $10, $11 FROM endpoints WHERE endpoint_id = $4",
-        )
-        .bind(notification.notification_id)
-        .bind(notification.alert_id)
-        .bind(&notification.event_type)
-        .bind(notification.endpoint_id)
-        .bind(attempt_number)
-        .bind(attempted_at)
-        .bind(http_status)
-        .bind(delivered)
-        .bind(error)
-        .bind(duration_ms)
-        .bind(next_attempt_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE notifications SET attempts = $2, delivered_at = CASE WHEN $3 THEN $4 END,
-                 next_attempt_at = COALESCE($5, next_attempt_at), last_error = NULLIF($6, '')
-             WHERE notification_id = $1",
-        )
-        .bind(notification.notification_id)
-        .bind(attempt_number)
-        .bind(delivered)
-        .bind(attempted_at)
-        .bind(next_attempt_at)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    }
-}
-
-/// A transport error without its URL (which may carry a receiver's token).
-fn without_url(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    kind.to_owned()
 }
 
 #[cfg(test)]
@@ -423,6 +140,35 @@ mod tests {
             sign(b"key", 1, b"The quick brown fox"),
             "sha256=1ef269d2a2a1f8d397e0e25c3e3013fb5687509234565e6e49ea45a138768457"
         );
+    }
+
+    #[test]
+    fn the_body_says_what_the_alert_says() {
+        let mut alert = crate::domain::alert::tests::missed_checkin();
+        alert.evidence.facts.push(crate::domain::alert::Fact {
+            key: "required_interval".into(),
+            value: "7d".into(),
+        });
+        let occurred_at = alert.raised_at;
+        let body = body(Uuid::nil(), "alert.raised", &alert, occurred_at);
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["event_type"], "alert.raised");
+        assert_eq!(json["occurred_at"], "2026-12-04T16:00:00.000Z");
+        let alert = &json["alert"];
+        assert_eq!(alert["kind"], "ALERT_KIND_MISSED_CHECKIN");
+        assert_eq!(alert["status"], "ALERT_STATUS_OPEN");
+        assert_eq!(alert["escalation_target"], "ESCALATION_TARGET_TOWNSHIP_OFFICE");
+        assert_eq!(alert["recommended_measure"], "RECOMMENDED_MEASURE_ADMONITION");
+        assert_eq!(alert["subject"]["kind"], "supervisee");
+        assert_eq!(alert["rule"]["rule_id"], "checkin.missed.normal");
+        assert_eq!(alert["evidence"]["last_contact_at"], "2026-11-26T02:00:00.000Z");
+        assert_eq!(alert["evidence"]["grace_period_seconds"], 86_400);
+        assert_eq!(alert["evidence"]["facts"]["required_interval"], "7d");
+        assert_eq!(alert["deadline"], "2026-12-03T16:00:00.000Z");
+        assert_eq!(alert["resolved_at"], serde_json::Value::Null);
+        assert_eq!(alert["resolution_note"], "");
+        assert_eq!(alert["auto_resolved"], false);
+        assert_eq!(alert["version"], 1);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Check-in policy and deadline computation, as pure functions of the last contact, the
 //! policy and the office's time zone (calendar rules such as "by the end of the day a week
-//! later" are evaluated in local time, DESIGN §2). No clock is read here.
+//! later" are evaluated in local time; docs/domain.md, "Time and calendar spans"). No clock
+//! is read here.
 
 use std::{fmt, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Days, Months, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use mesh_proto::{handover as handover_pb, registry as registry_pb};
 
 /// How far a deadline lies after the contact that sets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,36 +109,16 @@ pub struct LevelPolicy {
     pub in_person: Option<Obligation>,
 }
 
-/// Release category of a handover, as far as deadlines are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseCategory {
-    Parole,
-    TemporaryExecutionOutsidePrison,
-    SentenceCompleted,
-}
+// Release category of a handover, as far as deadlines are concerned.
+mesh_kit::stored_enum!(ReleaseCategory, handover_pb::ReleaseCategory, {
+    Parole = "parole" => Parole,
+    TemporaryExecutionOutsidePrison = "temporary_execution_outside_prison" => TemporaryExecutionOutsidePrison,
+    SentenceCompleted = "sentence_completed" => SentenceCompleted,
+});
 
-impl ReleaseCategory {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseCategory::Parole => "parole",
-            ReleaseCategory::TemporaryExecutionOutsidePrison => "temporary_execution_outside_prison",
-            ReleaseCategory::SentenceCompleted => "sentence_completed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Parole,
-            Self::TemporaryExecutionOutsidePrison,
-            Self::SentenceCompleted,
-        ]
-        .into_iter()
-        .find(|category| category.as_str() == text)
-    }
-}
-
-/// Handover deadlines (DESIGN §2, Community Corrections Law art. 21: report in within 10
-/// days of release; key assistance targets collected at the gate).
+/// Handover deadlines (docs/domain.md, "Prison-to-community handover"; Community Corrections
+/// Law art. 21: report in within 10 days of release; key assistance targets collected at the
+/// gate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandoverPolicy {
     /// How long the destination township has to acknowledge a release notice.
@@ -231,8 +213,9 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// DESIGN §2 defaults: strict = daily app check-in + weekly in person, normal = weekly,
-    /// lenient = monthly, each with a grace period.
+    /// The defaults of docs/domain.md, "Check-in obligations per supervision level": strict =
+    /// daily app check-in + weekly in person, normal = weekly, lenient = monthly, each with a
+    /// grace period.
     fn default() -> Self {
         let hours = |h: u64| Duration::from_secs(h * 3600);
         Self {
@@ -267,32 +250,12 @@ impl Default for Policy {
     }
 }
 
-/// Supervision level as the deadline engine sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Strict,
-    Normal,
-    Lenient,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Strict => "strict",
-            Level::Normal => "normal",
-            Level::Lenient => "lenient",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "strict" => Some(Level::Strict),
-            "normal" => Some(Level::Normal),
-            "lenient" => Some(Level::Lenient),
-            _ => None,
-        }
-    }
-}
+// Supervision level as the deadline rules see it.
+mesh_kit::stored_enum!(Level, registry_pb::SupervisionLevel, {
+    Strict = "strict" => Strict,
+    Normal = "normal" => Normal,
+    Lenient = "lenient" => Lenient,
+});
 
 /// The deadline tracks: four per watched supervisee, three per open handover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,12 +1,16 @@
 //! What each alert means: severity, who must act, the recommended measure, the rule that
 //! fired and its legal basis, so an officer can act without looking anything up. The system
-//! recommends; a person decides (DESIGN §2).
+//! recommends; a person decides (docs/domain.md, "The system recommends; a person decides").
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use mesh_proto::alert::{AlertKind, AlertSeverity, EscalationTarget, RecommendedMeasure};
 
-use crate::policy::{Level, Policy, ReleaseCategory, Track};
+use super::{
+    alert::{AlertKind, AlertSeverity, EscalationTarget, RecommendedMeasure},
+    policy::{Level, Policy, ReleaseCategory, Track},
+};
 
 /// The fixed meaning of one kind of alert.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,9 +19,69 @@ pub struct AlertSpec {
     pub severity: AlertSeverity,
     pub target: EscalationTarget,
     pub measure: RecommendedMeasure,
-    pub rule_id: String,
+    pub rule_id: RuleId,
     pub description: String,
     pub legal_basis: &'static str,
+}
+
+/// The rule that fired, as a value. Its text (`Display`, [`RuleId::parse`]) is the stable
+/// `rule_id` clients see, e.g. `checkin.missed.normal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleId {
+    /// `checkin.missed.<level>`: no verified check-in within the level's interval.
+    MissedCheckin(Level),
+    /// `checkin.missed.strict_in_person`: no home visit or office report within the week.
+    MissedInPerson,
+    /// `absconding.over_10_days`
+    AbscondingTenDays,
+    /// `absconding.over_1_month`
+    AbscondingOneMonth,
+    /// `checkin.out_of_area`
+    OutOfArea,
+    /// `handover.not_acknowledged`
+    HandoverNotAcknowledged,
+    /// `handover.gate_not_collected`
+    GateNotCollected,
+    /// `handover.report_in_overdue.<release category>`
+    ReportInOverdue(ReleaseCategory),
+}
+
+impl RuleId {
+    /// Every rule id there is.
+    pub fn all() -> impl Iterator<Item = RuleId> {
+        let per_level = Level::ALL.iter().map(|&level| RuleId::MissedCheckin(level));
+        let per_category = ReleaseCategory::ALL
+            .iter()
+            .map(|&category| RuleId::ReportInOverdue(category));
+        per_level.chain(per_category).chain([
+            RuleId::MissedInPerson,
+            RuleId::AbscondingTenDays,
+            RuleId::AbscondingOneMonth,
+            RuleId::OutOfArea,
+            RuleId::HandoverNotAcknowledged,
+            RuleId::GateNotCollected,
+        ])
+    }
+
+    /// The rule id of a stored alert; `None` for text no rule has.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::all().find(|rule| rule.to_string() == text)
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleId::MissedCheckin(level) => write!(f, "checkin.missed.{level}"),
+            RuleId::MissedInPerson => f.write_str("checkin.missed.strict_in_person"),
+            RuleId::AbscondingTenDays => f.write_str("absconding.over_10_days"),
+            RuleId::AbscondingOneMonth => f.write_str("absconding.over_1_month"),
+            RuleId::OutOfArea => f.write_str("checkin.out_of_area"),
+            RuleId::HandoverNotAcknowledged => f.write_str("handover.not_acknowledged"),
+            RuleId::GateNotCollected => f.write_str("handover.gate_not_collected"),
+            RuleId::ReportInOverdue(category) => write!(f, "handover.report_in_overdue.{category}"),
+        }
+    }
 }
 
 const LAW_SUPERVISION: &str =
@@ -59,7 +123,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::Medium,
             target: EscalationTarget::TownshipOffice,
             measure: RecommendedMeasure::None,
-            rule_id: "handover.not_acknowledged".to_owned(),
+            rule_id: RuleId::HandoverNotAcknowledged,
             description: "监所发出的释放衔接通知逾期未签收".to_owned(),
             legal_basis: if community_corrections {
                 LAW_NOTICE
@@ -72,7 +136,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::High,
             target: EscalationTarget::CountyBureau,
             measure: RecommendedMeasure::None,
-            rule_id: "handover.gate_not_collected".to_owned(),
+            rule_id: RuleId::GateNotCollected,
             description: "重点帮教对象已释放，未登记必接必送".to_owned(),
             legal_basis: GATE,
         },
@@ -81,7 +145,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::High,
             target: EscalationTarget::CountyBureau,
             measure: RecommendedMeasure::None,
-            rule_id: format!("handover.report_in_overdue.{}", category.as_str()),
+            rule_id: RuleId::ReportInOverdue(category),
             description: "释放后逾期未报到（漏管）".to_owned(),
             legal_basis: if community_corrections {
                 LAW_REPORT_IN
@@ -94,7 +158,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::Medium,
             target: EscalationTarget::TownshipOffice,
             measure: RecommendedMeasure::Admonition,
-            rule_id: format!("checkin.missed.{}", level.as_str()),
+            rule_id: RuleId::MissedCheckin(level),
             description: match level {
                 Level::Strict => "严管对象应每日签到，逾期未签到".to_owned(),
                 Level::Normal => "普管对象应每周签到，逾期未签到".to_owned(),
@@ -107,7 +171,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::Medium,
             target: EscalationTarget::TownshipOffice,
             measure: RecommendedMeasure::Admonition,
-            rule_id: "checkin.missed.strict_in_person".to_owned(),
+            rule_id: RuleId::MissedInPerson,
             description: "严管对象应每周当面报到或接受走访，逾期未见面".to_owned(),
             legal_basis: LAW_SUPERVISION,
         },
@@ -116,7 +180,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::High,
             target: EscalationTarget::CountyBureau,
             measure: RecommendedMeasure::Warning,
-            rule_id: "absconding.over_10_days".to_owned(),
+            rule_id: RuleId::AbscondingTenDays,
             description: "脱离监管超过十日".to_owned(),
             legal_basis: MEASURES_WARNING,
         },
@@ -125,7 +189,7 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             severity: AlertSeverity::Critical,
             target: EscalationTarget::CountyBureau,
             measure: RecommendedMeasure::RevocationProposal,
-            rule_id: "absconding.over_1_month".to_owned(),
+            rule_id: RuleId::AbscondingOneMonth,
             description: "脱离监管超过一个月".to_owned(),
             legal_basis: MEASURES_REVOCATION,
         },
@@ -139,7 +203,7 @@ pub fn out_of_area() -> AlertSpec {
         severity: AlertSeverity::Medium,
         target: EscalationTarget::TownshipOffice,
         measure: RecommendedMeasure::None,
-        rule_id: "checkin.out_of_area".to_owned(),
+        rule_id: RuleId::OutOfArea,
         description: "签到位置超出所在司法所允许活动范围".to_owned(),
         legal_basis: LAW_AREA,
     }
@@ -163,20 +227,13 @@ pub fn measure_for_lost_contact(
     }
 }
 
-/// The stable name of a kind inside dedup keys: the enum value name without its prefix, in
-/// lower case (e.g. `missed_checkin`).
-pub fn kind_key(kind: AlertKind) -> String {
-    kind.as_str_name()
-        .trim_start_matches("ALERT_KIND_")
-        .to_ascii_lowercase()
-}
-
-/// Dedup key of a deadline alert: one alert per kind, subject and missed deadline. The
-/// in-person track gets its own suffix so it never collides with the check-in track.
+/// Dedup key of a deadline alert: one alert per kind, subject and missed deadline. The kind
+/// is named by its stored text (e.g. `missed_checkin`); the in-person track gets its own
+/// suffix so it never collides with the check-in track.
 pub fn deadline_dedup_key(track: Track, kind: AlertKind, subject_id: &str, due: DateTime<Utc>) -> String {
     let base = format!(
         "{}:{subject_id}:{}",
-        kind_key(kind),
+        kind.as_str(),
         due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     match track {
@@ -234,7 +291,8 @@ mod tests {
         let missed = for_track(Track::Checkin, About::Supervisee(Level::Strict));
         assert_eq!(missed.target, EscalationTarget::TownshipOffice);
         assert_eq!(missed.measure, RecommendedMeasure::Admonition);
-        assert_eq!(missed.rule_id, "checkin.missed.strict");
+        assert_eq!(missed.rule_id, RuleId::MissedCheckin(Level::Strict));
+        assert_eq!(missed.rule_id.to_string(), "checkin.missed.strict");
     }
 
     #[test]
@@ -249,7 +307,7 @@ mod tests {
         );
         assert!(!resettlement.legal_basis.contains("社区矫正法》第二十一条"));
         assert_eq!(
-            resettlement.rule_id,
+            resettlement.rule_id.to_string(),
             "handover.report_in_overdue.sentence_completed"
         );
         let gate = for_track(
@@ -271,6 +329,30 @@ mod tests {
             deadline_dedup_key(Track::InPerson, AlertKind::MissedCheckin, "s1", due),
             "missed_checkin:s1:2026-03-01T16:00:00Z:in_person"
         );
-        assert_eq!(kind_key(AlertKind::ReportInOverdue), "report_in_overdue");
+        assert_eq!(AlertKind::ReportInOverdue.as_str(), "report_in_overdue");
+    }
+
+    #[test]
+    fn rule_ids_read_back_from_their_text() {
+        let texts: Vec<String> = RuleId::all().map(|rule| rule.to_string()).collect();
+        assert_eq!(texts.len(), 12);
+        for rule in RuleId::all() {
+            assert_eq!(RuleId::parse(&rule.to_string()), Some(rule), "{rule}");
+        }
+        assert_eq!(
+            RuleId::parse("checkin.missed.strict_in_person"),
+            Some(RuleId::MissedInPerson)
+        );
+        assert_eq!(RuleId::parse("checkin.missed.weekly"), None);
+        // Every spec a track can produce names a rule that reads back.
+        for track in Track::ALL {
+            for about in [
+                About::Supervisee(Level::Lenient),
+                About::Handover(ReleaseCategory::TemporaryExecutionOutsidePrison),
+            ] {
+                let rule = for_track(track, about).rule_id;
+                assert_eq!(RuleId::parse(&rule.to_string()), Some(rule));
+            }
+        }
     }
 }

@@ -1,0 +1,97 @@
+//! Webhook handlers: register a township's or county's endpoint, list them, and list the
+//! delivery attempts of an alert's notifications.
+
+use mesh_kit::{error::ServiceError, proto_time::to_timestamp};
+use mesh_proto::{alert as pb, common::PageResponse};
+use tonic::Request;
+
+use super::{AlertApi, authorized, scope};
+use crate::{
+    convert::{actor_to_proto, delivery_to_proto, endpoint_to_proto, jurisdiction_to_proto},
+    domain::{
+        Actor,
+        access::{ALERT_ROLES, ENDPOINT_ROLES},
+    },
+    notify, request,
+    store::{self, webhooks::NewEndpoint},
+};
+
+pub(super) async fn register(
+    api: &AlertApi,
+    request: Request<pb::RegisterEndpointRequest>,
+) -> Result<pb::RegisterEndpointResponse, ServiceError> {
+    let caller = authorized(&request, ENDPOINT_ROLES)?;
+    let request = request.into_inner();
+    let jurisdiction = scope(&caller, request.jurisdiction.as_ref())?;
+    let endpoint = request::endpoint(&request, api.allow_http)?;
+    let now = api.clock.now();
+    let registered_by = Actor::caller(&caller);
+    let (endpoint_id, created_at) = store::webhooks::save_endpoint(
+        api.changes.pool(),
+        NewEndpoint {
+            jurisdiction: &jurisdiction,
+            url: &endpoint.url,
+            secret_sealed: api.crypto.seal(&endpoint.secret, notify::SECRET_CONTEXT),
+            description: &endpoint.description,
+            registered_by: &registered_by,
+        },
+        now,
+    )
+    .await?;
+    tracing::info!(%endpoint_id, township = %jurisdiction.township_code, "webhook endpoint registered");
+    Ok(pb::RegisterEndpointResponse {
+        endpoint: Some(pb::WebhookEndpoint {
+            endpoint_id: endpoint_id.to_string(),
+            jurisdiction: Some(jurisdiction_to_proto(&jurisdiction)),
+            url: endpoint.url,
+            description: endpoint.description,
+            registered_by: Some(actor_to_proto(&registered_by)),
+            created_at: Some(to_timestamp(created_at)),
+            updated_at: Some(to_timestamp(now)),
+        }),
+    })
+}
+
+pub(super) async fn list(
+    api: &AlertApi,
+    request: Request<pb::ListEndpointsRequest>,
+) -> Result<pb::ListEndpointsResponse, ServiceError> {
+    let caller = authorized(&request, ALERT_ROLES)?;
+    let request = request.into_inner();
+    let scope = scope(&caller, request.jurisdiction.as_ref())?;
+    // One endpoint per jurisdiction keeps this list short: a county has at most a few dozen
+    // townships, so it is returned in one page.
+    let rows = store::webhooks::endpoints(api.changes.pool(), &scope).await?;
+    Ok(pb::ListEndpointsResponse {
+        endpoints: rows.into_iter().map(endpoint_to_proto).collect(),
+        page: Some(PageResponse::default()),
+    })
+}
+
+pub(super) async fn deliveries(
+    api: &AlertApi,
+    request: Request<pb::ListDeliveriesRequest>,
+) -> Result<pb::ListDeliveriesResponse, ServiceError> {
+    let caller = authorized(&request, ALERT_ROLES)?;
+    let request = request.into_inner();
+    let id = request::alert_id(&request.alert_id)?;
+    let alert = api.visible_alert(&caller, id).await?;
+    let cursor_scope = format!("alert.deliveries|{id}");
+    let page = request::page::<i64>(&api.cursors, &cursor_scope, request.page.as_ref())?;
+    let rows = store::webhooks::deliveries(
+        api.changes.pool(),
+        id,
+        page.after.unwrap_or(0),
+        page.fetch_limit(),
+    )
+    .await?;
+    let (rows, page) = api.cursors.finish(&cursor_scope, page.size, rows, |row| row.id);
+    let alert_id = alert.id.to_string();
+    Ok(pb::ListDeliveriesResponse {
+        deliveries: rows
+            .into_iter()
+            .map(|row| delivery_to_proto(&alert_id, row))
+            .collect(),
+        page: Some(page),
+    })
+}

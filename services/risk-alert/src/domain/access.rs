@@ -1,0 +1,96 @@
+//! Who may see and act on which alerts: officers and township offices those of their
+//! township, county bureaus those of their county, admins and the mesh's own services all.
+
+use mesh_kit::{
+    auth::{Caller, Role},
+    error::ServiceError,
+};
+
+use super::{Jurisdiction, alert::Alert};
+
+/// Roles that work with alerts.
+pub const ALERT_ROLES: &[Role] = &[
+    Role::Officer,
+    Role::TownshipOffice,
+    Role::CountyBureau,
+    Role::Admin,
+    Role::System,
+];
+
+/// Roles that register webhook endpoints.
+pub const ENDPOINT_ROLES: &[Role] = &[Role::TownshipOffice, Role::CountyBureau, Role::Admin];
+
+/// Whether `caller` may work in `scope`: a township as for any of its records; a whole
+/// county only as its county bureau, an admin or a service.
+pub fn ensure_scope(caller: &Caller, scope: &Jurisdiction) -> Result<(), ServiceError> {
+    if !scope.is_county_wide() {
+        return caller.ensure_access(&scope.township_code, &scope.county_code);
+    }
+    let county_wide = match caller.role {
+        Role::Admin | Role::System => true,
+        Role::CountyBureau => caller.county.as_deref() == Some(scope.county_code.as_str()),
+        _ => false,
+    };
+    if county_wide {
+        Ok(())
+    } else {
+        Err(ServiceError::denied("outside the caller's jurisdiction"))
+    }
+}
+
+/// Whether `caller` may see and act on `alert` (by the jurisdiction that owns it now).
+pub fn ensure_alert(caller: &Caller, alert: &Alert) -> Result<(), ServiceError> {
+    caller.ensure_access(&alert.jurisdiction.township_code, &alert.jurisdiction.county_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::tests::missed_checkin;
+
+    fn caller(role: Role, township: Option<&str>, county: Option<&str>) -> Caller {
+        Caller {
+            subject: "someone".into(),
+            role,
+            township: township.map(str::to_owned),
+            county: county.map(str::to_owned),
+            prison: None,
+        }
+    }
+
+    fn place(township: &str, county: &str) -> Jurisdiction {
+        Jurisdiction {
+            township_code: township.into(),
+            county_code: county.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_county_bureau_admins_and_services_see_a_whole_county() {
+        let county = place("", "620702");
+        let officer = caller(Role::Officer, Some("620702001"), Some("620702"));
+        let bureau = caller(Role::CountyBureau, None, Some("620702"));
+        let other_bureau = caller(Role::CountyBureau, None, Some("620721"));
+        assert!(ensure_scope(&officer, &county).is_err());
+        assert!(ensure_scope(&bureau, &county).is_ok());
+        assert!(ensure_scope(&other_bureau, &county).is_err());
+        assert!(ensure_scope(&caller(Role::Admin, None, None), &county).is_ok());
+        assert!(ensure_scope(&caller(Role::System, None, None), &county).is_ok());
+    }
+
+    #[test]
+    fn a_township_is_seen_by_its_officers_and_its_county_bureau() {
+        let township = place("620702001", "620702");
+        let officer = caller(Role::Officer, Some("620702001"), Some("620702"));
+        let neighbour = caller(Role::Officer, Some("620702002"), Some("620702"));
+        assert!(ensure_scope(&officer, &township).is_ok());
+        assert!(matches!(
+            ensure_scope(&neighbour, &township),
+            Err(ServiceError::Denied(_))
+        ));
+        assert!(ensure_scope(&caller(Role::CountyBureau, None, Some("620702")), &township).is_ok());
+        let alert = missed_checkin();
+        assert!(ensure_alert(&officer, &alert).is_ok());
+        assert!(ensure_alert(&neighbour, &alert).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The consumer of registry, check-in and handover events. Each event is applied once, in
+//! the transaction that records it: the projection of what is watched moves, the alerts it
+//! answers are resolved (and an out-of-area check-in raises its own), and the subject's
+//! deadlines are computed again.
+
+use chrono::{DateTime, Utc};
+use mesh_kit::{
+    clock::SharedClock,
+    consumer::{HandleError, Handler, InboundEvent},
+    error::ServiceError,
+    events,
+};
+use mesh_proto::checkin::CheckinRecorded;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        answers::{self, Answers, Contact, Withdrawal},
+        compose,
+        policy::Policy,
+        watch::{self, Checkin, HandoverSnapshot, SuperviseeSnapshot},
+    },
+    inbound,
+    lifecycle::Lifecycle,
+    store,
+};
+
+/// Applies events to the projection.
+pub struct Projection {
+    pub policy: Policy,
+    pub tz: chrono_tz::Tz,
+    pub clock: SharedClock,
+    pub lifecycle: Lifecycle,
+}
+
+impl Handler for Projection {
+    async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
+        let occurred_at = event.occurred_at.unwrap_or_else(|| self.clock.now());
+        let applied = if event.event_type == "checkin.recorded" {
+            let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
+            self.apply_checkin(conn, checkin).await
+        } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
+            let snapshot = inbound::supervisee(snapshot)?;
+            self.apply_supervisee(conn, snapshot, occurred_at).await
+        } else if let Some(snapshot) = events::handover_snapshot(event)? {
+            // A stale snapshot is skipped before the rest of it is read, so an old one that
+            // lacks what a current one needs is not dead-lettered.
+            let id = inbound::handover_id(&snapshot)?;
+            let existing = store::watch::handover_for_update(conn, id)
+                .await
+                .map_err(transient)?;
+            if watch::is_stale(existing.as_ref().map(|watch| watch.version), snapshot.version) {
+                return Ok(());
+            }
+            let snapshot = inbound::handover(snapshot)?;
+            let reference = format!("{}:{}", event.event_type, event.event_id);
+            self.apply_handover(conn, snapshot, existing, &reference, occurred_at)
+                .await
+        } else {
+            // Other event types on these topics are not about deadlines.
+            Ok(())
+        };
+        applied.map_err(transient)
+    }
+}
+
+/// Anything that goes wrong once an event is understood is the database's trouble: retry.
+fn transient(error: ServiceError) -> HandleError {
+    HandleError::Transient(error.into())
+}
+
+impl Projection {
+    /// Applies a registry snapshot unless a newer one was applied already.
+    async fn apply_supervisee(
+        &self,
+        conn: &mut PgConnection,
+        snapshot: SuperviseeSnapshot,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let existing = store::watch::supervisee_for_update(conn, snapshot.id).await?;
+        if watch::is_stale(existing.as_ref().map(|watch| watch.version), snapshot.version) {
+            return Ok(());
+        }
+        let first_contact = watch::first_contact(existing.as_ref(), &snapshot, occurred_at);
+        store::watch::save_supervisee(conn, &snapshot, first_contact).await?;
+
+        let now = self.clock.now();
+        if watch::transferred(existing.as_ref(), &snapshot.jurisdiction) {
+            // Open alerts follow the person to the new township.
+            for alert in store::alerts::open_for_subject(conn, &snapshot.subject_id).await? {
+                self.lifecycle
+                    .move_to(conn, alert, snapshot.jurisdiction.clone(), now)
+                    .await?;
+            }
+        }
+        if let Some(withdrawal) = answers::status_withdrawal(snapshot.status) {
+            let reference = format!(
+                "supervisee.status:{}",
+                snapshot.status.map(|status| status.as_str()).unwrap_or_default()
+            );
+            self.lifecycle
+                .withdraw(conn, &snapshot.subject_id, &withdrawal, &reference, now)
+                .await?;
+        }
+        self.reschedule_supervisee(conn, snapshot.id).await
+    }
+
+    /// Applies a check-in: a verified one moves the last contact, resolves what it answers
+    /// and moves the deadlines; a flagged one raises the out-of-area alert.
+    async fn apply_checkin(&self, conn: &mut PgConnection, checkin: Checkin) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let existing = store::watch::supervisee_for_update(conn, checkin.supervisee).await?;
+        if checkin.identity_verified {
+            store::watch::record_contact(conn, &checkin).await?;
+            let answered = Withdrawal {
+                answers: Answers::Contact(Contact {
+                    at: checkin.device_time,
+                    in_person: checkin.in_person(),
+                }),
+                note: "contact restored by a check-in".to_owned(),
+            };
+            let reference = format!("checkin:{}", checkin.checkin_id);
+            self.lifecycle
+                .withdraw(conn, &checkin.subject_id, &answered, &reference, now)
+                .await?;
+            self.reschedule_supervisee(conn, checkin.supervisee).await?;
+        }
+        let name = existing.map(|watch| watch.name).unwrap_or_default();
+        if let Some(draft) = compose::out_of_area_alert(&checkin, name) {
+            self.lifecycle.raise(conn, draft, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a (fresh) handover snapshot: projection, resolutions, and its deadlines.
+    async fn apply_handover(
+        &self,
+        conn: &mut PgConnection,
+        snapshot: HandoverSnapshot,
+        existing: Option<watch::HandoverWatch>,
+        reference: &str,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let redirected = watch::redirected(existing.as_ref(), &snapshot.destination);
+        let ack_since = watch::ack_since(existing.as_ref(), redirected, snapshot.notified_at, occurred_at);
+        store::watch::save_handover(conn, &snapshot, ack_since).await?;
+        let now = self.clock.now();
+        for withdrawal in answers::handover_withdrawals(&snapshot, redirected) {
+            self.lifecycle
+                .withdraw(conn, &snapshot.subject_id, &withdrawal, reference, now)
+                .await?;
+        }
+        self.reschedule_handover(conn, snapshot.id).await
+    }
+
+    /// Recomputes every deadline of a supervisee from its last contacts (none when it is
+    /// not watched).
+    async fn reschedule_supervisee(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), ServiceError> {
+        store::watch::clear_deadlines(conn, id).await?;
+        let Some(known) = store::watch::supervisee_for_update(conn, id).await? else {
+            return Ok(());
+        };
+        let deadlines = watch::supervisee_deadlines(&self.policy, self.tz, &known);
+        store::watch::add_deadlines(conn, id, &deadlines).await
+    }
+
+    /// Recomputes an open handover's deadlines (amendments move them; closing removes them).
+    async fn reschedule_handover(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), ServiceError> {
+        store::watch::clear_deadlines(conn, id).await?;
+        let Some(known) = store::watch::handover_for_update(conn, id).await? else {
+            return Ok(());
+        };
+        let deadlines = watch::handover_deadlines(&self.policy.handover, self.tz, &known);
+        store::watch::add_deadlines(conn, id, &deadlines).await
+    }
+}

@@ -1,0 +1,343 @@
+//! The edge of the API: requests → validated domain values. Every problem is named by its
+//! field, and what a validator returns is complete, so handlers never check again.
+
+use chrono::{DateTime, Utc};
+use mesh_kit::{
+    error::{FieldViolations, ServiceError},
+    jurisdiction::Directory,
+    page::{Cursors, Page},
+    validate::{check_jurisdiction, check_text},
+};
+use mesh_proto::{
+    alert as pb,
+    common::{self, PageRequest},
+};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::{
+    convert::jurisdiction_from_proto,
+    domain::{
+        Jurisdiction,
+        alert::{AlertKind, AlertStatus},
+    },
+    store::alerts::AlertFilter,
+};
+
+/// Longest resolution note.
+const MAX_NOTE_CHARS: usize = 1000;
+/// Longest webhook URL, in bytes.
+const MAX_URL_LEN: usize = 2048;
+/// Longest endpoint description.
+const MAX_DESCRIPTION_CHARS: usize = 200;
+
+/// An alert id.
+pub fn alert_id(value: &str) -> Result<Uuid, ServiceError> {
+    let mut violations = FieldViolations::new();
+    let id = check_alert_id(&mut violations, value);
+    violations.into_result()?;
+    Ok(id)
+}
+
+fn check_alert_id(violations: &mut FieldViolations, value: &str) -> Uuid {
+    value.trim().parse().unwrap_or_else(|_| {
+        violations.add("alert_id", "must be a UUID");
+        Uuid::nil()
+    })
+}
+
+/// The township (both codes) or whole county (township empty) a request names in `field`,
+/// checked against the directory. Whether the caller may work there is
+/// `domain::access::ensure_scope`.
+pub fn scope(field: &str, jurisdiction: Option<&common::Jurisdiction>) -> Result<Jurisdiction, ServiceError> {
+    let scope = jurisdiction_from_proto(jurisdiction);
+    let mut violations = FieldViolations::new();
+    if scope.is_county_wide() {
+        if Directory::get().county(&scope.county_code).is_none() {
+            violations.add(&format!("{field}.county_code"), "unknown county bureau code");
+        }
+    } else {
+        check_jurisdiction(
+            &mut violations,
+            &format!("{field}.township_code"),
+            &scope.township_code,
+            &format!("{field}.county_code"),
+            &scope.county_code,
+        );
+    }
+    violations.into_result()?;
+    Ok(scope)
+}
+
+/// A page of a list, its cursor checked against the list's `scope` (the list and its
+/// filters).
+pub fn page<K: DeserializeOwned>(
+    cursors: &Cursors,
+    scope: &str,
+    request: Option<&PageRequest>,
+) -> Result<Page<K>, ServiceError> {
+    let mut violations = FieldViolations::new();
+    let page = cursors.page(scope, request, &mut violations);
+    violations.into_result()?;
+    Ok(page)
+}
+
+/// A validated `ListAlerts`.
+#[derive(Debug)]
+pub struct ListAlerts {
+    pub filter: AlertFilter,
+    /// Names the list and its filters: a cursor of another list is refused.
+    pub cursor_scope: String,
+    /// After (raised_at, alert_id) of the last alert seen.
+    pub page: Page<(DateTime<Utc>, Uuid)>,
+}
+
+pub fn list_alerts(
+    request: &pb::ListAlertsRequest,
+    scope: Jurisdiction,
+    cursors: &Cursors,
+) -> Result<ListAlerts, ServiceError> {
+    let mut violations = FieldViolations::new();
+    let statuses = known(
+        &mut violations,
+        "statuses",
+        "unknown status",
+        &request.statuses,
+        AlertStatus::from_proto,
+    );
+    let kinds = known(
+        &mut violations,
+        "kinds",
+        "unknown kind",
+        &request.kinds,
+        AlertKind::from_proto,
+    );
+    let subject_id = request.subject_id.trim().to_owned();
+    let cursor_scope = format!(
+        "alert.list|{}|{}|{}|{}|{subject_id}",
+        scope.county_code,
+        scope.township_code,
+        statuses
+            .iter()
+            .map(|status| status.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        kinds
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let page = cursors.page(&cursor_scope, request.page.as_ref(), &mut violations);
+    violations.into_result()?;
+    Ok(ListAlerts {
+        filter: AlertFilter {
+            scope,
+            statuses,
+            kinds,
+            subject_id,
+        },
+        cursor_scope,
+        page,
+    })
+}
+
+/// The enum values of a repeated filter field; UNSPECIFIED and unknown numbers are invalid.
+fn known<T>(
+    violations: &mut FieldViolations,
+    field: &str,
+    why: &str,
+    values: &[i32],
+    from_proto: impl Fn(i32) -> Option<T>,
+) -> Vec<T> {
+    let mut known = Vec::with_capacity(values.len());
+    for &value in values {
+        match from_proto(value) {
+            Some(value) => known.push(value),
+            None => {
+                violations.add(field, why);
+                break;
+            }
+        }
+    }
+    known
+}
+
+/// A validated `ResolveAlert`.
+#[derive(Debug)]
+pub struct Resolve {
+    pub alert_id: Uuid,
+    pub note: String,
+}
+
+pub fn resolve(request: &pb::ResolveAlertRequest) -> Result<Resolve, ServiceError> {
+    let mut violations = FieldViolations::new();
+    let alert_id = check_alert_id(&mut violations, &request.alert_id);
+    let note = check_text(&mut violations, "note", &request.note, MAX_NOTE_CHARS);
+    violations.into_result()?;
+    Ok(Resolve { alert_id, note })
+}
+
+/// A validated `RegisterEndpoint` (its jurisdiction is checked by [`scope`]).
+#[derive(Debug)]
+pub struct Endpoint {
+    pub url: String,
+    pub secret: String,
+    pub description: String,
+}
+
+/// The endpoint of a registration: an https URL (or http, when `allow_http`, for
+/// development), a secret of 32 to 256 characters, a short description.
+pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Result<Endpoint, ServiceError> {
+    let mut violations = FieldViolations::new();
+    let url = request.url.trim().to_owned();
+    let scheme_ok = url.starts_with("https://") || (allow_http && url.starts_with("http://"));
+    if url.len() > MAX_URL_LEN || !scheme_ok || reqwest::Url::parse(&url).is_err() {
+        violations.add(
+            "url",
+            if allow_http {
+                "must be an http(s) URL of at most 2048 characters"
+            } else {
+                "must be an https URL of at most 2048 characters"
+            },
+        );
+    }
+    if !(32..=256).contains(&request.secret.chars().count()) {
+        violations.add("secret", "must be 32 to 256 characters");
+    }
+    if request.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        violations.add("description", "must be at most 200 characters");
+    }
+    violations.into_result()?;
+    Ok(Endpoint {
+        url,
+        secret: request.secret.clone(),
+        description: request.description.trim().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn fields(result: Result<impl std::fmt::Debug, ServiceError>) -> Vec<String> {
+        match result.expect_err("invalid") {
+            ServiceError::Invalid(violations) => violations.fields(),
+            other => panic!("not a validation error: {other}"),
+        }
+    }
+
+    fn cursors() -> Cursors {
+        Cursors::new(&SecretString::from(
+            "a secret of at least thirty-two bytes!!".to_owned(),
+        ))
+    }
+
+    fn place(township: &str, county: &str) -> common::Jurisdiction {
+        common::Jurisdiction {
+            township_code: township.into(),
+            county_code: county.into(),
+        }
+    }
+
+    #[test]
+    fn scopes_are_a_known_township_or_county() {
+        assert!(scope("jurisdiction", Some(&place("620702001", "620702"))).is_ok());
+        assert!(scope("jurisdiction", Some(&place("", "620702"))).is_ok());
+        assert_eq!(
+            fields(scope("jurisdiction", Some(&place("", "999999")))),
+            ["jurisdiction.county_code"]
+        );
+        assert_eq!(fields(scope("jurisdiction", None)), ["jurisdiction.county_code"]);
+        assert_eq!(
+            fields(scope("jurisdiction", Some(&place("620702999", "620702")))),
+            ["jurisdiction.township_code"]
+        );
+    }
+
+    #[test]
+    fn list_filters_must_name_real_values() {
+        let county = jurisdiction_from_proto(Some(&place("", "620702")));
+        let request = pb::ListAlertsRequest {
+            statuses: vec![pb::AlertStatus::Open as i32, 0],
+            kinds: vec![99],
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(list_alerts(&request, county.clone(), &cursors())),
+            ["statuses", "kinds"]
+        );
+        let request = pb::ListAlertsRequest {
+            statuses: vec![pb::AlertStatus::Resolved as i32],
+            kinds: vec![pb::AlertKind::OutOfArea as i32],
+            subject_id: " s1 ".into(),
+            ..Default::default()
+        };
+        let list = list_alerts(&request, county, &cursors()).expect("valid");
+        assert_eq!(list.filter.statuses, [AlertStatus::Resolved]);
+        assert_eq!(list.filter.kinds, [AlertKind::OutOfArea]);
+        assert_eq!(list.filter.subject_id, "s1");
+        assert_eq!(list.cursor_scope, "alert.list|620702||resolved|out_of_area|s1");
+    }
+
+    #[test]
+    fn a_cursor_of_other_filters_is_refused() {
+        let county = jurisdiction_from_proto(Some(&place("", "620702")));
+        let token = cursors().encode("alert.list|620702||open||", &(Utc::now(), Uuid::nil()));
+        let request = pb::ListAlertsRequest {
+            statuses: vec![pb::AlertStatus::Resolved as i32],
+            page: Some(PageRequest {
+                page_size: 10,
+                page_token: token,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(list_alerts(&request, county, &cursors())),
+            ["page.page_token"]
+        );
+    }
+
+    #[test]
+    fn a_resolution_needs_an_id_and_a_note() {
+        let request = pb::ResolveAlertRequest {
+            alert_id: "nope".into(),
+            note: "  ".into(),
+        };
+        assert_eq!(fields(resolve(&request)), ["alert_id", "note"]);
+        let request = pb::ResolveAlertRequest {
+            alert_id: format!(" {} ", Uuid::from_u128(1)),
+            note: " 已核实 ".into(),
+        };
+        let resolve = resolve(&request).expect("valid");
+        assert_eq!(resolve.alert_id, Uuid::from_u128(1));
+        assert_eq!(resolve.note, "已核实");
+    }
+
+    #[test]
+    fn endpoints_need_https_a_long_secret_and_a_short_description() {
+        let valid = pb::RegisterEndpointRequest {
+            jurisdiction: None,
+            url: " https://office.example/hook ".into(),
+            secret: "s".repeat(32),
+            description: " 值班系统 ".into(),
+        };
+        let endpoint = endpoint(&valid, false).expect("valid");
+        assert_eq!(endpoint.url, "https://office.example/hook");
+        assert_eq!(endpoint.description, "值班系统");
+        let plain = pb::RegisterEndpointRequest {
+            url: "http://office.example/hook".into(),
+            ..valid.clone()
+        };
+        assert_eq!(fields(super::endpoint(&plain, false)), ["url"]);
+        assert!(super::endpoint(&plain, true).is_ok());
+        let bad = pb::RegisterEndpointRequest {
+            secret: "short".into(),
+            description: "长".repeat(201),
+            ..valid
+        };
+        assert_eq!(fields(super::endpoint(&bad, false)), ["secret", "description"]);
+    }
+}

@@ -1,0 +1,161 @@
+//! The `alerts` table: each alert's encoded body beside the columns lists filter on. The
+//! unique dedup key is what makes "exactly one alert per missed deadline" hold across
+//! replicas and restarts.
+
+use chrono::{DateTime, Utc};
+use mesh_kit::error::ServiceError;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::{
+    convert::{alert_body, alert_from_body},
+    domain::{
+        Jurisdiction,
+        alert::{Alert, AlertKind, AlertStatus},
+    },
+};
+
+/// Stores a newly raised alert unless one with its dedup key exists; returns whether it was
+/// stored.
+pub async fn insert(conn: &mut PgConnection, alert: &Alert) -> Result<bool, ServiceError> {
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (alert_id, dedup_key, kind, status, subject_id, township_code, county_code, raised_at, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(alert.id)
+    .bind(&alert.dedup_key)
+    .bind(alert.kind.as_str())
+    .bind(alert.status.as_str())
+    .bind(&alert.subject.id)
+    .bind(&alert.jurisdiction.township_code)
+    .bind(&alert.jurisdiction.county_code)
+    .bind(alert.raised_at)
+    .bind(alert_body(alert))
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted > 0)
+}
+
+/// Writes a changed alert back.
+pub async fn update(conn: &mut PgConnection, alert: &Alert) -> Result<(), ServiceError> {
+    sqlx::query(
+        "UPDATE alerts SET status = $2, township_code = $3, county_code = $4, body = $5 WHERE alert_id = $1",
+    )
+    .bind(alert.id)
+    .bind(alert.status.as_str())
+    .bind(&alert.jurisdiction.township_code)
+    .bind(&alert.jurisdiction.county_code)
+    .bind(alert_body(alert))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An alert by id.
+pub async fn load(executor: impl PgExecutor<'_>, alert_id: Uuid) -> Result<Option<Alert>, ServiceError> {
+    let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE alert_id = $1")
+        .bind(alert_id)
+        .fetch_optional(executor)
+        .await?;
+    Ok(body.and_then(|body| alert_from_body(&body)))
+}
+
+/// An alert by id, locked for the rest of the transaction.
+pub async fn load_for_update(conn: &mut PgConnection, alert_id: Uuid) -> Result<Option<Alert>, ServiceError> {
+    let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE alert_id = $1 FOR UPDATE")
+        .bind(alert_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(body.and_then(|body| alert_from_body(&body)))
+}
+
+/// The unresolved alerts about a subject, oldest first, locked for update.
+pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Result<Vec<Alert>, ServiceError> {
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT body FROM alerts WHERE subject_id = $1 AND status <> 'resolved' ORDER BY raised_at FOR UPDATE",
+    )
+    .bind(subject_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(decode_all(&bodies))
+}
+
+/// The unresolved alerts of a township or county, oldest first (a live stream's start).
+pub async fn current(
+    executor: impl PgExecutor<'_>,
+    scope: &Jurisdiction,
+) -> Result<Vec<Alert>, ServiceError> {
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT body FROM alerts WHERE county_code = $1 AND ($2 = '' OR township_code = $2)
+           AND status <> 'resolved' ORDER BY raised_at",
+    )
+    .bind(&scope.county_code)
+    .bind(&scope.township_code)
+    .fetch_all(executor)
+    .await?;
+    Ok(decode_all(&bodies))
+}
+
+/// Which alerts of a township or county a list wants; empty filters take all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFilter {
+    pub scope: Jurisdiction,
+    pub statuses: Vec<AlertStatus>,
+    pub kinds: Vec<AlertKind>,
+    /// Only alerts about this supervisee or handover id; empty for all.
+    pub subject_id: String,
+}
+
+/// A listed alert with its sort key; `alert` is `None` when its body could not be read
+/// (the row still counts for paging).
+#[derive(Debug)]
+pub struct Listed {
+    pub raised_at: DateTime<Utc>,
+    pub alert_id: Uuid,
+    pub alert: Option<Alert>,
+}
+
+/// Up to `limit` alerts, newest first (raised_at, then alert id, descending), after the
+/// position `after`.
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    filter: &AlertFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Listed>, ServiceError> {
+    let statuses: Vec<&str> = filter.statuses.iter().map(|status| status.as_str()).collect();
+    let kinds: Vec<&str> = filter.kinds.iter().map(|kind| kind.as_str()).collect();
+    let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+        "SELECT alert_id, raised_at, body FROM alerts
+         WHERE county_code = $1 AND ($2 = '' OR township_code = $2)
+           AND (cardinality($3::text[]) = 0 OR status = ANY($3))
+           AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
+           AND ($5 = '' OR subject_id = $5)
+           AND ($6::timestamptz IS NULL OR (raised_at, alert_id) < ($6, $7))
+         ORDER BY raised_at DESC, alert_id DESC LIMIT $8",
+    )
+    .bind(&filter.scope.county_code)
+    .bind(&filter.scope.township_code)
+    .bind(&statuses)
+    .bind(&kinds)
+    .bind(&filter.subject_id)
+    .bind(after.map(|(raised_at, _)| raised_at))
+    .bind(after.map(|(_, alert_id)| alert_id))
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(alert_id, raised_at, body)| Listed {
+            raised_at,
+            alert_id,
+            alert: alert_from_body(&body),
+        })
+        .collect())
+}
+
+/// Decodes stored bodies, skipping (and logging) any that cannot be read.
+fn decode_all(bodies: &[Vec<u8>]) -> Vec<Alert> {
+    bodies.iter().filter_map(|body| alert_from_body(body)).collect()
+}
