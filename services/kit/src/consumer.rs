@@ -98,6 +98,18 @@ pub enum HandleError {
     Transient(#[from] anyhow::Error),
 }
 
+impl From<crate::error::ServiceError> for HandleError {
+    /// Retryable errors (the database or the network) are retried; any other error is a
+    /// verdict on the event itself, so retrying cannot help.
+    fn from(error: crate::error::ServiceError) -> Self {
+        if error.is_retryable() {
+            HandleError::Transient(error.into())
+        } else {
+            HandleError::Permanent(error.to_string())
+        }
+    }
+}
+
 impl From<sqlx::Error> for HandleError {
     fn from(error: sqlx::Error) -> Self {
         HandleError::Transient(error.into())

@@ -199,6 +199,22 @@ impl FieldViolations {
         self.0.iter().map(|violation| violation.field.clone()).collect()
     }
 
+    /// The validated `value` when no field was refused, else every violation at once.
+    /// Validators record a violation whenever they yield nothing, so `value` is missing only
+    /// when a violation says why: handlers never re-check a validated request.
+    pub fn complete<T>(self, value: Option<T>) -> Result<T, ServiceError> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => {
+                debug_assert!(
+                    !self.is_empty(),
+                    "a check yielded nothing without naming the field"
+                );
+                Err(ServiceError::Invalid(self))
+            }
+        }
+    }
+
     /// `Ok` when nothing was recorded, else [`ServiceError::Invalid`].
     pub fn into_result(self) -> Result<(), ServiceError> {
         if self.0.is_empty() {

@@ -12,7 +12,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{complete, parse_uuid};
+use super::parse_uuid;
 use crate::domain::{
     self, Identity, MAX_MANUAL_NOTE_CHARS, MAX_NOTE_CHARS, MAX_OFFICER_ID_CHARS, Method, Position, Rules,
     ValidCheckin,
@@ -78,7 +78,7 @@ pub fn checkin(
             note,
         })
     })();
-    complete(violations, valid)
+    violations.complete(valid)
 }
 
 /// Whether `value` is at most `max` characters, none of them a control character.

@@ -20,22 +20,6 @@ use crate::domain::{
     ProjectedSupervisee, SuperviseeStatus,
 };
 
-/// The validated value when no field was refused, else every violation at once. Each
-/// check records a violation whenever it yields nothing, so `value` is missing only when a
-/// violation says why.
-fn complete<T>(violations: FieldViolations, value: Option<T>) -> Result<T, ServiceError> {
-    match value {
-        Some(value) if violations.is_empty() => Ok(value),
-        _ => {
-            debug_assert!(
-                !violations.is_empty(),
-                "a check yielded nothing without naming the field"
-            );
-            Err(ServiceError::Invalid(violations))
-        }
-    }
-}
-
 /// A non-nil UUID, or a violation on `field`.
 fn parse_uuid(violations: &mut FieldViolations, field: &str, value: &str) -> Option<Uuid> {
     match value.trim().parse::<Uuid>() {
@@ -125,7 +109,7 @@ pub fn list(request: &pb::ListCheckinsRequest, cursors: &Cursors) -> Result<List
             page,
         })
     })();
-    complete(violations, query)
+    violations.complete(query)
 }
 
 /// A required, valid time bound of a range.
