@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use mesh_kit::{
     auth::{self, Caller, Role},
-    change::Changes,
+    change::{Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
     outbox::NewEvent,

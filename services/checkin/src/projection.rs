@@ -26,7 +26,7 @@ impl Handler for RegistryProjection {
         // A failed write is the database's trouble, never the event's: retry it.
         let applied = store::project_supervisee(conn, &supervisee)
             .await
-            .map_err(|error| HandleError::Transient(error.into()))?;
+            .map_err(HandleError::from)?;
         if applied {
             tracing::info!(
                 supervisee_id = %supervisee.id,

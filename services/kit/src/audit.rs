@@ -36,18 +36,3 @@ pub async fn record(
     .await?;
     Ok(())
 }
-
-/// Writes a change's event into the outbox and its audit record (action = the event type),
-/// both in the caller's transaction: every change a service publishes is also audited, and
-/// neither is stored without the other.
-pub async fn record_change(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    event: crate::outbox::NewEvent,
-    subject_id: Option<Uuid>,
-    detail: serde_json::Value,
-) -> sqlx::Result<()> {
-    let action = event.event_type;
-    crate::outbox::enqueue(&mut *conn, event).await?;
-    record(conn, caller, action, subject_id, None, detail).await
-}

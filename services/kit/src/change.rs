@@ -3,7 +3,10 @@
 //! and wakes the outbox relay once it has committed (so the event leaves at once instead of
 //! at the relay's next poll).
 
-use std::ops::{Deref, DerefMut};
+use std::{
+    future::Future,
+    ops::{Deref, DerefMut},
+};
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -64,46 +67,98 @@ impl std::fmt::Debug for Change {
     }
 }
 
-impl Change {
-    /// Writes `event` to the outbox and its audit record (action = the event type) in this
-    /// transaction: every change the mesh hears of is also audited, and neither is stored
-    /// without the other.
-    pub async fn publish(
+/// A transaction that writes changes with their events and audit records: an RPC's
+/// [`Change`] (which wakes the relay when it commits) or the connection a consumer's handler
+/// runs in (whose consumer wakes the relay after its commit). Rules that run on both paths
+/// (registering a person from an RPC or from a prison's handover; raising an alert from the
+/// scheduler or a consumed event) take `&mut impl Tx` and are written once.
+pub trait Tx: Send {
+    /// The connection of the transaction, for the store's queries.
+    fn conn(&mut self) -> &mut PgConnection;
+
+    /// Notes that an event was written, so the relay is woken after the commit.
+    fn note_published(&mut self);
+
+    /// Writes `event` to the outbox and its audit record (action = the event type): every
+    /// change the mesh hears of is also audited, and neither is stored without the other.
+    fn publish(
         &mut self,
         caller: &Caller,
         event: NewEvent,
         subject_id: Option<Uuid>,
         detail: serde_json::Value,
-    ) -> Result<Uuid, ServiceError> {
-        let action = event.event_type;
-        let event_id = outbox::enqueue(&mut self.tx, event).await?;
-        audit::record(&mut self.tx, caller, action, subject_id, None, detail).await?;
-        self.published = true;
-        Ok(event_id)
+    ) -> impl Future<Output = Result<Uuid, ServiceError>> + Send {
+        self.publish_about(caller, event, subject_id, None, detail)
+    }
+
+    /// [`Tx::publish`] for a change that touches `person_id`'s personal data besides its
+    /// subject (a placement's candidate).
+    fn publish_about(
+        &mut self,
+        caller: &Caller,
+        event: NewEvent,
+        subject_id: Option<Uuid>,
+        person_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) -> impl Future<Output = Result<Uuid, ServiceError>> + Send {
+        async move {
+            let action = event.event_type;
+            let event_id = outbox::enqueue(self.conn(), event).await?;
+            audit::record(self.conn(), caller, action, subject_id, person_id, detail).await?;
+            self.note_published();
+            Ok(event_id)
+        }
     }
 
     /// Writes an event to the outbox without an audit record: for changes the service makes
-    /// on its own (from an event it consumed, or a deadline that passed), which have no
-    /// caller to audit.
-    pub async fn publish_unaudited(&mut self, event: NewEvent) -> Result<Uuid, ServiceError> {
-        let event_id = outbox::enqueue(&mut self.tx, event).await?;
-        self.published = true;
-        Ok(event_id)
+    /// on its own (a deadline that passed), which have no caller to audit.
+    fn publish_unaudited(
+        &mut self,
+        event: NewEvent,
+    ) -> impl Future<Output = Result<Uuid, ServiceError>> + Send {
+        async move {
+            let event_id = outbox::enqueue(self.conn(), event).await?;
+            self.note_published();
+            Ok(event_id)
+        }
     }
 
     /// Records that `caller` read or acted on personal data (see [`audit::record`]).
-    pub async fn audit(
+    fn audit(
         &mut self,
         caller: &Caller,
         action: &str,
         subject_id: Option<Uuid>,
         person_id: Option<Uuid>,
         detail: serde_json::Value,
-    ) -> Result<(), ServiceError> {
-        audit::record(&mut self.tx, caller, action, subject_id, person_id, detail).await?;
-        Ok(())
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        async move {
+            audit::record(self.conn(), caller, action, subject_id, person_id, detail).await?;
+            Ok(())
+        }
+    }
+}
+
+impl Tx for Change {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
 
+    fn note_published(&mut self) {
+        self.published = true;
+    }
+}
+
+impl Tx for PgConnection {
+    fn conn(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    /// The consumer wakes the relay after its commit.
+    fn note_published(&mut self) {}
+}
+
+impl Change {
     /// Commits, then wakes the relay if an event was written.
     pub async fn commit(self) -> Result<(), ServiceError> {
         self.tx.commit().await?;

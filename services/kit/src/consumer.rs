@@ -99,14 +99,11 @@ pub enum HandleError {
 }
 
 impl From<crate::error::ServiceError> for HandleError {
-    /// Retryable errors (the database or the network) are retried; any other error is a
-    /// verdict on the event itself, so retrying cannot help.
+    /// What a handler's store or rules return is retried: a handler that knows an event can
+    /// never be applied says so with [`HandleError::Permanent`] itself, so an error that
+    /// might pass (a projection that has not caught up yet) never dead-letters an event.
     fn from(error: crate::error::ServiceError) -> Self {
-        if error.is_retryable() {
-            HandleError::Transient(error.into())
-        } else {
-            HandleError::Permanent(error.to_string())
-        }
+        HandleError::Transient(error.into())
     }
 }
 

@@ -314,26 +314,3 @@ mod tests {
         assert!(!ServiceError::conflict("dup").is_retryable());
     }
 }
-
-/// Status-returning helpers of the services written before [`ServiceError`]; each is a thin
-/// wrapper over it, and goes once the last service returns `ServiceError` itself.
-pub mod legacy {
-    use super::ServiceError;
-    use tonic::Status;
-
-    /// `InvalidArgument` for a single field.
-    pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
-        ServiceError::invalid(field, description).into()
-    }
-
-    /// An opaque `Internal`, the detail logged.
-    pub fn internal(error: impl std::fmt::Display) -> Status {
-        ServiceError::internal(error).into()
-    }
-
-    /// A database error, classified by SQLSTATE.
-    pub fn database(error: sqlx::Error) -> Status {
-        ServiceError::from(error).into()
-    }
-}
-pub use legacy::{database, internal, invalid_field};

@@ -48,11 +48,6 @@ fn permanent(event: &InboundEvent, reason: impl std::fmt::Display) -> HandleErro
     HandleError::Permanent(format!("{}: {reason}", event.event_type))
 }
 
-/// A store error inside the consumer's transaction: retried with backoff, never skipped.
-fn retry(error: ServiceError) -> HandleError {
-    HandleError::Transient(error.into())
-}
-
 /// An optional UUID from an event: empty means none, anything else must parse.
 fn optional_uuid(event: &InboundEvent, field: &str, value: &str) -> Result<Option<Uuid>, HandleError> {
     match value.trim() {
@@ -196,7 +191,7 @@ impl CandidateProjection {
         };
         if !sources::pass_handover_version(conn, handover_id, snapshot.version, facts)
             .await
-            .map_err(retry)?
+            .map_err(HandleError::from)?
         {
             tracing::debug!(%handover_id, version = snapshot.version, "stale handover snapshot ignored");
             return Ok(());
@@ -204,7 +199,7 @@ impl CandidateProjection {
         let now = self.clock.now();
         sources::apply_handover_facts(conn, handover_id, facts, now)
             .await
-            .map_err(retry)?;
+            .map_err(HandleError::from)?;
 
         let resettlement = snapshot.category() == handover_pb::ReleaseCategory::SentenceCompleted;
         let Some(needs_work) = change.reported_in_needing_work.filter(|_| resettlement) else {
@@ -239,7 +234,7 @@ impl CandidateProjection {
         // only happens for those who do, and a redelivery updates the existing row.
         if sources::upsert_released_candidate(conn, Uuid::now_v7(), &person, now)
             .await
-            .map_err(retry)?
+            .map_err(HandleError::from)?
         {
             tracing::info!(%handover_id, active = needs_work, "released prisoner candidate recorded");
         }
@@ -255,7 +250,7 @@ impl Handler for CandidateProjection {
             return self
                 .apply_supervisee(conn, supervisee, handover_id)
                 .await
-                .map_err(retry);
+                .map_err(HandleError::from);
         }
         if let Some(change) = Self::handover_change(event)? {
             return self.apply_handover(conn, event, change).await;

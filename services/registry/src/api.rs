@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mesh_kit::{
     auth::{self, Caller, Role},
-    change::{Change, Changes},
+    change::{Change, Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
     page::Cursors,
@@ -20,8 +20,7 @@ use uuid::Uuid;
 use crate::{
     domain::Supervisee,
     events::{Events, Published},
-    registration::{self, Publish},
-    request, response,
+    registration, request, response,
     sealing::Sealer,
     store,
 };
@@ -200,7 +199,7 @@ impl Registry {
         published: Published,
         supervisee: Supervisee,
     ) -> Result<pb::Supervisee, ServiceError> {
-        Publish::publish(&mut change, caller, published).await?;
+        published.write(&mut change, caller).await?;
         change.commit().await?;
         response::supervisee(&self.sealer, &supervisee)
     }

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use mesh_kit::{
     auth::Caller,
+    change::Tx,
+    error::ServiceError,
     outbox::NewEvent,
     proto_time::{to_date, to_timestamp},
 };
@@ -24,6 +26,16 @@ pub struct Published {
     pub subject_id: Uuid,
     pub event: NewEvent,
     pub detail: Value,
+}
+
+impl Published {
+    /// Writes the event and its audit record in `tx` (an RPC's change or a consumer's
+    /// transaction).
+    pub async fn write<T: Tx + ?Sized>(self, tx: &mut T, caller: &Caller) -> Result<(), ServiceError> {
+        tx.publish(caller, self.event, Some(self.subject_id), self.detail)
+            .await
+            .map(drop)
+    }
 }
 
 /// Builds the registry's events for its topic.

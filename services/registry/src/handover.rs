@@ -9,7 +9,6 @@ use mesh_kit::{
     auth::{Caller, Role},
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
-    error::ServiceError,
 };
 use mesh_proto::{
     handover::{HandoverReportedIn, ReleaseCategory},
@@ -58,13 +57,6 @@ fn registration_request(report: &HandoverReportedIn) -> pb::RegisterSuperviseeRe
     }
 }
 
-/// Kit proposal: `impl From<ServiceError> for HandleError` in `mesh_kit::consumer`. Every
-/// store failure here is infrastructure (the refusals that need a person are matched
-/// before), so it is retried, as database errors always were.
-fn transient(error: ServiceError) -> HandleError {
-    HandleError::Transient(error.into())
-}
-
 impl Handler for ReportInHandler {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         if event.event_type != "handover.reported_in" {
@@ -83,7 +75,7 @@ impl Handler for ReportInHandler {
         }
         if store::registered_from_handover(conn, &handover.handover_id)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::from)?
         {
             return Ok(());
         }
@@ -114,7 +106,7 @@ impl Handler for ReportInHandler {
             Err(RegisterError::AlreadyOpen) => Err(HandleError::Permanent(
                 "the person already has an open supervision; an officer must reconcile the report-in".into(),
             )),
-            Err(RegisterError::Service(error)) => Err(transient(error)),
+            Err(RegisterError::Service(error)) => Err(error.into()),
         }
     }
 }

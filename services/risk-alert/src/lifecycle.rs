@@ -3,15 +3,8 @@
 //! endpoint that must hear of it, and a `pg_notify` that wakes the live streams of every
 //! replica. The rules of each step are the domain's (`domain::alert`).
 
-use std::future::Future;
-
 use chrono::{DateTime, Utc};
-use mesh_kit::{
-    change::Change,
-    error::ServiceError,
-    outbox::{self, NewEvent},
-};
-use sqlx::PgConnection;
+use mesh_kit::{change::Tx, error::ServiceError, outbox::NewEvent};
 use uuid::Uuid;
 
 use crate::{
@@ -35,35 +28,6 @@ pub const CHANGES_CHANNEL: &str = "mesh_alert_changes";
 /// scheduler), or the consumer's transaction, whose commit wakes the relay itself.
 // Kit proposal: the kit could implement this for `Change` and `PgConnection` so every
 // service writes events the same way whichever transaction it runs in.
-pub trait AlertTx: Send {
-    fn conn(&mut self) -> &mut PgConnection;
-
-    /// Writes an alert event to the outbox, without an audit record: risk-alert has never
-    /// written one for its steps (who acknowledged or resolved an alert is on the alert).
-    fn publish(&mut self, event: NewEvent) -> impl Future<Output = Result<(), ServiceError>> + Send;
-}
-
-impl AlertTx for Change {
-    fn conn(&mut self) -> &mut PgConnection {
-        self
-    }
-
-    async fn publish(&mut self, event: NewEvent) -> Result<(), ServiceError> {
-        self.publish_unaudited(event).await.map(drop)
-    }
-}
-
-impl AlertTx for PgConnection {
-    fn conn(&mut self) -> &mut PgConnection {
-        self
-    }
-
-    async fn publish(&mut self, event: NewEvent) -> Result<(), ServiceError> {
-        outbox::enqueue(self, event).await?;
-        Ok(())
-    }
-}
-
 /// Writes lifecycle steps; alert events go to `topic`.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -74,7 +38,7 @@ impl Lifecycle {
     /// Raises the alert unless one with its dedup key exists; returns it when raised.
     pub async fn raise(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         draft: NewAlert,
         now: DateTime<Utc>,
     ) -> Result<Option<Alert>, ServiceError> {
@@ -95,7 +59,7 @@ impl Lifecycle {
     /// Acknowledges an open alert for `by` (no-op when already acknowledged).
     pub async fn acknowledge(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         mut alert: Alert,
         by: Actor,
         now: DateTime<Utc>,
@@ -111,7 +75,7 @@ impl Lifecycle {
     /// Resolves an open or acknowledged alert (no-op when already resolved).
     pub async fn resolve(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         mut alert: Alert,
         resolution: Resolution,
         now: DateTime<Utc>,
@@ -130,7 +94,7 @@ impl Lifecycle {
     /// itself changed except who owns it.
     pub async fn move_to(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         mut alert: Alert,
         jurisdiction: Jurisdiction,
         now: DateTime<Utc>,
@@ -143,7 +107,7 @@ impl Lifecycle {
     /// (oldest first); `reference` names what resolved them.
     pub async fn withdraw(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         subject_id: &str,
         withdrawal: &Withdrawal,
         reference: &str,
@@ -165,14 +129,14 @@ impl Lifecycle {
     /// Tells the mesh, the endpoints and the live streams of a step.
     async fn announce(
         &self,
-        tx: &mut impl AlertTx,
+        tx: &mut impl Tx,
         alert: &Alert,
         event: AlertEvent,
         actor: Option<&Actor>,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
         let event_type = event.event_type();
-        tx.publish(NewEvent {
+        tx.publish_unaudited(NewEvent {
             topic: self.topic.clone(),
             // One subject's alert events stay in order.
             key: alert.subject.id.clone(),

@@ -49,7 +49,7 @@ impl Handler for Projection {
             let id = inbound::handover_id(&snapshot)?;
             let existing = store::watch::handover_for_update(conn, id)
                 .await
-                .map_err(transient)?;
+                .map_err(HandleError::from)?;
             if watch::is_stale(existing.as_ref().map(|watch| watch.version), snapshot.version) {
                 return Ok(());
             }
@@ -61,13 +61,8 @@ impl Handler for Projection {
             // Other event types on these topics are not about deadlines.
             Ok(())
         };
-        applied.map_err(transient)
+        applied.map_err(HandleError::from)
     }
-}
-
-/// Anything that goes wrong once an event is understood is the database's trouble: retry.
-fn transient(error: ServiceError) -> HandleError {
-    HandleError::Transient(error.into())
 }
 
 impl Projection {

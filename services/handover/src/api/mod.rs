@@ -15,7 +15,7 @@ mod steps;
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::{
     auth::{self, Caller},
-    change::{Change, Changes},
+    change::{Change, Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
     page::Cursors,

@@ -1,7 +1,7 @@
 //! Reading handovers: one by id, or a page of a prison's, a township's or a county's. Every
 //! read is audited (it shows personal data).
 
-use mesh_kit::{auth::Caller, error::ServiceError};
+use mesh_kit::{auth::Caller, change::Tx, error::ServiceError};
 use mesh_proto::handover as pb;
 
 use super::{Handovers, record_handover_id};

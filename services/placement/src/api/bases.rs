@@ -1,6 +1,7 @@
 //! Resettlement bases: create, update, list. Bases belong to a township; only its offices
 //! (and the county's bureau) manage them.
 
+use mesh_kit::change::Tx;
 use mesh_kit::{auth::Caller, error::ServiceError};
 use mesh_proto::placement as pb;
 use serde_json::json;

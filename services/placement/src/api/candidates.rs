@@ -1,6 +1,7 @@
 //! Candidates: list, update the profile an office maintains, and match a candidate to the
 //! openings they may be proposed for. Every read of a candidate is audited (personal data).
 
+use mesh_kit::change::Tx;
 use mesh_kit::{auth::Caller, error::ServiceError};
 use mesh_proto::placement as pb;
 use serde_json::json;

@@ -19,17 +19,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use mesh_kit::{
     auth::{self, Caller},
-    change::{Change, Changes},
+    change::Changes,
     clock::SharedClock,
     error::ServiceError,
     host::Host,
     jurisdiction::Directory,
-    outbox::NewEvent,
     page::Cursors,
 };
 use mesh_proto::placement::{self as pb, placement_service_server::PlacementService};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     domain::{self, MANAGERS},
@@ -77,25 +75,6 @@ fn manager<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
 /// A handler's answer: its error becomes the status here, and only here.
 fn reply<T>(result: Result<T, ServiceError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
-}
-
-/// Publishes `event` and its audit record, naming `person` as whose personal data the
-/// change touched (a placement's candidate).
-///
-/// Local stand-in for a kit piece: [`Change::publish`] records no person. Proposed for the
-/// kit as `Change::publish_about(caller, event, subject_id, person_id, detail)`.
-async fn publish_about(
-    change: &mut Change,
-    caller: &Caller,
-    event: NewEvent,
-    (subject_id, person_id): (Uuid, Uuid),
-    detail: serde_json::Value,
-) -> Result<(), ServiceError> {
-    let action = event.event_type;
-    change.publish_unaudited(event).await?;
-    change
-        .audit(caller, action, Some(subject_id), Some(person_id), detail)
-        .await
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,7 @@
 //! Job openings: create, close, list. Openings are managed by the offices of their base and
 //! read county-wide (see [`domain::ensure_reads_county`]).
 
+use mesh_kit::change::Tx;
 use mesh_kit::{auth::Caller, error::ServiceError};
 use mesh_proto::placement as pb;
 use serde_json::json;

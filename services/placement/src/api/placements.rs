@@ -2,12 +2,13 @@
 //! placement is managed by the offices of the candidate and, to record the employer's answer
 //! and the work itself, by those of the base.
 
+use mesh_kit::change::Tx;
 use mesh_kit::{auth::Caller, error::ServiceError};
 use mesh_proto::placement as pb;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Api, publish_about};
+use super::Api;
 use crate::{
     domain::{self, OutsideJurisdiction, PlacementNow, Step},
     events::Published,
@@ -68,7 +69,9 @@ pub(super) async fn propose(
         .events
         .event(candidate.id, Published::Proposed(&placement), caller, now);
     let detail = json!({ "opening_id": opening.id, "base_id": opening.base_id });
-    publish_about(&mut change, caller, event, (id, candidate.id), detail).await?;
+    change
+        .publish_about(caller, event, Some(id), Some(candidate.id), detail)
+        .await?;
     change.commit().await?;
     Ok(pb::ProposePlacementResponse {
         placement: Some(placement),
@@ -165,7 +168,9 @@ async fn step(api: &Api, caller: &Caller, request: PlacementStep) -> Result<pb::
         Step::Start { date } => json!({ "start_date": date }),
         Step::End { date, reason, .. } => json!({ "end_date": date, "reason": reason.as_str() }),
     };
-    publish_about(&mut change, caller, event, (placement_id, candidate.id), detail).await?;
+    change
+        .publish_about(caller, event, Some(placement_id), Some(candidate.id), detail)
+        .await?;
     change.commit().await?;
     tracing::info!(%placement_id, from = %plan.from, to = %plan.to, "placement moved");
     Ok(moved)
