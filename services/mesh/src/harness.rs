@@ -1,7 +1,9 @@
-//! Starts and drives real mesh processes: creates databases, spawns service binaries with
-//! their environment (gRPC on port 0, address read back from the log), waits for health,
-//! mints tokens, creates Kafka topics and reads events back. Used by the demo and the
-//! end-to-end tests so both exercise the same binaries the same way.
+//! The mesh as one fixture: fresh topics on a broker, a fresh database per service, the
+//! service binaries started with their environment, typed gRPC clients, tokens for any
+//! caller, event taps and a township's webhook receiver. The end-to-end tests, the demo and
+//! the benchmark drive the same binaries the same way through it. A [`Mesh`] cleans up after
+//! itself: dropping it, also when a test fails or panics, kills the processes it runs and
+//! drops the databases it created.
 
 mod events;
 mod process;
@@ -10,6 +12,7 @@ mod requests;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::{Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -20,22 +23,36 @@ use mesh_kit::{
     auth::{Caller, TokenKeys},
     kafka::Topics,
 };
+use mesh_proto::{
+    alert::{self as alert_pb, alert_service_client::AlertServiceClient},
+    checkin::checkin_service_client::CheckinServiceClient,
+    handover::handover_service_client::HandoverServiceClient,
+    placement::placement_service_client::PlacementServiceClient,
+    registry::registry_service_client::RegistryServiceClient,
+};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
 use secrecy::SecretString;
+use tonic::transport::Channel;
 
 pub use self::{
-    events::{EventTap, ReceivedEvent, producer, publish_event},
+    events::{EventTap, ReceivedEvent, producer, publish_event, publish_record},
     process::{ServiceProcess, TansuProcess, binary_path},
     requests::{
-        HOME_COUNTY, HOME_TOWNSHIP, PRISON_A, authorized, check_in, county_bureau, new_checkin, notice,
-        officer, prison, record_checkin, report_in_request, today, township_office, whole_seconds_ago,
+        HOME_COUNTY, HOME_TOWNSHIP, PRISON_A, authorized, check_in, county_bureau, home_jurisdiction,
+        jurisdiction, new_checkin, notice, officer, prison, record_checkin, report_in_request,
+        supervisee_snapshot, today, township_office, whole_seconds_ago,
     },
 };
+use crate::receiver::Receiver;
+
+/// The secret of the township webhook endpoint [`Mesh::register_webhook`] registers.
+pub const WEBHOOK_SECRET: &str = "township-620702001-webhook-secret-0123456789";
 
 /// Where the local infrastructure is (from the environment `scripts/infra` sets up).
 #[derive(Debug, Clone)]
@@ -59,6 +76,14 @@ impl Infra {
         format!("{}/{database}", self.database_url_base.trim_end_matches('/'))
     }
 
+    /// A connection to the server's `postgres` database, to create and drop others.
+    async fn admin_connection(&self) -> anyhow::Result<sqlx::PgConnection> {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.database_url("postgres"))
+            .await
+            .context("connecting to PostgreSQL (is it running? see scripts/infra)")
+    }
+
     /// Creates a new, uniquely named database (one per test).
     pub async fn fresh_database(&self, prefix: &str) -> anyhow::Result<String> {
         let name = format!("test_{prefix}_{}", uuid::Uuid::new_v4().simple());
@@ -66,22 +91,35 @@ impl Infra {
         Ok(name)
     }
 
+    pub async fn database_exists(&self, database: &str) -> anyhow::Result<bool> {
+        let mut conn = self.admin_connection().await?;
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(database)
+                .fetch_one(&mut conn)
+                .await?,
+        )
+    }
+
     /// Creates `database` unless it exists.
     pub async fn ensure_database(&self, database: &str) -> anyhow::Result<()> {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.database_url("postgres"))
-            .await
-            .context("connecting to PostgreSQL (is it running? see scripts/infra)")?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(database)
-            .fetch_one(&mut conn)
-            .await?;
-        if !exists {
+        if !self.database_exists(database).await? {
             // Identifiers cannot be bound; callers pass generated names only.
             sqlx::query(&format!("CREATE DATABASE \"{}\"", database.replace('"', "")))
-                .execute(&mut conn)
+                .execute(&mut self.admin_connection().await?)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Drops `database` if it exists, disconnecting whoever is still connected to it.
+    pub async fn drop_database(&self, database: &str) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            database.replace('"', "")
+        ))
+        .execute(&mut self.admin_connection().await?)
+        .await?;
         Ok(())
     }
 
@@ -107,71 +145,191 @@ impl Infra {
     }
 }
 
-/// Infrastructure, secrets and topics shared by the services of one test or demo run.
-pub struct Mesh {
-    pub infra: Infra,
-    pub secrets: Secrets,
-    pub topics: Topics,
-    databases: HashMap<String, String>,
+/// How to set up a [`Mesh`]; [`MeshBuilder::start`] sets it up.
+pub struct MeshBuilder {
+    infra: Option<Infra>,
+    partitions: i32,
     log_dir: PathBuf,
+    topics: Option<Topics>,
+    env: HashMap<String, Vec<(String, String)>>,
+    receiver_listening: bool,
 }
 
-impl Mesh {
-    /// Fresh topics (and their dead-letter topics) on the shared broker.
-    pub async fn new() -> anyhow::Result<Self> {
-        Self::on(Infra::from_env(), 2, &std::env::temp_dir().join("mesh-e2e-logs")).await
+impl Default for MeshBuilder {
+    fn default() -> Self {
+        Self {
+            infra: None,
+            partitions: 2,
+            // Kept after the run, for reading a failed test's service logs.
+            log_dir: std::env::temp_dir().join("mesh-e2e-logs"),
+            topics: None,
+            env: HashMap::new(),
+            receiver_listening: true,
+        }
+    }
+}
+
+impl MeshBuilder {
+    /// The broker and PostgreSQL server (default [`Infra::from_env`]), e.g. a private broker
+    /// that a test stops and restarts.
+    pub fn infra(mut self, infra: Infra) -> Self {
+        self.infra = Some(infra);
+        self
     }
 
-    /// Fresh topics of `partitions` partitions each on `infra`'s broker; service logs go to
-    /// `log_dir`.
-    pub async fn on(infra: Infra, partitions: i32, log_dir: &Path) -> anyhow::Result<Self> {
-        Self::with_topics(infra, partitions, log_dir, Topics::unique("test")).await
+    /// Partitions of every topic (default 2; 1 where a test checks the total order of events).
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions;
+        self
     }
 
-    /// Like [`Mesh::on`] with the given topic names.
-    pub async fn with_topics(
-        infra: Infra,
-        partitions: i32,
-        log_dir: &Path,
-        topics: Topics,
-    ) -> anyhow::Result<Self> {
+    /// Where the services' logs go (default `mesh-e2e-logs` in the temp directory).
+    pub fn log_dir(mut self, log_dir: &Path) -> Self {
+        log_dir.clone_into(&mut self.log_dir);
+        self
+    }
+
+    /// The topic names (default fresh, unique ones).
+    pub fn topics(mut self, topics: Topics) -> Self {
+        self.topics = Some(topics);
+        self
+    }
+
+    /// Extra environment for every process of `service` the mesh launches: seconds-scale
+    /// policies, a log level, a timeout.
+    pub fn env(mut self, service: &str, env: &[(&str, &str)]) -> Self {
+        self.env.entry(service.to_owned()).or_default().extend(
+            env.iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+        self
+    }
+
+    /// Reserves the webhook receiver's port without listening, so deliveries fail until
+    /// [`Receiver::listen`] (a township's system that is down).
+    pub fn receiver_down(mut self) -> Self {
+        self.receiver_listening = false;
+        self
+    }
+
+    /// Creates the topics (and their dead-letter topics); starts nothing.
+    pub async fn build(self) -> anyhow::Result<Mesh> {
+        let infra = self.infra.unwrap_or_else(Infra::from_env);
+        let topics = self.topics.unwrap_or_else(|| Topics::unique("test"));
         for topic in topics.all() {
-            infra.create_topic(topic, partitions).await?;
+            infra.create_topic(topic, self.partitions).await?;
             infra
                 .create_topic(&mesh_kit::kafka::dead_letter_topic(topic), 1)
                 .await?;
         }
-        Ok(Self {
+        Ok(Mesh {
             infra,
             secrets: Secrets::random(),
             topics,
+            log_dir: self.log_dir,
             databases: HashMap::new(),
-            log_dir: log_dir.to_owned(),
+            created: Vec::new(),
+            env: self.env,
+            running: Vec::new(),
+            pools: Mutex::default(),
+            producer: OnceLock::new(),
+            receiver: None,
         })
     }
 
-    /// Uses `database` for `service` instead of a fresh one.
+    /// Builds the mesh and starts `services` in order, each on a fresh database (a name given
+    /// twice starts two replicas sharing one). With risk-alert comes a webhook receiver.
+    pub async fn start(self, services: &[&str]) -> anyhow::Result<Mesh> {
+        let listening = self.receiver_listening;
+        let mut mesh = self.build().await?;
+        if services.contains(&"risk-alert") {
+            let mut receiver = Receiver::reserve(WEBHOOK_SECRET)?;
+            if listening {
+                receiver.listen().await?;
+            }
+            mesh.receiver = Some(receiver);
+        }
+        for service in services {
+            mesh.launch(service).await?;
+        }
+        Ok(mesh)
+    }
+}
+
+/// A process the mesh runs itself, with a channel for its clients.
+struct Running {
+    process: ServiceProcess,
+    channel: Channel,
+}
+
+/// Infrastructure, secrets and topics shared by the services of one test, demo or benchmark
+/// run, and the processes it runs.
+///
+/// Dropping it kills those processes and drops the databases it created. Topics stay: Tansu
+/// 0.6 deletes every topic when one is deleted, which would pull the shared broker's topics
+/// from under every other test running on it.
+pub struct Mesh {
+    pub infra: Infra,
+    pub secrets: Secrets,
+    pub topics: Topics,
+    log_dir: PathBuf,
+    /// The database of each service (and of anything else that asked for one).
+    databases: HashMap<String, String>,
+    /// The databases this mesh created, dropped with it; not those given by `use_database`.
+    created: Vec<String>,
+    env: HashMap<String, Vec<(String, String)>>,
+    /// Oldest first; clients talk to a service's oldest running process.
+    running: Vec<Running>,
+    pools: Mutex<HashMap<String, sqlx::PgPool>>,
+    producer: OnceLock<FutureProducer>,
+    receiver: Option<Receiver>,
+}
+
+impl Mesh {
+    /// A mesh of `services` with the defaults of [`MeshBuilder`].
+    pub async fn start(services: &[&str]) -> anyhow::Result<Self> {
+        Self::builder().start(services).await
+    }
+
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// Uses `database` for `service` instead of a fresh one; the mesh leaves it in place.
     pub fn use_database(&mut self, service: &str, database: &str) {
         self.databases.insert(service.to_owned(), database.to_owned());
     }
 
-    /// The database of `service` in this mesh (created on first use).
+    /// The database of `service` in this mesh (created on first use; any name will do, for
+    /// a test that needs a database but no service).
     pub async fn database(&mut self, service: &str) -> anyhow::Result<String> {
         if let Some(name) = self.databases.get(service) {
             return Ok(name.clone());
         }
         let name = self.infra.fresh_database(&service.replace('-', "_")).await?;
+        self.created.push(name.clone());
         self.databases.insert(service.to_owned(), name.clone());
         Ok(name)
     }
 
-    pub async fn pool(&mut self, service: &str) -> anyhow::Result<sqlx::PgPool> {
-        let database = self.database(service).await?;
-        Ok(sqlx::PgPool::connect(&self.infra.database_url(&database)).await?)
+    /// A pool on the database of `service`, which must have one already (it is started, or
+    /// [`Mesh::database`] made one). Connects on first use.
+    pub fn pool(&self, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        let database = self
+            .databases
+            .get(service)
+            .with_context(|| format!("{service} has no database in this mesh"))?;
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(service) {
+            return Ok(pool.clone());
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy(&self.infra.database_url(database))?;
+        pools.insert(service.to_owned(), pool.clone());
+        Ok(pool)
     }
 
-    /// Starts the `binary` of `service` with the mesh's environment plus `extra_env`. Several
-    /// replicas of one service share its database.
+    /// Starts the `binary` of `service` with the mesh's environment plus `extra_env`, for the
+    /// caller to own. Several replicas of one service share its database.
     pub async fn spawn(
         &mut self,
         service: &str,
@@ -194,12 +352,211 @@ impl Mesh {
         ServiceProcess::spawn(service, &env, &self.log_dir).await
     }
 
+    /// Starts (another) process of `service` with the environment the builder gave it, run by
+    /// the mesh: after a [`Mesh::kill`] or [`Mesh::stop`], the restarted service.
+    pub async fn launch(&mut self, service: &str) -> anyhow::Result<()> {
+        let env = self.env.get(service).cloned().unwrap_or_default();
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let process = self.spawn(service, &env).await?;
+        let channel = process.channel().await?;
+        self.running.push(Running { process, channel });
+        Ok(())
+    }
+
+    fn replicas<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Running> + use<'a> {
+        let service = service.to_owned();
+        self.running
+            .iter()
+            .filter(move |running| running.process.name == service)
+    }
+
+    fn take(&mut self, service: &str) -> Vec<Running> {
+        let (taken, kept) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|running| running.process.name == service);
+        self.running = kept;
+        taken
+    }
+
+    /// The oldest running process of `service` (its log, its address).
+    ///
+    /// # Panics
+    /// If the mesh runs no `service`: a test set up wrongly.
+    pub fn process(&self, service: &str) -> &ServiceProcess {
+        match self.replicas(service).next() {
+            Some(running) => &running.process,
+            None => panic!("{service} is not running in this mesh"),
+        }
+    }
+
+    /// A channel to replica `replica` (0 the oldest) of `service`.
+    ///
+    /// # Panics
+    /// If the mesh runs no such replica: a test set up wrongly.
+    pub fn channel(&self, service: &str, replica: usize) -> Channel {
+        match self.replicas(service).nth(replica) {
+            Some(running) => running.channel.clone(),
+            None => panic!("{service} replica {replica} is not running in this mesh"),
+        }
+    }
+
+    pub fn registry(&self) -> RegistryServiceClient<Channel> {
+        RegistryServiceClient::new(self.channel("registry", 0))
+    }
+
+    pub fn checkin(&self) -> CheckinServiceClient<Channel> {
+        CheckinServiceClient::new(self.channel("checkin", 0))
+    }
+
+    pub fn handover(&self) -> HandoverServiceClient<Channel> {
+        HandoverServiceClient::new(self.channel("handover", 0))
+    }
+
+    pub fn placement(&self) -> PlacementServiceClient<Channel> {
+        PlacementServiceClient::new(self.channel("placement", 0))
+    }
+
+    pub fn risk_alert(&self) -> AlertServiceClient<Channel> {
+        AlertServiceClient::new(self.channel("risk-alert", 0))
+    }
+
+    /// SIGKILLs every process of `service` the mesh runs: a crash.
+    pub async fn kill(&mut self, service: &str) -> anyhow::Result<()> {
+        for running in self.take(service) {
+            running.process.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every process of `service` the mesh runs; each must exit successfully within
+    /// 20 s of SIGTERM.
+    pub async fn stop(&mut self, service: &str) -> anyhow::Result<()> {
+        stop_gracefully(self.take(service)).await
+    }
+
+    /// Stops every process the mesh runs, newest first, as [`Mesh::stop`] does.
+    pub async fn stop_all(&mut self) -> anyhow::Result<()> {
+        stop_gracefully(std::mem::take(&mut self.running)).await
+    }
+
     pub fn token(&self, caller: &Caller) -> String {
         self.secrets.token(caller)
     }
 
     pub fn tap(&self, topic: &str) -> anyhow::Result<EventTap> {
         EventTap::from_beginning(&self.infra, topic)
+    }
+
+    /// Publishes an event to `topic` as its producing service would (see [`publish_event`]);
+    /// returns its event id.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        event_type: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<uuid::Uuid> {
+        publish_event(self.producer()?, topic, key, event_type, payload).await
+    }
+
+    /// The mesh's producer, made on first use, for publishing to its broker.
+    pub fn producer(&self) -> anyhow::Result<&FutureProducer> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer);
+        }
+        let created = producer(&self.infra.brokers)?;
+        Ok(self.producer.get_or_init(|| created))
+    }
+
+    /// The township's webhook receiver (started with risk-alert).
+    ///
+    /// # Panics
+    /// If risk-alert was not among the services the mesh started.
+    pub fn receiver(&self) -> &Receiver {
+        self.receiver
+            .as_ref()
+            .unwrap_or_else(|| panic!("no webhook receiver: start the mesh with risk-alert"))
+    }
+
+    /// The receiver, to start listening late.
+    ///
+    /// # Panics
+    /// If risk-alert was not among the services the mesh started.
+    pub fn receiver_mut(&mut self) -> &mut Receiver {
+        self.receiver
+            .as_mut()
+            .unwrap_or_else(|| panic!("no webhook receiver: start the mesh with risk-alert"))
+    }
+
+    /// Registers the receiver as the home township office's alert endpoint, signed with
+    /// [`WEBHOOK_SECRET`].
+    pub async fn register_webhook(&self) -> anyhow::Result<()> {
+        let request = alert_pb::RegisterEndpointRequest {
+            jurisdiction: Some(home_jurisdiction()),
+            url: self.receiver().url(),
+            secret: WEBHOOK_SECRET.into(),
+            description: "东街司法所值班系统".into(),
+        };
+        let token = self.token(&township_office(HOME_TOWNSHIP));
+        self.risk_alert()
+            .register_endpoint(authorized(request, &token))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Stops `processes` newest first; each must exit successfully within 20 s of SIGTERM.
+async fn stop_gracefully(processes: Vec<Running>) -> anyhow::Result<()> {
+    for running in processes.into_iter().rev() {
+        let name = running.process.name.clone();
+        let status = running.process.stop(Duration::from_secs(20)).await?;
+        anyhow::ensure!(status.success(), "{name} exited with {status}");
+    }
+    Ok(())
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // The processes go first, so that nothing reconnects to a database being dropped.
+        for running in &mut self.running {
+            running.process.kill_now();
+        }
+        self.running.clear();
+        self.pools.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        if !self.created.is_empty() {
+            drop_databases_now(&self.infra, std::mem::take(&mut self.created));
+        }
+    }
+}
+
+/// Drops `databases` before returning, from a thread with a runtime of its own: `Drop` runs
+/// inside the test's runtime (also while a panic unwinds through it), where it cannot await.
+/// Failures are reported, never raised: panicking in `Drop` would abort the test binary.
+fn drop_databases_now(infra: &Infra, databases: Vec<String>) {
+    let infra = infra.clone();
+    let outcome = std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let mut failed = Vec::new();
+            for database in &databases {
+                if let Err(error) = infra.drop_database(database).await {
+                    failed.push(format!("{database}: {error:#}"));
+                }
+            }
+            anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+            Ok(())
+        })
+    })
+    .join();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("mesh: databases left behind: {error:#}"),
+        Err(_) => eprintln!("mesh: dropping the databases panicked; some may be left behind"),
     }
 }
 
@@ -252,4 +609,48 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
             std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fixture's own promise, against the real PostgreSQL, broker and registry binary
+    //! (`cargo build --workspace --bins` first, as for the end-to-end tests).
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mesh_leaves_no_database_behind_also_when_its_test_panics() {
+        let infra = Infra::from_env();
+        let exists = async |database: &str| infra.database_exists(database).await.expect("PostgreSQL");
+
+        // The registry is still connected to its database when the mesh goes.
+        let mut mesh = Mesh::start(&["registry"]).await.expect("mesh");
+        let registry = mesh.database("registry").await.expect("database");
+        let scratch = mesh.database("scratch").await.expect("database");
+        assert!(exists(&registry).await && exists(&scratch).await);
+        drop(mesh);
+        assert!(!exists(&registry).await, "{registry} left behind");
+        assert!(!exists(&scratch).await, "{scratch} left behind");
+
+        let (name_tx, name_rx) = tokio::sync::oneshot::channel();
+        let failing_test = tokio::spawn(async move {
+            let mut mesh = Mesh::start(&["registry"]).await.expect("mesh");
+            let _ = name_tx.send(mesh.database("registry").await.expect("database"));
+            panic!("a failing test");
+        });
+        assert!(failing_test.await.expect_err("it panicked").is_panic());
+        let registry = name_rx.await.expect("database name");
+        assert!(
+            !exists(&registry).await,
+            "{registry} left behind by a panicking test"
+        );
+
+        // A database the mesh was given (the demo's) is not the mesh's to drop.
+        let given = infra.fresh_database("given").await.expect("database");
+        let mut mesh = Mesh::builder().build().await.expect("mesh");
+        mesh.use_database("registry", &given);
+        drop(mesh);
+        assert!(exists(&given).await, "a given database was dropped");
+        infra.drop_database(&given).await.expect("dropped");
+    }
 }

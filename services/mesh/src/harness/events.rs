@@ -7,7 +7,8 @@ use anyhow::bail;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
-    message::Headers,
+    message::{Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
 };
 
 use super::Infra;
@@ -122,7 +123,7 @@ impl EventTap {
 }
 
 /// A producer for publishing events as a service would (tests, benchmark).
-pub fn producer(brokers: &str) -> anyhow::Result<rdkafka::producer::FutureProducer> {
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -134,37 +135,48 @@ pub fn producer(brokers: &str) -> anyhow::Result<rdkafka::producer::FutureProduc
 /// `occurred_at`, `producer` = the event type's prefix), as its producing service would, and
 /// waits for the broker's acknowledgement. Returns the event id.
 pub async fn publish_event(
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &FutureProducer,
     topic: &str,
     key: &str,
     event_type: &str,
     payload: &[u8],
 ) -> anyhow::Result<uuid::Uuid> {
     use mesh_kit::kafka::headers;
-    use rdkafka::message::{Header, OwnedHeaders};
     let id = uuid::Uuid::now_v7();
     let event_id = id.to_string();
     let occurred_at = chrono::Utc::now().to_rfc3339();
-    let record_headers = OwnedHeaders::new()
-        .insert(Header {
-            key: headers::EVENT_ID,
-            value: Some(event_id.as_str()),
+    let record_headers = [
+        (headers::EVENT_ID, event_id.as_str()),
+        (headers::EVENT_TYPE, event_type),
+        (headers::OCCURRED_AT, occurred_at.as_str()),
+        (
+            headers::PRODUCER,
+            event_type.split('.').next().unwrap_or_default(),
+        ),
+    ];
+    publish_record(producer, topic, key, &record_headers, payload).await?;
+    Ok(id)
+}
+
+/// Publishes one record with exactly `headers` and waits for the broker's acknowledgement;
+/// for records no service would write (a missing event id, say), to test what consumers do
+/// with them.
+pub async fn publish_record(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let record_headers = headers.iter().fold(OwnedHeaders::new(), |list, (key, value)| {
+        list.insert(Header {
+            key,
+            value: Some(*value),
         })
-        .insert(Header {
-            key: headers::EVENT_TYPE,
-            value: Some(event_type),
-        })
-        .insert(Header {
-            key: headers::OCCURRED_AT,
-            value: Some(occurred_at.as_str()),
-        })
-        .insert(Header {
-            key: headers::PRODUCER,
-            value: Some(event_type.split('.').next().unwrap_or_default()),
-        });
+    });
     producer
         .send(
-            rdkafka::producer::FutureRecord::to(topic)
+            FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
                 .headers(record_headers),
@@ -172,5 +184,5 @@ pub async fn publish_event(
         )
         .await
         .map_err(|(error, _)| error)?;
-    Ok(id)
+    Ok(())
 }

@@ -172,6 +172,19 @@ impl ServiceProcess {
         self.child.kill().await?;
         Ok(())
     }
+
+    /// SIGKILL, then wait up to 5 s for the exit, without awaiting: for clean-up in `Drop`,
+    /// which must know the process holds no database connection any more.
+    pub(super) fn kill_now(&mut self) {
+        let _ = self.child.start_kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+    }
 }
 
 /// The `addr` of a JSON log line whose message ends in "listening".

@@ -7,7 +7,8 @@ use chrono::Utc;
 use mesh_kit::auth::{Caller, Role};
 use mesh_proto::{
     checkin::{self as checkin_pb, checkin_service_client::CheckinServiceClient},
-    common::GeoPoint,
+    common::{GeoPoint, Jurisdiction},
+    registry as registry_pb,
 };
 use tonic::transport::Channel;
 
@@ -80,6 +81,38 @@ pub fn whole_seconds_ago(seconds: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - seconds, 0).unwrap_or_default()
 }
 
+pub fn jurisdiction(township: &str, county: &str) -> Jurisdiction {
+    Jurisdiction {
+        township_code: township.into(),
+        county_code: county.into(),
+    }
+}
+
+/// The home township and its county.
+pub fn home_jurisdiction() -> Jurisdiction {
+    jurisdiction(HOME_TOWNSHIP, HOME_COUNTY)
+}
+
+/// Supervisee `id` at `version` as the registry's events carry it: on probation in the home
+/// township for a year, under normal supervision, reported in now and active. For events
+/// published directly, in place of the registry's.
+pub fn supervisee_snapshot(id: &str, version: i64) -> registry_pb::SuperviseeSnapshot {
+    registry_pb::SuperviseeSnapshot {
+        supervisee_id: id.to_owned(),
+        name: "测试人员".into(),
+        category: registry_pb::Category::Probation as i32,
+        term_start: Some(mesh_kit::proto_time::to_date(today())),
+        term_end: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(365))),
+        level: registry_pb::SupervisionLevel::Normal as i32,
+        jurisdiction: Some(home_jurisdiction()),
+        officer_id: "officer-1".into(),
+        status: registry_pb::SuperviseeStatus::Active as i32,
+        version,
+        reported_at: Some(mesh_kit::proto_time::to_timestamp(Utc::now())),
+        needs_employment: false,
+    }
+}
+
 /// A valid parole release notice of prison A for person number `n`, to township 620702001.
 pub fn notice(n: u16) -> mesh_proto::handover::SubmitReleaseNoticeRequest {
     let birth = chrono::NaiveDate::from_ymd_opt(
@@ -96,10 +129,7 @@ pub fn notice(n: u16) -> mesh_proto::handover::SubmitReleaseNoticeRequest {
         date_of_birth: Some(mesh_kit::proto_time::to_date(birth)),
         category: mesh_proto::handover::ReleaseCategory::Parole as i32,
         expected_release_date: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(30))),
-        destination: Some(mesh_proto::common::Jurisdiction {
-            township_code: HOME_TOWNSHIP.into(),
-            county_code: HOME_COUNTY.into(),
-        }),
+        destination: Some(home_jurisdiction()),
         key_assistance_target: true,
         risk_notes: format!("风险提示{n}: 有酗酒史, 家属联系电话见档案"),
         offence_category: mesh_proto::common::OffenceCategory::Property as i32,
