@@ -57,6 +57,18 @@ async fn alerts_about(mesh: &Mesh, handover_id: &str) -> Vec<alert_pb::Alert> {
         .alerts
 }
 
+/// Waits until every alert about handover `id` is resolved, for `what`; returns them.
+async fn all_resolved(mesh: &Mesh, id: &str, what: &str) -> Vec<alert_pb::Alert> {
+    eventually(what, Duration::from_secs(20), async || {
+        let alerts = alerts_about(mesh, id).await;
+        alerts
+            .iter()
+            .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
+            .then_some(alerts)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn released_person_who_does_not_report_in_raises_one_alert_until_the_report_in() {
     let mesh = start_chain(POLICY).await;
@@ -134,14 +146,7 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
         ))
         .await
         .expect("reported in");
-    let resolved = eventually("the resolution", Duration::from_secs(20), async || {
-        let alerts = alerts_about(&mesh, &id).await;
-        alerts
-            .iter()
-            .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-            .then_some(alerts)
-    })
-    .await;
+    let resolved = all_resolved(&mesh, &id, "the resolution").await;
     assert!(resolved[0].auto_resolved);
     assert!(
         resolved[0]
@@ -293,18 +298,7 @@ async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_do
     acknowledge(&mesh, &id, &office_token)
         .await
         .expect("acknowledged");
-    eventually(
-        "the acknowledgement to resolve it",
-        Duration::from_secs(20),
-        async || {
-            let alerts = alerts_about(&mesh, &id).await;
-            alerts
-                .iter()
-                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-                .then_some(())
-        },
-    )
-    .await;
+    all_resolved(&mesh, &id, "the acknowledgement to resolve it").await;
 
     // Released; nobody records the gate collection (必接必送).
     mesh.handover()
@@ -337,17 +331,6 @@ async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_do
         ))
         .await
         .expect("collected");
-    let all = eventually(
-        "the collection to resolve it",
-        Duration::from_secs(20),
-        async || {
-            let alerts = alerts_about(&mesh, &id).await;
-            alerts
-                .iter()
-                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-                .then_some(alerts)
-        },
-    )
-    .await;
+    let all = all_resolved(&mesh, &id, "the collection to resolve it").await;
     assert_eq!(all.len(), 2, "one alert per missed deadline: {all:#?}");
 }
