@@ -5,18 +5,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mesh::harness::ServiceProcess;
 use mesh_e2e::{
-    Mesh, authorized, county_bureau, home_officer, officer, prison, registration, township_office,
+    Mesh, authorized, count, county_bureau, eventually, home_officer, officer, prison, registration,
+    reported_in, supervisee_snapshot, township_office,
 };
 use mesh_kit::{auth::Caller, error::violated_fields, proto_time::to_timestamp};
-use mesh_proto::{
-    checkin::{self as pb, checkin_service_client::CheckinServiceClient},
-    common,
-    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
-};
+use mesh_proto::{checkin as pb, common, registry as registry_pb};
 use prost::Message;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 /// Ganzhou district seat, inside the default permitted area of its townships.
@@ -25,183 +21,129 @@ const SEAT: (f64, f64) = (38.93, 100.45);
 const METRES_PER_DEGREE: f64 = 111_195.0;
 
 /// A registry and a check-in service sharing one mesh (topics), each on its own database.
-struct Fixture {
-    mesh: Mesh,
-    registry_process: ServiceProcess,
-    checkin_process: ServiceProcess,
-    registry: RegistryServiceClient<Channel>,
-    checkin: CheckinServiceClient<Channel>,
-    /// The check-in service's database, to observe the projection and what was stored.
-    pool: sqlx::PgPool,
+async fn start_registry_and_checkin() -> Mesh {
+    Mesh::start(&["registry", "checkin"]).await.expect("mesh")
 }
 
-impl Fixture {
-    async fn start() -> Self {
-        let mut mesh = Mesh::new().await.expect("mesh");
-        let registry_process = mesh.spawn("registry", &[]).await.expect("registry starts");
-        // A group of its own, so parallel tests never rebalance each other's consumers.
-        let group = format!("checkin-test-{}", Uuid::new_v4().simple());
-        let checkin_process = mesh
-            .spawn("checkin", &[("MESH_CONSUMER_GROUP", group.as_str())])
-            .await
-            .expect("checkin starts");
-        let registry = RegistryServiceClient::new(registry_process.channel().await.expect("channel"));
-        let checkin = CheckinServiceClient::new(checkin_process.channel().await.expect("channel"));
-        let pool = mesh.pool("checkin").await.expect("pool");
-        Self {
-            mesh,
-            registry_process,
-            checkin_process,
-            registry,
-            checkin,
-            pool,
-        }
-    }
+/// Registers person `n` in township 620702001, already reported in (active) or not.
+async fn register(mesh: &Mesh, n: u16, reported: bool) -> String {
+    let request = if reported {
+        reported_in(n, Utc::now() - chrono::Duration::days(1))
+    } else {
+        registration(n)
+    };
+    mesh_e2e::register(mesh, request).await
+}
 
-    fn token(&self, caller: &Caller) -> String {
-        self.mesh.token(caller)
-    }
+/// Registers an active supervisee and waits until the check-in service knows it.
+async fn register_active(mesh: &Mesh, n: u16) -> String {
+    let id = register(mesh, n, true).await;
+    wait_projected(mesh, &id, 1).await;
+    id
+}
 
-    /// Registers person `n` in township 620702001, already reported in (active) or not.
-    async fn register(&mut self, n: u16, reported: bool) -> String {
-        let mut request = registration(n);
-        if reported {
-            request.reported_at = Some(to_timestamp(Utc::now() - chrono::Duration::days(1)));
-        }
-        let token = self.token(&home_officer());
-        self.registry
-            .register_supervisee(authorized(request, &token))
-            .await
-            .expect("registered")
-            .into_inner()
-            .supervisee
-            .expect("supervisee")
-            .supervisee_id
-    }
+async fn change_status(mesh: &Mesh, id: &str, status: registry_pb::SuperviseeStatus) {
+    let token = mesh.token(&home_officer());
+    mesh.registry()
+        .change_status(authorized(
+            registry_pb::ChangeStatusRequest {
+                supervisee_id: id.to_owned(),
+                status: status as i32,
+                reason: "test".into(),
+                effective_at: None,
+            },
+            &token,
+        ))
+        .await
+        .expect("status changed");
+}
 
-    /// Registers an active supervisee and waits until the check-in service knows it.
-    async fn register_active(&mut self, n: u16) -> String {
-        let id = self.register(n, true).await;
-        self.wait_projected(&id, 1).await;
-        id
-    }
+/// Waits (bounded) until the check-in service's projection holds `version` of the
+/// supervisee; returns the projected status.
+async fn wait_projected(mesh: &Mesh, id: &str, version: i64) -> String {
+    let pool = mesh.pool("checkin").expect("pool");
+    let id: Uuid = id.parse().expect("uuid");
+    let what = format!(
+        "supervisee {id} version {version} in the check-in projection; log: {}",
+        mesh.process("checkin").log_path.display()
+    );
+    eventually(&what, Duration::from_secs(30), async || {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, status FROM supervisees WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .expect("projection readable");
+        row.filter(|(projected, _)| *projected >= version)
+            .map(|(_, status)| status)
+    })
+    .await
+}
 
-    async fn change_status(&mut self, id: &str, status: registry_pb::SuperviseeStatus) {
-        let token = self.token(&home_officer());
-        self.registry
-            .change_status(authorized(
-                registry_pb::ChangeStatusRequest {
-                    supervisee_id: id.to_owned(),
-                    status: status as i32,
-                    reason: "test".into(),
-                    effective_at: None,
-                },
-                &token,
-            ))
-            .await
-            .expect("status changed");
-    }
+async fn record(
+    mesh: &Mesh,
+    caller: &Caller,
+    checkin: pb::NewCheckin,
+) -> Result<pb::RecordCheckinResponse, Status> {
+    let token = mesh.token(caller);
+    mesh.checkin()
+        .record_checkin(authorized(
+            pb::RecordCheckinRequest {
+                checkin: Some(checkin),
+            },
+            &token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
 
-    /// Waits (bounded) until the projection holds `version` of the supervisee; returns the
-    /// projected status.
-    async fn wait_projected(&self, id: &str, version: i64) -> String {
-        let id: Uuid = id.parse().expect("uuid");
-        for _ in 0..300 {
-            let row: Option<(i64, String)> =
-                sqlx::query_as("SELECT version, status FROM supervisees WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .expect("projection readable");
-            if let Some((projected, status)) = row
-                && projected >= version
-            {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "supervisee {id} version {version} never reached the check-in projection; log: {}",
-            self.checkin_process.log_path.display()
-        );
-    }
+async fn sync(
+    mesh: &Mesh,
+    caller: &Caller,
+    checkins: Vec<pb::NewCheckin>,
+) -> Result<Vec<pb::SyncItemResult>, Status> {
+    let token = mesh.token(caller);
+    mesh.checkin()
+        .sync_offline_batch(authorized(pb::SyncOfflineBatchRequest { checkins }, &token))
+        .await
+        .map(|response| response.into_inner().results)
+}
 
-    async fn record(
-        &mut self,
-        caller: &Caller,
-        checkin: pb::NewCheckin,
-    ) -> Result<pb::RecordCheckinResponse, Status> {
-        let token = self.token(caller);
-        self.checkin
-            .record_checkin(authorized(
-                pb::RecordCheckinRequest {
-                    checkin: Some(checkin),
-                },
-                &token,
-            ))
-            .await
-            .map(tonic::Response::into_inner)
-    }
+async fn list(
+    mesh: &Mesh,
+    caller: &Caller,
+    supervisee_id: &str,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    page: Option<common::PageRequest>,
+) -> Result<pb::ListCheckinsResponse, Status> {
+    let token = mesh.token(caller);
+    mesh.checkin()
+        .list_checkins(authorized(
+            pb::ListCheckinsRequest {
+                supervisee_id: supervisee_id.to_owned(),
+                range: Some(common::TimeRange {
+                    start: Some(to_timestamp(range.0)),
+                    end: Some(to_timestamp(range.1)),
+                }),
+                page,
+            },
+            &token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
 
-    async fn sync(
-        &mut self,
-        caller: &Caller,
-        checkins: Vec<pb::NewCheckin>,
-    ) -> Result<Vec<pb::SyncItemResult>, Status> {
-        let token = self.token(caller);
-        self.checkin
-            .sync_offline_batch(authorized(pb::SyncOfflineBatchRequest { checkins }, &token))
-            .await
-            .map(|response| response.into_inner().results)
-    }
+async fn stored_checkins(mesh: &Mesh) -> i64 {
+    count(mesh, "checkin", "SELECT count(*) FROM checkins").await
+}
 
-    async fn list(
-        &mut self,
-        caller: &Caller,
-        supervisee_id: &str,
-        range: (DateTime<Utc>, DateTime<Utc>),
-        page: Option<common::PageRequest>,
-    ) -> Result<pb::ListCheckinsResponse, Status> {
-        let token = self.token(caller);
-        self.checkin
-            .list_checkins(authorized(
-                pb::ListCheckinsRequest {
-                    supervisee_id: supervisee_id.to_owned(),
-                    range: Some(common::TimeRange {
-                        start: Some(to_timestamp(range.0)),
-                        end: Some(to_timestamp(range.1)),
-                    }),
-                    page,
-                },
-                &token,
-            ))
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count")
-    }
-
-    async fn stored_checkins(&self) -> i64 {
-        self.count("SELECT count(*) FROM checkins").await
-    }
-
-    async fn recorded_events(&self) -> i64 {
-        self.count("SELECT count(*) FROM kit_outbox WHERE event_type = 'checkin.recorded'")
-            .await
-    }
-
-    async fn stop(self) {
-        for process in [self.checkin_process, self.registry_process] {
-            let name = process.name.clone();
-            let status = process.stop(Duration::from_secs(20)).await.expect("stops");
-            assert!(status.success(), "{name} exited with {status}");
-        }
-    }
+async fn recorded_events(mesh: &Mesh) -> i64 {
+    count(
+        mesh,
+        "checkin",
+        "SELECT count(*) FROM kit_outbox WHERE event_type = 'checkin.recorded'",
+    )
+    .await
 }
 
 fn manual(officer_id: &str) -> Option<pb::IdentityVerification> {
@@ -252,11 +194,10 @@ fn hours(n: i64) -> chrono::Duration {
 
 #[tokio::test]
 async fn accepted_checkin_is_published_with_its_fields() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(1).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 1).await;
     let visit = home_visit(&id, chrono::Duration::minutes(3));
-    let response = fixture
-        .record(&home_officer(), visit.clone())
+    let response = record(&mesh, &home_officer(), visit.clone())
         .await
         .expect("accepted");
     assert!(!response.duplicate);
@@ -275,8 +216,7 @@ async fn accepted_checkin_is_published_with_its_fields() {
     let mut app = home_visit(&id, chrono::Duration::minutes(1));
     app.method = pb::CheckinMethod::AppSelfCheckin as i32;
     app.identity_verification = face(0.42);
-    let weak = fixture
-        .record(&home_officer(), app.clone())
+    let weak = record(&mesh, &home_officer(), app.clone())
         .await
         .expect("accepted")
         .checkin
@@ -287,7 +227,7 @@ async fn accepted_checkin_is_published_with_its_fields() {
         "a self check-in has no recording officer"
     );
 
-    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let tap = mesh.tap(&mesh.topics.checkin).expect("tap");
     let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
     assert_eq!(events.len(), 2, "one event per accepted check-in");
     let event = events
@@ -325,32 +265,32 @@ async fn accepted_checkin_is_published_with_its_fields() {
     assert!(!weak_event.identity_verified);
     assert_eq!(weak_event.method(), pb::CheckinMethod::AppSelfCheckin);
 
-    let audited = fixture
-        .count("SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.recorded'")
-        .await;
+    let audited = count(
+        &mesh,
+        "checkin",
+        "SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.recorded'",
+    )
+    .await;
     assert_eq!(audited, 2);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(2).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 2).await;
     let visit = home_visit(&id, chrono::Duration::minutes(10));
-    let first = fixture
-        .record(&home_officer(), visit.clone())
+    let first = record(&mesh, &home_officer(), visit.clone())
         .await
         .expect("accepted");
-    let again = fixture
-        .record(&home_officer(), visit.clone())
+    let again = record(&mesh, &home_officer(), visit.clone())
         .await
         .expect("retry accepted");
     assert!(!first.duplicate);
     assert!(again.duplicate, "the retry is recognised");
     assert_eq!(again.checkin, first.checkin, "same answer");
     // The same check-in re-uploaded in an offline batch is a duplicate too.
-    let results = fixture
-        .sync(&home_officer(), vec![visit.clone()])
+    let results = sync(&mesh, &home_officer(), vec![visit.clone()])
         .await
         .expect("batch");
     assert_eq!(results[0].outcome(), pb::SyncItemOutcome::Duplicate);
@@ -364,8 +304,7 @@ async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
     let mut other_person = visit.clone();
     other_person.supervisee_id = Uuid::new_v4().to_string();
     for conflicting in [other_note, other_time, other_person] {
-        let status = fixture
-            .record(&home_officer(), conflicting)
+        let status = record(&mesh, &home_officer(), conflicting)
             .await
             .expect_err("id reuse refused");
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -373,10 +312,10 @@ async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
 
     // Concurrent first attempts of one check-in: exactly one is stored.
     let racing = home_visit(&id, chrono::Duration::minutes(5));
-    let token = fixture.token(&home_officer());
+    let token = mesh.token(&home_officer());
     let mut calls = Vec::new();
     for _ in 0..6 {
-        let mut client = fixture.checkin.clone();
+        let mut client = mesh.checkin();
         let request = pb::RecordCheckinRequest {
             checkin: Some(racing.clone()),
         };
@@ -401,22 +340,22 @@ async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
         "same answer for all"
     );
 
-    assert_eq!(fixture.stored_checkins().await, 2);
-    assert_eq!(fixture.recorded_events().await, 2, "retries publish nothing");
-    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    assert_eq!(stored_checkins(&mesh).await, 2);
+    assert_eq!(recorded_events(&mesh).await, 2, "retries publish nothing");
+    let tap = mesh.tap(&mesh.topics.checkin).expect("tap");
     let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
     assert_eq!(events.len(), 2);
     assert!(
         tap.next(Duration::from_secs(3)).await.expect("kafka").is_none(),
         "no third event"
     );
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_by_one() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(3).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 3).await;
     let offline = |ago| pb::NewCheckin {
         captured_offline: true,
         ..home_visit(&id, ago)
@@ -445,8 +384,7 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
         unknown_person,
         reused_id,
     ];
-    let results = fixture
-        .sync(&home_officer(), batch.clone())
+    let results = sync(&mesh, &home_officer(), batch.clone())
         .await
         .expect("batch answered");
     use pb::SyncItemOutcome::{Accepted, Duplicate, Rejected};
@@ -492,14 +430,11 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
             ..t
         })
     );
-    assert_eq!(fixture.stored_checkins().await, 2);
-    assert_eq!(fixture.recorded_events().await, 2);
+    assert_eq!(stored_checkins(&mesh).await, 2);
+    assert_eq!(recorded_events(&mesh).await, 2);
 
     // The client did not get the answer and sends the whole batch again: nothing doubles.
-    let again = fixture
-        .sync(&home_officer(), batch)
-        .await
-        .expect("batch answered");
+    let again = sync(&mesh, &home_officer(), batch).await.expect("batch answered");
     let outcomes: Vec<_> = again.iter().map(pb::SyncItemResult::outcome).collect();
     assert_eq!(
         outcomes,
@@ -507,10 +442,10 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
             Duplicate, Duplicate, Rejected, Rejected, Duplicate, Rejected, Rejected, Rejected
         ]
     );
-    assert_eq!(fixture.stored_checkins().await, 2);
-    assert_eq!(fixture.recorded_events().await, 2);
+    assert_eq!(stored_checkins(&mesh).await, 2);
+    assert_eq!(recorded_events(&mesh).await, 2);
 
-    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let tap = mesh.tap(&mesh.topics.checkin).expect("tap");
     let events = tap.collect(2, Duration::from_secs(30)).await.expect("kafka");
     let mut published: Vec<String> = events
         .iter()
@@ -522,36 +457,33 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
     let mut expected_ids = vec![inside_old.checkin_id, inside_recent.checkin_id];
     expected_ids.sort();
     assert_eq!(published, expected_ids);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn batch_size_is_bounded() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(4).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 4).await;
     let oversized: Vec<_> = (0..501)
         .map(|_| home_visit(&id, chrono::Duration::minutes(30)))
         .collect();
-    let status = fixture
-        .sync(&home_officer(), oversized.clone())
+    let status = sync(&mesh, &home_officer(), oversized.clone())
         .await
         .expect_err("refused as a whole");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["checkins"]);
-    let empty = fixture
-        .sync(&home_officer(), Vec::new())
+    let empty = sync(&mesh, &home_officer(), Vec::new())
         .await
         .expect_err("empty batch refused");
     assert_eq!(violated_fields(&empty), ["checkins"]);
     assert_eq!(
-        fixture.stored_checkins().await,
+        stored_checkins(&mesh).await,
         0,
         "nothing of the refused batch stored"
     );
 
     // The largest batch allowed goes through.
-    let results = fixture
-        .sync(&home_officer(), oversized[..500].to_vec())
+    let results = sync(&mesh, &home_officer(), oversized[..500].to_vec())
         .await
         .expect("500 items accepted");
     assert_eq!(results.len(), 500);
@@ -560,77 +492,73 @@ async fn batch_size_is_bounded() {
             .iter()
             .all(|result| result.outcome() == pb::SyncItemOutcome::Accepted)
     );
-    assert_eq!(fixture.stored_checkins().await, 500);
-    fixture.stop().await;
+    assert_eq!(stored_checkins(&mesh).await, 500);
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn callers_outside_the_jurisdiction_are_refused() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(5).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 5).await;
     let neighbour = officer("officer-9", "620702002");
     let mut theirs = home_visit(&id, chrono::Duration::minutes(5));
     theirs.recording_officer_id = "officer-9".into();
     theirs.identity_verification = manual("officer-9");
 
-    let status = fixture
-        .record(&neighbour, theirs.clone())
+    let status = record(&mesh, &neighbour, theirs.clone())
         .await
         .expect_err("record refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let results = fixture
-        .sync(&neighbour, vec![theirs])
+    let results = sync(&mesh, &neighbour, vec![theirs])
         .await
         .expect("batch answered");
     assert_eq!(results[0].outcome(), pb::SyncItemOutcome::Rejected);
     assert_eq!(results[0].reject_field, "supervisee_id");
     let window = (Utc::now() - hours(24), Utc::now() + hours(1));
     for caller in [neighbour.clone(), county_bureau("bureau-minle", "620722")] {
-        let status = fixture
-            .list(&caller, &id, window, None)
+        let status = list(&mesh, &caller, &id, window, None)
             .await
             .expect_err("list refused");
         assert_eq!(status.code(), Code::PermissionDenied, "{caller:?}");
     }
     // Prisons have no business with check-ins at all.
     let a_prison = prison("prison-1", "zhangye-prison");
-    let status = fixture
-        .record(&a_prison, home_visit(&id, chrono::Duration::minutes(5)))
+    let status = record(&mesh, &a_prison, home_visit(&id, chrono::Duration::minutes(5)))
         .await
         .expect_err("prison refused");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .sync(&a_prison, vec![home_visit(&id, chrono::Duration::minutes(5))])
-        .await
-        .expect_err("prison refused");
+    let status = sync(
+        &mesh,
+        &a_prison,
+        vec![home_visit(&id, chrono::Duration::minutes(5))],
+    )
+    .await
+    .expect_err("prison refused");
     assert_eq!(status.code(), Code::PermissionDenied);
     // An officer records under their own id only.
-    let status = fixture
-        .record(
-            &officer("officer-2", "620702001"),
-            home_visit(&id, chrono::Duration::minutes(5)),
-        )
-        .await
-        .expect_err("someone else's id refused");
+    let status = record(
+        &mesh,
+        &officer("officer-2", "620702001"),
+        home_visit(&id, chrono::Duration::minutes(5)),
+    )
+    .await
+    .expect_err("someone else's id refused");
     assert_eq!(violated_fields(&status), ["checkin.recording_officer_id"]);
-    assert_eq!(fixture.stored_checkins().await, 0);
+    assert_eq!(stored_checkins(&mesh).await, 0);
 
     // The county bureau of the township records and reads.
     let own_county = county_bureau("bureau-ganzhou", "620702");
-    fixture
-        .record(&own_county, home_visit(&id, chrono::Duration::minutes(5)))
+    record(&mesh, &own_county, home_visit(&id, chrono::Duration::minutes(5)))
         .await
         .expect("own county bureau records");
-    let listed = fixture
-        .list(&own_county, &id, window, None)
+    let listed = list(&mesh, &own_county, &id, window, None)
         .await
         .expect("own county bureau reads");
     assert_eq!(listed.checkins.len(), 1);
 
     // After a transfer the old township's officer is refused, the new one accepted.
-    let token = fixture.token(&home_officer());
-    fixture
-        .registry
+    let token = mesh.token(&home_officer());
+    mesh.registry()
         .transfer_supervisee(authorized(
             registry_pb::TransferSuperviseeRequest {
                 supervisee_id: id.clone(),
@@ -643,16 +571,18 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         ))
         .await
         .expect("transferred");
-    fixture.wait_projected(&id, 2).await;
-    let status = fixture
-        .record(&home_officer(), home_visit(&id, chrono::Duration::minutes(1)))
-        .await
-        .expect_err("old township refused");
+    wait_projected(&mesh, &id, 2).await;
+    let status = record(
+        &mesh,
+        &home_officer(),
+        home_visit(&id, chrono::Duration::minutes(1)),
+    )
+    .await
+    .expect_err("old township refused");
     assert_eq!(status.code(), Code::PermissionDenied);
     let mut new_home = home_visit(&id, chrono::Duration::minutes(1));
     new_home.recording_officer_id = "officer-9".into();
-    let moved = fixture
-        .record(&neighbour, new_home)
+    let moved = record(&mesh, &neighbour, new_home)
         .await
         .expect("new township accepted")
         .checkin
@@ -661,17 +591,17 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         moved.jurisdiction.expect("jurisdiction").township_code,
         "620702002"
     );
-    assert_eq!(fixture.stored_checkins().await, 2);
-    fixture.stop().await;
+    assert_eq!(stored_checkins(&mesh).await, 2);
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(6).await;
-    let get_area = |fixture: &Fixture, caller: &Caller| {
-        let mut client = fixture.checkin.clone();
-        let token = fixture.token(caller);
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 6).await;
+    let get_area = |mesh: &Mesh, caller: &Caller| {
+        let mut client = mesh.checkin();
+        let token = mesh.token(caller);
         async move {
             client
                 .get_permitted_area(authorized(
@@ -685,7 +615,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         }
     };
     // Before any area is set, the default circle around the county seat applies.
-    let default = get_area(&fixture, &home_officer()).await.expect("default area");
+    let default = get_area(&mesh, &home_officer()).await.expect("default area");
     assert_eq!(default.version, 0);
     assert_eq!(default.circles.len(), 1);
     assert_eq!(default.circles[0].radius_m, 60_000.0);
@@ -706,23 +636,23 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         (home_officer(), Code::PermissionDenied),
         (other_office, Code::PermissionDenied),
     ] {
-        let token = fixture.token(&caller);
-        let status = fixture
-            .checkin
+        let token = mesh.token(&caller);
+        let status = mesh
+            .checkin()
             .set_permitted_area(authorized(small_area(2_000.0), &token))
             .await
             .expect_err("refused");
         assert_eq!(status.code(), code, "{caller:?}");
     }
-    let token = fixture.token(&township_office("620702001"));
-    let status = fixture
-        .checkin
+    let token = mesh.token(&township_office("620702001"));
+    let status = mesh
+        .checkin()
         .set_permitted_area(authorized(small_area(1.0), &token))
         .await
         .expect_err("tiny radius refused");
     assert_eq!(violated_fields(&status), ["circles[0].radius_m"]);
-    let set = fixture
-        .checkin
+    let set = mesh
+        .checkin()
         .set_permitted_area(authorized(small_area(2_000.0), &token))
         .await
         .expect("township office sets its area")
@@ -730,7 +660,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         .area
         .expect("area");
     assert_eq!(set.version, 1);
-    let read = get_area(&fixture, &home_officer()).await.expect("area");
+    let read = get_area(&mesh, &home_officer()).await.expect("area");
     assert_eq!(read, set);
     assert_eq!(read.updated_by.expect("actor").subject, "office-620702001");
 
@@ -738,16 +668,14 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         position: point(SEAT.0 + metres_north / METRES_PER_DEGREE, SEAT.1, accuracy_m),
         ..home_visit(&id, chrono::Duration::minutes(2))
     };
-    let inside = fixture
-        .record(&home_officer(), at(500.0, 10.0))
+    let inside = record(&mesh, &home_officer(), at(500.0, 10.0))
         .await
         .expect("accepted")
         .checkin
         .expect("checkin");
     assert!(!inside.out_of_area);
     // 100 m beyond the edge, but the device only knows its position to 150 m: not flagged.
-    let uncertain = fixture
-        .record(&home_officer(), at(2_100.0, 150.0))
+    let uncertain = record(&mesh, &home_officer(), at(2_100.0, 150.0))
         .await
         .expect("accepted")
         .checkin
@@ -755,8 +683,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
     assert!(!uncertain.out_of_area);
     // 5.5 km north of the centre: 3.5 km outside the circle, accepted and flagged.
     let outside_visit = at(5_500.0, 20.0);
-    let outside = fixture
-        .record(&home_officer(), outside_visit.clone())
+    let outside = record(&mesh, &home_officer(), outside_visit.clone())
         .await
         .expect("accepted although out of area")
         .checkin
@@ -768,7 +695,7 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         outside.distance_outside_m
     );
 
-    let tap = fixture.mesh.tap(&fixture.mesh.topics.checkin).expect("tap");
+    let tap = mesh.tap(&mesh.topics.checkin).expect("tap");
     let events = tap.collect(3, Duration::from_secs(30)).await.expect("kafka");
     let flagged = events
         .iter()
@@ -779,8 +706,8 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
     assert_eq!(flagged.distance_outside_m, outside.distance_outside_m);
 
     // Replacing the area bumps its version; stored check-ins keep their flag.
-    let replaced = fixture
-        .checkin
+    let replaced = mesh
+        .checkin()
         .set_permitted_area(authorized(small_area(10_000.0), &token))
         .await
         .expect("replaced")
@@ -788,23 +715,23 @@ async fn position_outside_the_permitted_area_is_accepted_and_flagged() {
         .area
         .expect("area");
     assert_eq!(replaced.version, 2);
-    let listed = fixture
-        .list(
-            &home_officer(),
-            &id,
-            (Utc::now() - hours(1), Utc::now() + hours(1)),
-            None,
-        )
-        .await
-        .expect("listed");
+    let listed = list(
+        &mesh,
+        &home_officer(),
+        &id,
+        (Utc::now() - hours(1), Utc::now() + hours(1)),
+        None,
+    )
+    .await
+    .expect("listed");
     assert_eq!(listed.checkins.iter().filter(|c| c.out_of_area).count(), 1);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn bad_inputs_name_the_field_and_store_nothing() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(7).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 7).await;
     type Mutation = fn(&mut pb::NewCheckin);
     let cases: Vec<(&str, Mutation)> = vec![
         ("checkin.checkin_id", |c| c.checkin_id = "not-a-uuid".into()),
@@ -845,8 +772,7 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
     for (field, mutate) in cases {
         let mut checkin = home_visit(&id, chrono::Duration::minutes(5));
         mutate(&mut checkin);
-        let status = fixture
-            .record(&home_officer(), checkin)
+        let status = record(&mesh, &home_officer(), checkin)
             .await
             .expect_err(&format!("{field} case must be refused"));
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
@@ -861,95 +787,90 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
     let mut several = home_visit(&id, chrono::Duration::minutes(5));
     several.method = 0;
     several.position = point(100.0, 100.0, 1.0);
-    let status = fixture
-        .record(&home_officer(), several)
+    let status = record(&mesh, &home_officer(), several)
         .await
         .expect_err("refused");
     assert_eq!(
         violated_fields(&status),
         ["checkin.method", "checkin.position.latitude"]
     );
-    let token = fixture.token(&home_officer());
-    let status = fixture
-        .checkin
+    let token = mesh.token(&home_officer());
+    let status = mesh
+        .checkin()
         .record_checkin(authorized(pb::RecordCheckinRequest { checkin: None }, &token))
         .await
         .expect_err("refused");
     assert_eq!(violated_fields(&status), ["checkin"]);
 
-    assert_eq!(fixture.stored_checkins().await, 0, "nothing stored");
-    assert_eq!(fixture.recorded_events().await, 0, "no event emitted");
-    fixture.stop().await;
+    assert_eq!(stored_checkins(&mesh).await, 0, "nothing stored");
+    assert_eq!(recorded_events(&mesh).await, 0, "no event emitted");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn only_supervisees_under_active_supervision_check_in() {
-    let mut fixture = Fixture::start().await;
+    let mut mesh = start_registry_and_checkin().await;
     let refused = |status: Status, needle: &str| {
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         assert!(status.message().contains(needle), "{}", status.message());
     };
 
     // Registered but not yet reported in.
-    let pending = fixture.register(8, false).await;
-    assert_eq!(fixture.wait_projected(&pending, 1).await, "pending_report_in");
-    let status = fixture
-        .record(
-            &home_officer(),
-            home_visit(&pending, chrono::Duration::minutes(5)),
-        )
-        .await
-        .expect_err("pending refused");
+    let pending = register(&mesh, 8, false).await;
+    assert_eq!(wait_projected(&mesh, &pending, 1).await, "pending_report_in");
+    let status = record(
+        &mesh,
+        &home_officer(),
+        home_visit(&pending, chrono::Duration::minutes(5)),
+    )
+    .await
+    .expect_err("pending refused");
     refused(status, "not under active supervision");
 
     // Suspended (e.g. taken into custody).
-    let suspended = fixture.register_active(9).await;
-    fixture
-        .change_status(&suspended, registry_pb::SuperviseeStatus::Suspended)
-        .await;
-    assert_eq!(fixture.wait_projected(&suspended, 2).await, "suspended");
-    let status = fixture
-        .record(
-            &home_officer(),
-            home_visit(&suspended, chrono::Duration::minutes(5)),
-        )
-        .await
-        .expect_err("suspended refused");
+    let suspended = register_active(&mesh, 9).await;
+    change_status(&mesh, &suspended, registry_pb::SuperviseeStatus::Suspended).await;
+    assert_eq!(wait_projected(&mesh, &suspended, 2).await, "suspended");
+    let status = record(
+        &mesh,
+        &home_officer(),
+        home_visit(&suspended, chrono::Duration::minutes(5)),
+    )
+    .await
+    .expect_err("suspended refused");
     refused(status, "not under active supervision");
 
     // Absconded: a check-in is contact restored and must get through.
-    let absconded = fixture.register_active(10).await;
-    fixture
-        .change_status(&absconded, registry_pb::SuperviseeStatus::Absconded)
-        .await;
-    assert_eq!(fixture.wait_projected(&absconded, 2).await, "absconded");
-    fixture
-        .record(
-            &home_officer(),
-            home_visit(&absconded, chrono::Duration::minutes(5)),
-        )
-        .await
-        .expect("absconded person's check-in accepted");
+    let absconded = register_active(&mesh, 10).await;
+    change_status(&mesh, &absconded, registry_pb::SuperviseeStatus::Absconded).await;
+    assert_eq!(wait_projected(&mesh, &absconded, 2).await, "absconded");
+    record(
+        &mesh,
+        &home_officer(),
+        home_visit(&absconded, chrono::Duration::minutes(5)),
+    )
+    .await
+    .expect("absconded person's check-in accepted");
 
     // Nobody the registry ever announced.
-    let status = fixture
-        .record(
-            &home_officer(),
-            home_visit(&Uuid::new_v4().to_string(), chrono::Duration::minutes(5)),
-        )
-        .await
-        .expect_err("unknown refused");
+    let status = record(
+        &mesh,
+        &home_officer(),
+        home_visit(&Uuid::new_v4().to_string(), chrono::Duration::minutes(5)),
+    )
+    .await
+    .expect_err("unknown refused");
     refused(status, "not known");
 
-    assert_eq!(fixture.stored_checkins().await, 1);
-    fixture.stop().await;
+    assert_eq!(stored_checkins(&mesh).await, 1);
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn list_returns_a_time_range_newest_first_in_pages() {
-    let mut fixture = Fixture::start().await;
-    let id = fixture.register_active(11).await;
-    let other = fixture.register_active(12).await;
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 11).await;
+    let other = register_active(&mesh, 12).await;
     let now = Utc::now();
     let batch: Vec<_> = [50, 40, 30, 20, 10]
         .into_iter()
@@ -959,7 +880,7 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
         })
         .chain([home_visit(&other, hours(25))])
         .collect();
-    let results = fixture.sync(&home_officer(), batch.clone()).await.expect("batch");
+    let results = sync(&mesh, &home_officer(), batch.clone()).await.expect("batch");
     assert!(
         results
             .iter()
@@ -974,10 +895,15 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
     };
 
     // [now - 45 h, now - 15 h): the 40, 30 and 20 hour old ones, newest first.
-    let ranged = fixture
-        .list(&home_officer(), &id, (now - hours(45), now - hours(15)), None)
-        .await
-        .expect("listed");
+    let ranged = list(
+        &mesh,
+        &home_officer(),
+        &id,
+        (now - hours(45), now - hours(15)),
+        None,
+    )
+    .await
+    .expect("listed");
     assert_eq!(
         ids_of(&ranged),
         [
@@ -993,18 +919,18 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = fixture
-            .list(
-                &home_officer(),
-                &id,
-                (now - hours(60), now + hours(1)),
-                Some(common::PageRequest {
-                    page_size: 2,
-                    page_token: token.clone(),
-                }),
-            )
-            .await
-            .expect("page");
+        let page = list(
+            &mesh,
+            &home_officer(),
+            &id,
+            (now - hours(60), now + hours(1)),
+            Some(common::PageRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            }),
+        )
+        .await
+        .expect("page");
         pages += 1;
         seen.extend(ids_of(&page));
         token = page.page.expect("page").next_page_token;
@@ -1021,7 +947,7 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
     assert_eq!(seen, newest_first);
 
     // Bad requests name the field; an unknown supervisee is not found.
-    let token = fixture.token(&home_officer());
+    let token = mesh.token(&home_officer());
     type Mutation = fn(&mut pb::ListCheckinsRequest);
     let bad = |mutate: Mutation| {
         let mut request = pb::ListCheckinsRequest {
@@ -1062,96 +988,52 @@ async fn list_returns_a_time_range_newest_first_in_pages() {
         }),
     ];
     for (field, mutate) in cases {
-        let status = fixture.checkin.list_checkins(bad(mutate)).await.expect_err(field);
+        let status = mesh.checkin().list_checkins(bad(mutate)).await.expect_err(field);
         assert_eq!(violated_fields(&status), [field], "{status:?}");
     }
-    let unknown = fixture
-        .list(
-            &home_officer(),
-            &Uuid::new_v4().to_string(),
-            (now - hours(1), now),
-            None,
-        )
-        .await
-        .expect_err("unknown supervisee");
+    let unknown = list(
+        &mesh,
+        &home_officer(),
+        &Uuid::new_v4().to_string(),
+        (now - hours(1), now),
+        None,
+    )
+    .await
+    .expect_err("unknown supervisee");
     assert_eq!(unknown.code(), Code::NotFound);
 
     // Reads are audited, and the audit log cannot be rewritten.
-    let reads = fixture
-        .count("SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.list'")
-        .await;
+    let reads = count(
+        &mesh,
+        "checkin",
+        "SELECT count(*) FROM kit_audit_log WHERE action = 'checkin.list'",
+    )
+    .await;
     assert_eq!(reads, 4);
     let tampering = sqlx::query("DELETE FROM kit_audit_log")
-        .execute(&fixture.pool)
+        .execute(&mesh.pool("checkin").expect("pool"))
         .await;
     assert!(tampering.is_err(), "audit log is append-only");
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
-/// Publishes a registry-style event (as the registry's outbox relay would) to `topic`.
-async fn publish(
-    producer: &rdkafka::producer::FutureProducer,
-    topic: &str,
-    key: &str,
-    event_type: &str,
-    payload: &[u8],
-) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    let event_id = Uuid::now_v7().to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: mesh_kit::kafka::headers::EVENT_ID,
-            value: Some(event_id.as_str()),
-        })
-        .insert(Header {
-            key: mesh_kit::kafka::headers::EVENT_TYPE,
-            value: Some(event_type),
-        });
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(headers),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("published");
-}
-
+/// Supervisee `id` at `version` with `status`, as the registry's events carry it.
 fn snapshot(
     id: &str,
     version: i64,
     status: registry_pb::SuperviseeStatus,
 ) -> registry_pb::SuperviseeSnapshot {
     registry_pb::SuperviseeSnapshot {
-        supervisee_id: id.to_owned(),
-        name: "测试人员".into(),
-        level: registry_pb::SupervisionLevel::Normal as i32,
-        jurisdiction: Some(common::Jurisdiction {
-            township_code: "620702001".into(),
-            county_code: "620702".into(),
-        }),
         status: status as i32,
-        version,
-        ..Default::default()
+        ..supervisee_snapshot(id, version)
     }
 }
 
 #[tokio::test]
 async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
     use registry_pb::SuperviseeStatus::{Absconded, Active, Suspended};
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let group = format!("checkin-test-{}", Uuid::new_v4().simple());
-    let process = mesh
-        .spawn("checkin", &[("MESH_CONSUMER_GROUP", group.as_str())])
-        .await
-        .expect("checkin starts");
-    let pool = mesh.pool("checkin").await.expect("pool");
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &mesh.infra.brokers)
-        .create()
-        .expect("producer");
+    let mut mesh = Mesh::start(&["checkin"]).await.expect("checkin starts");
+    let pool = mesh.pool("checkin").expect("pool");
     let topic = mesh.topics.registry.clone();
     let (person, sentinel) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
     let registered = |snapshot| {
@@ -1170,48 +1052,43 @@ async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
         .encode_to_vec()
     };
     // Version 2 arrives before a stale version 1 (a redelivery after a restart, say).
-    publish(
-        &producer,
+    mesh.publish(
         &topic,
         &person,
         "supervisee.registered",
         &registered(snapshot(&person, 2, Active)),
     )
-    .await;
-    publish(
-        &producer,
+    .await
+    .expect("published");
+    mesh.publish(
         &topic,
         &person,
         "supervisee.status_changed",
         &status_changed(snapshot(&person, 1, Suspended)),
     )
-    .await;
-    publish(
-        &producer,
+    .await
+    .expect("published");
+    mesh.publish(
         &topic,
         &person,
         "supervisee.photo_added",
         b"a type we do not project",
     )
-    .await;
-    publish(
-        &producer,
-        &topic,
-        &person,
-        "supervisee.registered",
-        &[0xff, 0xff, 0xff],
-    )
-    .await;
+    .await
+    .expect("published");
+    mesh.publish(&topic, &person, "supervisee.registered", &[0xff, 0xff, 0xff])
+        .await
+        .expect("published");
     // Same Kafka key, so the same partition: once the sentinel is projected, every event
     // before it has been handled.
-    publish(
-        &producer,
+    mesh.publish(
         &topic,
         &person,
         "supervisee.registered",
         &registered(snapshot(&sentinel, 1, Active)),
     )
-    .await;
+    .await
+    .expect("published");
 
     let projected = |id: String| {
         let pool = pool.clone();
@@ -1263,14 +1140,14 @@ async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
     );
 
     // A newer snapshot still applies.
-    publish(
-        &producer,
+    mesh.publish(
         &topic,
         &person,
         "supervisee.status_changed",
         &status_changed(snapshot(&person, 3, Absconded)),
     )
-    .await;
+    .await
+    .expect("published");
     let mut latest = None;
     for _ in 0..300 {
         latest = projected(person.clone()).await;
@@ -1280,6 +1157,5 @@ async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(latest, Some((3, "absconded".to_owned())));
-    let status = process.stop(Duration::from_secs(20)).await.expect("stops");
-    assert!(status.success());
+    mesh.stop_all().await.expect("stops");
 }

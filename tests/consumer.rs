@@ -10,16 +10,11 @@ use std::{
     time::Duration,
 };
 
-use mesh::harness::{EventTap, Infra};
+use mesh::harness::{Mesh, publish_record};
 use mesh_kit::{
     CancellationToken,
     consumer::{ConsumerConfig, EventConsumer, HandleError, Handler, InboundEvent},
     kafka::{dead_letter_topic, headers},
-};
-use rdkafka::{
-    ClientConfig,
-    message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
 };
 use sqlx::PgConnection;
 
@@ -50,36 +45,34 @@ impl Handler for RecordingHandler {
     }
 }
 
-async fn send(producer: &FutureProducer, topic: &str, event_id: Option<&str>, payload: &str) {
-    let mut record_headers = OwnedHeaders::new().insert(Header {
-        key: headers::EVENT_TYPE,
-        value: Some("test.event"),
-    });
+async fn send(mesh: &Mesh, event_id: Option<&str>, payload: &str) {
+    let mut record_headers = vec![(headers::EVENT_TYPE, "test.event")];
     if let Some(id) = event_id {
-        record_headers = record_headers.insert(Header {
-            key: headers::EVENT_ID,
-            value: Some(id),
-        });
+        record_headers.push((headers::EVENT_ID, id));
     }
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key("subject-1")
-                .payload(payload)
-                .headers(record_headers),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("produced");
+    publish_record(
+        mesh.producer().expect("producer"),
+        topic(mesh),
+        "subject-1",
+        &record_headers,
+        payload.as_bytes(),
+    )
+    .await
+    .expect("produced");
+}
+
+/// The topic the consumer reads: any fresh topic of the mesh with its dead-letter topic
+/// serves, as no service of the mesh runs to read it.
+fn topic(mesh: &Mesh) -> &str {
+    &mesh.topics.registry
 }
 
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
-    let infra = Infra::from_env();
-    let database = infra.fresh_database("consumer").await.expect("database");
-    let pool = sqlx::PgPool::connect(&infra.database_url(&database))
-        .await
-        .expect("pool");
+    // One partition: the dead letters' source offsets count every record sent.
+    let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
+    mesh.database("consumer").await.expect("database");
+    let pool = mesh.pool("consumer").expect("pool");
     mesh_kit::db::migrate(&pool, &mesh_kit::db::KIT_MIGRATOR)
         .await
         .expect("kit tables");
@@ -87,29 +80,14 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
         .execute(&pool)
         .await
         .expect("table");
-    let topic = format!("test.consumer.{}", uuid::Uuid::new_v4().simple());
-    infra.create_topic(&topic, 1).await.expect("topic");
-    infra
-        .create_topic(&dead_letter_topic(&topic), 1)
-        .await
-        .expect("dlq topic");
+    let topic = topic(&mesh).to_owned();
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &infra.brokers)
-        .create()
-        .expect("producer");
     let first_id = uuid::Uuid::now_v7().to_string();
-    send(&producer, &topic, Some(&first_id), "ok:1").await;
-    send(&producer, &topic, None, "ok:999").await; // no event id: poison
-    send(
-        &producer,
-        &topic,
-        Some(&uuid::Uuid::now_v7().to_string()),
-        "garbage",
-    )
-    .await; // handler refuses
-    send(&producer, &topic, Some(&first_id), "ok:1").await; // redelivery of the first event
-    send(&producer, &topic, Some(&uuid::Uuid::now_v7().to_string()), "ok:2").await;
+    send(&mesh, Some(&first_id), "ok:1").await;
+    send(&mesh, None, "ok:999").await; // no event id: poison
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "garbage").await; // handler refuses
+    send(&mesh, Some(&first_id), "ok:1").await; // redelivery of the first event
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:2").await;
 
     let attempts = Arc::new(AtomicUsize::new(0));
     let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
@@ -119,7 +97,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
             attempts: attempts.clone(),
             flaky: 2,
         },
-        ConsumerConfig::new(&infra.brokers, &group, &[topic.as_str()]),
+        ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()]),
     )
     .expect("consumer");
     let shutdown = CancellationToken::new();
@@ -142,7 +120,8 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
         "both good events applied once, despite the simulated outage"
     );
 
-    let dead = EventTap::from_beginning(&infra, &dead_letter_topic(&topic))
+    let dead = mesh
+        .tap(&dead_letter_topic(&topic))
         .expect("dlq tap")
         .collect(2, Duration::from_secs(20))
         .await
@@ -166,7 +145,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
 
     // A restarted consumer of the same group resumes after what was applied: nothing is
     // applied twice and a new event is picked up.
-    send(&producer, &topic, Some(&uuid::Uuid::now_v7().to_string()), "ok:3").await;
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:3").await;
     let handled_before = attempts.load(Ordering::SeqCst);
     let consumer = EventConsumer::new(
         pool.clone(),
@@ -174,7 +153,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
             attempts: attempts.clone(),
             flaky: 0,
         },
-        ConsumerConfig::new(&infra.brokers, &group, &[topic.as_str()]),
+        ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()]),
     )
     .expect("consumer");
     let shutdown = CancellationToken::new();

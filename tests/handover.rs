@@ -2,184 +2,142 @@
 //! Prisons submit release notices, township offices receive the people released, and every
 //! step must arrive on Kafka as its `handover.*` event, in order per handover.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
-use chrono::{Days, NaiveDate, Utc};
-use mesh::harness::{EventTap, ReceivedEvent, ServiceProcess};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use mesh::harness::{EventTap, ReceivedEvent};
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, county_bureau, notice, officer, prison,
-    report_in_request, today, township_office, whole_seconds_ago,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, county_bureau, dump, notice,
+    officer, prison, report_in_request, run_misconfigured, submit_notice, today, township_office,
+    whole_seconds_ago,
 };
 use mesh_kit::{
+    auth::Caller,
     error::violated_fields,
     proto_time::{to_date, to_timestamp},
 };
-use mesh_proto::{
-    common,
-    handover::{self as pb, handover_service_client::HandoverServiceClient},
-    registry,
-};
+use mesh_proto::{common, handover as pb, registry};
 use prost::Message;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 const PRISON_B: &str = "jiuquan-prison";
 const OTHER_TOWNSHIP: &str = "620721002"; // 肃南县皇城镇
 const OTHER_COUNTY: &str = "620721";
 
-/// A handover process in its own mesh, with tokens for the usual parties.
-struct Fixture {
-    mesh: Mesh,
-    process: ServiceProcess,
-    client: HandoverServiceClient<Channel>,
-    prison_a: String,
-    prison_b: String,
-    home_office: String,
-    other_office: String,
-    /// Fixed per test, so a repeated step sends exactly the same values.
-    released_at: chrono::DateTime<Utc>,
-    reported_in_at: chrono::DateTime<Utc>,
+/// When people were released and reported in: fixed for the run, so that a repeated step
+/// sends exactly the same values, and whole seconds in the past, so that the values read
+/// back compare equal.
+static STEP_TIMES: LazyLock<(DateTime<Utc>, DateTime<Utc>)> =
+    LazyLock::new(|| (whole_seconds_ago(3600), whole_seconds_ago(600)));
+
+fn released_at() -> DateTime<Utc> {
+    STEP_TIMES.0
 }
 
-impl Fixture {
-    async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
+fn reported_in_at() -> DateTime<Utc> {
+    STEP_TIMES.1
+}
 
-    async fn start_with(extra_env: &[(&str, &str)]) -> Self {
-        let mut mesh = Mesh::new().await.expect("topics");
-        let process = mesh.spawn("handover", extra_env).await.expect("handover starts");
-        let client = HandoverServiceClient::new(process.channel().await.expect("channel"));
-        Self {
-            prison_a: mesh.token(&prison("clerk-a", PRISON_A)),
-            prison_b: mesh.token(&prison("clerk-b", PRISON_B)),
-            home_office: mesh.token(&township_office(HOME_TOWNSHIP)),
-            other_office: mesh.token(&township_office(OTHER_TOWNSHIP)),
-            mesh,
-            process,
-            client,
-            // Whole seconds in the past, so the values read back compare equal.
-            released_at: whole_seconds_ago(3600),
-            reported_in_at: whole_seconds_ago(600),
-        }
-    }
+fn clerk_a() -> Caller {
+    prison("clerk-a", PRISON_A)
+}
 
-    fn tap(&self) -> EventTap {
-        self.mesh.tap(&self.mesh.topics.handover).expect("tap")
-    }
+fn clerk_b() -> Caller {
+    prison("clerk-b", PRISON_B)
+}
 
-    async fn pool(&mut self) -> sqlx::PgPool {
-        self.mesh.pool("handover").await.expect("pool")
-    }
+fn home_office() -> Caller {
+    township_office(HOME_TOWNSHIP)
+}
 
-    async fn count(&mut self, table: &str) -> i64 {
-        let pool = self.pool().await;
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&pool)
-            .await
-            .expect("count")
-    }
+fn other_office() -> Caller {
+    township_office(OTHER_TOWNSHIP)
+}
 
-    async fn submit(&mut self, request: pb::SubmitReleaseNoticeRequest) -> pb::Handover {
-        let token = self.prison_a.clone();
-        self.client
-            .submit_release_notice(authorized(request, &token))
-            .await
-            .expect("submitted")
-            .into_inner()
-            .handover
-            .expect("handover")
-    }
+async fn start_handover(env: &[(&str, &str)]) -> Mesh {
+    Mesh::builder()
+        .env("handover", env)
+        .start(&["handover"])
+        .await
+        .expect("handover starts")
+}
 
-    async fn acknowledge(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
-        let request = pb::AcknowledgeNoticeRequest {
-            handover_id: id.to_owned(),
-        };
-        Ok(self
-            .client
-            .acknowledge_notice(authorized(request, token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+fn tap(mesh: &Mesh) -> EventTap {
+    mesh.tap(&mesh.topics.handover).expect("tap")
+}
 
-    async fn confirm_release(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
-        let request = pb::ConfirmReleaseRequest {
-            handover_id: id.to_owned(),
-            actual_release_time: Some(to_timestamp(self.released_at)),
-        };
-        Ok(self
-            .client
-            .confirm_release(authorized(request, token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+async fn rows(mesh: &Mesh, table: &str) -> i64 {
+    count(mesh, "handover", &format!("SELECT count(*) FROM {table}")).await
+}
 
-    async fn report_in(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
-        Ok(self
-            .client
-            .record_report_in(authorized(report_in_request(id, self.reported_in_at), token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+/// Submits `request` as prison A's clerk.
+async fn submit(mesh: &Mesh, request: pb::SubmitReleaseNoticeRequest) -> pb::Handover {
+    submit_notice(mesh, request, &mesh.token(&clerk_a())).await
+}
 
-    async fn amend_date(
-        &mut self,
-        id: &str,
-        date: NaiveDate,
-        token: &str,
-    ) -> Result<pb::Handover, tonic::Status> {
-        let request = pb::AmendReleaseNoticeRequest {
-            handover_id: id.to_owned(),
-            new_expected_release_date: Some(to_date(date)),
-            new_destination: None,
-            reason: "法院裁定变更释放日期".into(),
-        };
-        Ok(self
-            .client
-            .amend_release_notice(authorized(request, token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+/// The handover a step's answer carries.
+fn handover<R>(
+    answer: Result<tonic::Response<R>, tonic::Status>,
+    of: impl FnOnce(R) -> Option<pb::Handover>,
+) -> Result<pb::Handover, tonic::Status> {
+    Ok(of(answer?.into_inner()).expect("handover"))
+}
 
-    async fn cancel(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
-        let request = pb::CancelReleaseNoticeRequest {
-            handover_id: id.to_owned(),
-            reason: pb::CancelReason::ReleaseRevoked as i32,
-            note: "假释裁定撤销".into(),
-        };
-        Ok(self
-            .client
-            .cancel_release_notice(authorized(request, token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+/// Confirms the release at [`released_at`].
+async fn confirm_release(mesh: &Mesh, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+    let request = pb::ConfirmReleaseRequest {
+        handover_id: id.to_owned(),
+        actual_release_time: Some(to_timestamp(released_at())),
+    };
+    let answer = mesh.handover().confirm_release(authorized(request, token)).await;
+    handover(answer, |r| r.handover)
+}
 
-    async fn get(&mut self, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
-        let request = pb::GetHandoverRequest {
-            handover_id: id.to_owned(),
-        };
-        Ok(self
-            .client
-            .get_handover(authorized(request, token))
-            .await?
-            .into_inner()
-            .handover
-            .expect("handover"))
-    }
+/// Records the report-in at [`reported_in_at`].
+async fn report_in(mesh: &Mesh, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+    let request = report_in_request(id, reported_in_at());
+    let answer = mesh.handover().record_report_in(authorized(request, token)).await;
+    handover(answer, |r| r.handover)
+}
 
-    async fn stop(self) {
-        let status = self.process.stop(Duration::from_secs(20)).await.expect("stops");
-        assert!(status.success(), "handover exited with {status}");
-    }
+async fn amend_date(
+    mesh: &Mesh,
+    id: &str,
+    date: NaiveDate,
+    token: &str,
+) -> Result<pb::Handover, tonic::Status> {
+    let request = pb::AmendReleaseNoticeRequest {
+        handover_id: id.to_owned(),
+        new_expected_release_date: Some(to_date(date)),
+        new_destination: None,
+        reason: "法院裁定变更释放日期".into(),
+    };
+    let answer = mesh
+        .handover()
+        .amend_release_notice(authorized(request, token))
+        .await;
+    handover(answer, |r| r.handover)
+}
+
+async fn cancel(mesh: &Mesh, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+    let request = pb::CancelReleaseNoticeRequest {
+        handover_id: id.to_owned(),
+        reason: pb::CancelReason::ReleaseRevoked as i32,
+        note: "假释裁定撤销".into(),
+    };
+    let answer = mesh
+        .handover()
+        .cancel_release_notice(authorized(request, token))
+        .await;
+    handover(answer, |r| r.handover)
+}
+
+async fn get(mesh: &Mesh, id: &str, token: &str) -> Result<pb::Handover, tonic::Status> {
+    let request = pb::GetHandoverRequest {
+        handover_id: id.to_owned(),
+    };
+    let answer = mesh.handover().get_handover(authorized(request, token)).await;
+    handover(answer, |r| r.handover)
 }
 
 /// The `count` next events of handover `id` (other handovers' events are skipped).
@@ -209,9 +167,9 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn notified_event_reaches_kafka_and_decodes() {
-    let mut fixture = Fixture::start().await;
+    let mut mesh = start_handover(&[]).await;
     let request = notice(1);
-    let handover = fixture.submit(request.clone()).await;
+    let handover = submit(&mesh, request.clone()).await;
     assert_eq!(handover.status(), pb::HandoverStatus::Notified);
     assert_eq!(handover.prison_reference, "ZY-2026-0001");
     assert_eq!(
@@ -229,7 +187,7 @@ async fn notified_event_reaches_kafka_and_decodes() {
     assert_eq!(handover.offence_category(), common::OffenceCategory::Property);
     assert_eq!(handover.version, 1);
 
-    let events = events_of(&fixture.tap(), &handover.handover_id, 1).await;
+    let events = events_of(&tap(&mesh), &handover.handover_id, 1).await;
     let event = events.first().expect("an event arrives");
     assert_eq!(event.header("event_type"), Some("handover.notified"));
     assert_eq!(event.header("producer"), Some("handover"));
@@ -252,15 +210,15 @@ async fn notified_event_reaches_kafka_and_decodes() {
     assert_eq!(decoded.actor.expect("actor").subject, "clerk-a");
     assert!(!contains(&event.payload, &request.national_id), "no national ID");
     assert!(!contains(&event.payload, &request.risk_notes), "no risk notes");
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
-    let mut fixture = Fixture::start().await;
-    let token = fixture.prison_a.clone();
-    let first = fixture
-        .client
+    let mut mesh = start_handover(&[]).await;
+    let token = mesh.token(&clerk_a());
+    let first = mesh
+        .handover()
         .submit_release_notice(authorized(notice(2), &token))
         .await
         .expect("first")
@@ -270,8 +228,8 @@ async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
     let mut again = notice(2);
     again.person_name = format!("  {} ", again.person_name);
     again.national_id = again.national_id.to_lowercase();
-    let second = fixture
-        .client
+    let second = mesh
+        .handover()
         .submit_release_notice(authorized(again, &token))
         .await
         .expect("idempotent")
@@ -287,8 +245,8 @@ async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
     // Same reference, different content: an amendment, which has its own call.
     let mut changed = notice(2);
     changed.expected_release_date = Some(to_date(today() + Days::new(40)));
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .submit_release_notice(authorized(changed, &token))
         .await
         .expect_err("conflicting content");
@@ -301,21 +259,21 @@ async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
     // The same person under another reference while the first notice is open.
     let mut other_reference = notice(2);
     other_reference.prison_reference = "ZY-2026-9999".into();
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .submit_release_notice(authorized(other_reference, &token))
         .await
         .expect_err("second open handover");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
 
-    assert_eq!(fixture.count("handovers").await, 1);
-    assert_eq!(fixture.count("kit_outbox").await, 1, "one event only");
+    assert_eq!(rows(&mesh, "handovers").await, 1);
+    assert_eq!(rows(&mesh, "kit_outbox").await, 1, "one event only");
 
     // The same notice sent concurrently (a clerk's double click, a client retry racing the
     // first attempt): one notice, one event, every caller gets its id.
     let racers: Vec<_> = (0..16)
         .map(|_| {
-            let mut client = fixture.client.clone();
+            let mut client = mesh.handover().clone();
             let token = token.clone();
             tokio::spawn(async move {
                 client
@@ -332,47 +290,43 @@ async fn duplicate_submission_is_idempotent_and_different_content_is_refused() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    assert_eq!(fixture.count("handovers").await, 2);
-    assert_eq!(fixture.count("kit_outbox").await, 2);
+    assert_eq!(rows(&mesh, "handovers").await, 2);
+    assert_eq!(rows(&mesh, "kit_outbox").await, 2);
 
-    let events = fixture
-        .tap()
+    let events = tap(&mesh)
         .collect(3, Duration::from_secs(5))
         .await
         .expect("kafka");
     assert_eq!(event_types(&events), ["handover.notified", "handover.notified"]);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn full_lifecycle_emits_each_event_in_order() {
-    let mut fixture = Fixture::start().await;
+    let mut mesh = start_handover(&[]).await;
     let request = notice(3);
-    let id = fixture.submit(request.clone()).await.handover_id;
-    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
+    let id = submit(&mesh, request.clone()).await.handover_id;
+    let (office, prison_a) = (mesh.token(&home_office()), mesh.token(&clerk_a()));
 
-    let acknowledged = fixture.acknowledge(&id, &office).await.expect("acknowledged");
+    let acknowledged = acknowledge(&mesh, &id, &office).await.expect("acknowledged");
     assert_eq!(acknowledged.status(), pb::HandoverStatus::Acknowledged);
     assert_eq!(
         acknowledged.acknowledged_by.expect("by").subject,
         format!("office-{HOME_TOWNSHIP}")
     );
     // Retrying a step that took effect returns the handover and publishes nothing.
-    let again = fixture.acknowledge(&id, &office).await.expect("retry");
+    let again = acknowledge(&mesh, &id, &office).await.expect("retry");
     assert_eq!(again.version, acknowledged.version);
 
-    let released = fixture.confirm_release(&id, &prison_a).await.expect("released");
+    let released = confirm_release(&mesh, &id, &prison_a).await.expect("released");
     assert_eq!(released.status(), pb::HandoverStatus::Released);
-    assert_eq!(
-        released.actual_release_time,
-        Some(to_timestamp(fixture.released_at))
-    );
-    let collected = fixture
-        .client
+    assert_eq!(released.actual_release_time, Some(to_timestamp(released_at())));
+    let collected = mesh
+        .handover()
         .record_gate_collection(authorized(
             pb::RecordGateCollectionRequest {
                 handover_id: id.clone(),
-                collected_at: Some(to_timestamp(fixture.released_at)),
+                collected_at: Some(to_timestamp(released_at())),
                 officer_id: "officer-1".into(),
             },
             &office,
@@ -385,22 +339,22 @@ async fn full_lifecycle_emits_each_event_in_order() {
     assert_eq!(collected.status(), pb::HandoverStatus::Released);
     assert_eq!(collected.gate_collecting_officer_id, "officer-1");
 
-    let reported = fixture.report_in(&id, &office).await.expect("reported in");
+    let reported = report_in(&mesh, &id, &office).await.expect("reported in");
     assert_eq!(reported.status(), pb::HandoverStatus::ReportedIn);
     assert_eq!(reported.assigned_officer_id, "officer-1");
     assert_eq!(reported.assigned_level, registry::SupervisionLevel::Strict as i32);
     // Same report-in again: fine; a different one: refused.
-    fixture.report_in(&id, &office).await.expect("retry");
-    let mut different = report_in_request(&id, fixture.reported_in_at);
+    report_in(&mesh, &id, &office).await.expect("retry");
+    let mut different = report_in_request(&id, reported_in_at());
     different.officer_id = "officer-2".into();
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .record_report_in(authorized(different, &office))
         .await
         .expect_err("conflicting report-in");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
-    let events = events_of(&fixture.tap(), &id, 5).await;
+    let events = events_of(&tap(&mesh), &id, 5).await;
     assert_eq!(
         event_types(&events),
         [
@@ -414,7 +368,7 @@ async fn full_lifecycle_emits_each_event_in_order() {
     let released_event = pb::HandoverReleased::decode(events[2].payload.as_slice()).expect("decodes");
     assert_eq!(
         released_event.handover.expect("snapshot").actual_release_time,
-        Some(to_timestamp(fixture.released_at))
+        Some(to_timestamp(released_at()))
     );
     // The report-in event carries what the registry needs to register the person.
     let reported_in = pb::HandoverReportedIn::decode(events[4].payload.as_slice()).expect("decodes");
@@ -441,10 +395,10 @@ async fn full_lifecycle_emits_each_event_in_order() {
     for event in &events[..4] {
         assert!(!contains(&event.payload, &request.national_id));
     }
-    assert_eq!(fixture.count("kit_outbox").await, 5, "retries published nothing");
+    assert_eq!(rows(&mesh, "kit_outbox").await, 5, "retries published nothing");
 
     // Every change left an audit record; the audit log cannot be rewritten.
-    let pool = fixture.pool().await;
+    let pool = mesh.pool("handover").expect("pool");
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM kit_audit_log ORDER BY id")
         .fetch_all(&pool)
         .await
@@ -465,23 +419,21 @@ async fn full_lifecycle_emits_each_event_in_order() {
             .await
             .is_err()
     );
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn illegal_transitions_are_failed_precondition() {
-    let mut fixture = Fixture::start().await;
-    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
+    let mut mesh = start_handover(&[]).await;
+    let (office, prison_a) = (mesh.token(&home_office()), mesh.token(&clerk_a()));
 
     // The township records the person standing in its office before the prison confirmed
     // the release: legal, and final.
-    let id = fixture.submit(notice(4)).await.handover_id;
-    fixture
-        .report_in(&id, &office)
+    let id = submit(&mesh, notice(4)).await.handover_id;
+    report_in(&mesh, &id, &office)
         .await
         .expect("report-in before release confirmation");
-    let status = fixture
-        .confirm_release(&id, &prison_a)
+    let status = confirm_release(&mesh, &id, &prison_a)
         .await
         .expect_err("reported_in is final");
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -489,70 +441,65 @@ async fn illegal_transitions_are_failed_precondition() {
         status.message(),
         "illegal transition from reported_in to released"
     );
-    let status = fixture.acknowledge(&id, &office).await.expect_err("final");
+    let status = acknowledge(&mesh, &id, &office).await.expect_err("final");
     assert_eq!(
         status.message(),
         "illegal transition from reported_in to acknowledged"
     );
 
     // Released: the prison can no longer cancel; the township may still acknowledge late.
-    let id = fixture.submit(notice(5)).await.handover_id;
-    fixture.confirm_release(&id, &prison_a).await.expect("released");
-    let status = fixture.cancel(&id, &prison_a).await.expect_err("after release");
+    let id = submit(&mesh, notice(5)).await.handover_id;
+    confirm_release(&mesh, &id, &prison_a).await.expect("released");
+    let status = cancel(&mesh, &id, &prison_a).await.expect_err("after release");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), "illegal transition from released to cancelled");
-    let late = fixture
-        .acknowledge(&id, &office)
+    let late = acknowledge(&mesh, &id, &office)
         .await
         .expect("late acknowledgement");
     assert_eq!(late.status(), pb::HandoverStatus::Released);
     assert!(late.acknowledged_at.is_some());
     // Confirming a different release time is refused; the same one is a harmless retry.
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .confirm_release(authorized(
             pb::ConfirmReleaseRequest {
                 handover_id: id.clone(),
-                actual_release_time: Some(to_timestamp(fixture.released_at - chrono::Duration::hours(1))),
+                actual_release_time: Some(to_timestamp(released_at() - chrono::Duration::hours(1))),
             },
             &prison_a,
         ))
         .await
         .expect_err("different time");
     assert_eq!(status.code(), Code::FailedPrecondition);
-    fixture
-        .confirm_release(&id, &prison_a)
+    confirm_release(&mesh, &id, &prison_a)
         .await
         .expect("same time again");
 
     // Steps are taken by their party only.
-    let status = fixture
-        .confirm_release(&id, &office)
+    let status = confirm_release(&mesh, &id, &office)
         .await
         .expect_err("not a prison");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .acknowledge(&id, &prison_a)
+    let status = acknowledge(&mesh, &id, &prison_a)
         .await
         .expect_err("not an office");
     assert_eq!(status.code(), Code::PermissionDenied);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn amendment_before_release_is_kept_and_refused_after() {
-    let mut fixture = Fixture::start().await;
+    let mut mesh = start_handover(&[]).await;
     let (home, other, prison_a) = (
-        fixture.home_office.clone(),
-        fixture.other_office.clone(),
-        fixture.prison_a.clone(),
+        mesh.token(&home_office()),
+        mesh.token(&other_office()),
+        mesh.token(&clerk_a()),
     );
-    let id = fixture.submit(notice(6)).await.handover_id;
-    fixture.acknowledge(&id, &home).await.expect("acknowledged");
+    let id = submit(&mesh, notice(6)).await.handover_id;
+    acknowledge(&mesh, &id, &home).await.expect("acknowledged");
 
     let new_date = today() + Days::new(45);
-    let amended = fixture
-        .amend_date(&id, new_date, &prison_a)
+    let amended = amend_date(&mesh, &id, new_date, &prison_a)
         .await
         .expect("amended");
     assert_eq!(amended.expected_release_date, Some(to_date(new_date)));
@@ -564,12 +511,12 @@ async fn amendment_before_release_is_kept_and_refused_after() {
     assert_eq!(amended.amendments.len(), 1);
     assert_eq!(amended.amendments[0].reason, "法院裁定变更释放日期");
     // The same amendment again changes nothing.
-    let again = fixture.amend_date(&id, new_date, &prison_a).await.expect("no-op");
+    let again = amend_date(&mesh, &id, new_date, &prison_a).await.expect("no-op");
     assert_eq!(again.version, amended.version);
 
     // A new destination goes back to notified: the new township must acknowledge it.
-    let moved = fixture
-        .client
+    let moved = mesh
+        .handover()
         .amend_release_notice(authorized(
             pb::AmendReleaseNoticeRequest {
                 handover_id: id.clone(),
@@ -590,25 +537,22 @@ async fn amendment_before_release_is_kept_and_refused_after() {
     assert_eq!(moved.status(), pb::HandoverStatus::Notified);
     assert!(moved.acknowledged_at.is_none());
     assert_eq!(moved.amendments.len(), 2);
-    let status = fixture
-        .acknowledge(&id, &home)
+    let status = acknowledge(&mesh, &id, &home)
         .await
         .expect_err("no longer the destination");
     assert_eq!(status.code(), Code::PermissionDenied);
-    fixture
-        .acknowledge(&id, &other)
+    acknowledge(&mesh, &id, &other)
         .await
         .expect("new township acknowledges");
 
-    fixture.confirm_release(&id, &prison_a).await.expect("released");
-    let status = fixture
-        .amend_date(&id, today() + Days::new(50), &prison_a)
+    confirm_release(&mesh, &id, &prison_a).await.expect("released");
+    let status = amend_date(&mesh, &id, today() + Days::new(50), &prison_a)
         .await
         .expect_err("after release");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), "illegal transition from released to amended");
 
-    let events = events_of(&fixture.tap(), &id, 6).await;
+    let events = events_of(&tap(&mesh), &id, 6).await;
     assert_eq!(
         event_types(&events),
         [
@@ -644,42 +588,37 @@ async fn amendment_before_release_is_kept_and_refused_after() {
         move_event.handover.expect("snapshot").status(),
         pb::HandoverStatus::Notified
     );
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn cancelled_notice_refuses_further_steps() {
-    let mut fixture = Fixture::start().await;
-    let (office, prison_a) = (fixture.home_office.clone(), fixture.prison_a.clone());
-    let id = fixture.submit(notice(7)).await.handover_id;
-    let cancelled = fixture.cancel(&id, &prison_a).await.expect("cancelled");
+    let mut mesh = start_handover(&[]).await;
+    let (office, prison_a) = (mesh.token(&home_office()), mesh.token(&clerk_a()));
+    let id = submit(&mesh, notice(7)).await.handover_id;
+    let cancelled = cancel(&mesh, &id, &prison_a).await.expect("cancelled");
     assert_eq!(cancelled.status(), pb::HandoverStatus::Cancelled);
     assert_eq!(cancelled.cancel_reason(), pb::CancelReason::ReleaseRevoked);
     assert_eq!(cancelled.cancel_note, "假释裁定撤销");
-    fixture
-        .cancel(&id, &prison_a)
+    cancel(&mesh, &id, &prison_a)
         .await
         .expect("same cancellation again");
 
     let refusals = [
         (
-            fixture.acknowledge(&id, &office).await.expect_err("ack"),
+            acknowledge(&mesh, &id, &office).await.expect_err("ack"),
             "illegal transition from cancelled to acknowledged",
         ),
         (
-            fixture
-                .confirm_release(&id, &prison_a)
-                .await
-                .expect_err("release"),
+            confirm_release(&mesh, &id, &prison_a).await.expect_err("release"),
             "illegal transition from cancelled to released",
         ),
         (
-            fixture.report_in(&id, &office).await.expect_err("report-in"),
+            report_in(&mesh, &id, &office).await.expect_err("report-in"),
             "illegal transition from cancelled to reported_in",
         ),
         (
-            fixture
-                .amend_date(&id, today() + Days::new(60), &prison_a)
+            amend_date(&mesh, &id, today() + Days::new(60), &prison_a)
                 .await
                 .expect_err("amend"),
             "illegal transition from cancelled to amended",
@@ -692,48 +631,44 @@ async fn cancelled_notice_refuses_further_steps() {
     // A cancelled notice no longer blocks a new notice for the same person.
     let mut renewed = notice(7);
     renewed.prison_reference = "ZY-2026-0007-R".into();
-    fixture.submit(renewed).await;
+    submit(&mesh, renewed).await;
 
-    let events = events_of(&fixture.tap(), &id, 2).await;
+    let events = events_of(&tap(&mesh), &id, 2).await;
     assert_eq!(event_types(&events), ["handover.notified", "handover.cancelled"]);
     let decoded = pb::HandoverCancelled::decode(events[1].payload.as_slice()).expect("decodes");
     assert_eq!(decoded.reason(), pb::CancelReason::ReleaseRevoked);
     assert_eq!(decoded.note, "假释裁定撤销");
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn prisons_and_offices_act_only_within_their_jurisdiction() {
-    let mut fixture = Fixture::start().await;
-    let (prison_b, other_office) = (fixture.prison_b.clone(), fixture.other_office.clone());
-    let id = fixture.submit(notice(8)).await.handover_id;
+    let mut mesh = start_handover(&[]).await;
+    let (prison_b, other_office) = (mesh.token(&clerk_b()), mesh.token(&other_office()));
+    let id = submit(&mesh, notice(8)).await.handover_id;
 
     // Prison B can neither read nor act on prison A's notice.
-    let status = fixture.get(&id, &prison_b).await.expect_err("read");
+    let status = get(&mesh, &id, &prison_b).await.expect_err("read");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .amend_date(&id, today() + Days::new(31), &prison_b)
+    let status = amend_date(&mesh, &id, today() + Days::new(31), &prison_b)
         .await
         .expect_err("amend");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture.cancel(&id, &prison_b).await.expect_err("cancel");
+    let status = cancel(&mesh, &id, &prison_b).await.expect_err("cancel");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .confirm_release(&id, &prison_b)
-        .await
-        .expect_err("release");
+    let status = confirm_release(&mesh, &id, &prison_b).await.expect_err("release");
     assert_eq!(status.code(), Code::PermissionDenied);
     // Nor submit in prison A's name, nor list prison A's notices.
     let mut forged = notice(9);
     forged.prison_reference = "JQ-0001".into();
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .submit_release_notice(authorized(forged, &prison_b))
         .await
         .expect_err("another prison's name");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .list_handovers(authorized(
             pb::ListHandoversRequest {
                 prison_id: PRISON_A.into(),
@@ -747,29 +682,27 @@ async fn prisons_and_offices_act_only_within_their_jurisdiction() {
 
     // Another township's office cannot acknowledge or read it; another county's bureau
     // cannot read it; the destination's county bureau and officers can.
-    let status = fixture.acknowledge(&id, &other_office).await.expect_err("ack");
+    let status = acknowledge(&mesh, &id, &other_office).await.expect_err("ack");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture.get(&id, &other_office).await.expect_err("read");
+    let status = get(&mesh, &id, &other_office).await.expect_err("read");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let other_bureau = fixture.mesh.token(&county_bureau("bureau-sunan", OTHER_COUNTY));
-    let status = fixture.get(&id, &other_bureau).await.expect_err("read");
+    let other_bureau = mesh.token(&county_bureau("bureau-sunan", OTHER_COUNTY));
+    let status = get(&mesh, &id, &other_bureau).await.expect_err("read");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let own_bureau = fixture.mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
-    let read = fixture
-        .get(&id, &own_bureau)
+    let own_bureau = mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
+    let read = get(&mesh, &id, &own_bureau)
         .await
         .expect("own county bureau reads");
     assert!(
         !read.risk_notes.is_empty(),
         "the receiving side sees the risk notes"
     );
-    let home_officer = fixture.mesh.token(&officer("officer-1", HOME_TOWNSHIP));
-    fixture
-        .acknowledge(&id, &home_officer)
+    let home_officer = mesh.token(&officer("officer-1", HOME_TOWNSHIP));
+    acknowledge(&mesh, &id, &home_officer)
         .await
         .expect("an officer of the township acknowledges");
-    let anonymous = fixture
-        .client
+    let anonymous = mesh
+        .handover()
         .get_handover(tonic::Request::new(pb::GetHandoverRequest {
             handover_id: id.clone(),
         }))
@@ -777,14 +710,14 @@ async fn prisons_and_offices_act_only_within_their_jurisdiction() {
         .expect_err("no token");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 
-    assert_eq!(fixture.count("handovers").await, 1, "nothing forged was stored");
-    fixture.stop().await;
+    assert_eq!(rows(&mesh, "handovers").await, 1, "nothing forged was stored");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn bad_inputs_name_the_field_and_store_nothing() {
-    let mut fixture = Fixture::start().await;
-    let token = fixture.prison_a.clone();
+    let mut mesh = start_handover(&[]).await;
+    let token = mesh.token(&clerk_a());
     type Mutation = fn(&mut pb::SubmitReleaseNoticeRequest);
     let cases: Vec<(&str, Mutation)> = vec![
         ("destination.township_code", |r| {
@@ -829,8 +762,8 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
     for (field, mutate) in cases {
         let mut request = notice(10);
         mutate(&mut request);
-        let status = fixture
-            .client
+        let status = mesh
+            .handover()
             .submit_release_notice(authorized(request, &token))
             .await
             .expect_err(&format!("{field} case must be refused"));
@@ -847,16 +780,16 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
             status.message()
         );
     }
-    assert_eq!(fixture.count("handovers").await, 0, "nothing stored");
-    assert_eq!(fixture.count("kit_outbox").await, 0, "no event emitted");
+    assert_eq!(rows(&mesh, "handovers").await, 0, "nothing stored");
+    assert_eq!(rows(&mesh, "kit_outbox").await, 0, "no event emitted");
 
     // Yesterday is within the default tolerance of one day.
     let mut late = notice(10);
     late.expected_release_date = Some(to_date(today() - Days::new(1)));
-    let handover = fixture.submit(late).await;
+    let handover = submit(&mesh, late).await;
     // Steps validate their input too, naming the field.
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .confirm_release(authorized(
             pb::ConfirmReleaseRequest {
                 handover_id: handover.handover_id.clone(),
@@ -867,8 +800,8 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
         .await
         .expect_err("release in the future");
     assert_eq!(violated_fields(&status), ["actual_release_time"]);
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .amend_release_notice(authorized(
             pb::AmendReleaseNoticeRequest {
                 handover_id: handover.handover_id.clone(),
@@ -884,34 +817,33 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
         .await
         .expect_err("unknown township");
     assert_eq!(violated_fields(&status), ["new_destination.township_code"]);
-    let status = fixture.get("not-a-uuid", &token).await.expect_err("bad id");
+    let status = get(&mesh, "not-a-uuid", &token).await.expect_err("bad id");
     assert_eq!(violated_fields(&status), ["handover_id"]);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn listing_is_scoped_ordered_and_paginated() {
-    let mut fixture = Fixture::start().await;
+    let mut mesh = start_handover(&[]).await;
     let mut submitted = Vec::new();
     for n in 20..25 {
-        submitted.push(fixture.submit(notice(n)).await.handover_id);
+        submitted.push(submit(&mesh, notice(n)).await.handover_id);
     }
-    let prison_b = fixture.prison_b.clone();
+    let prison_b = mesh.token(&clerk_b());
     let mut theirs = notice(30);
     theirs.prison_id = PRISON_B.into();
-    fixture
-        .client
+    mesh.handover()
         .submit_release_notice(authorized(theirs, &prison_b))
         .await
         .expect("prison B submits");
 
     let list = |request: pb::ListHandoversRequest, token: &str| authorized(request, token);
-    let prison_a = fixture.prison_a.clone();
+    let prison_a = mesh.token(&clerk_a());
     let mut seen = Vec::new();
     let mut page_token = String::new();
     loop {
-        let page = fixture
-            .client
+        let page = mesh
+            .handover()
             .list_handovers(list(
                 pb::ListHandoversRequest {
                     prison_id: PRISON_A.into(),
@@ -939,9 +871,9 @@ async fn listing_is_scoped_ordered_and_paginated() {
     );
 
     // The township office sees both prisons' notices; a status filter narrows them.
-    let office = fixture.home_office.clone();
-    let township = fixture
-        .client
+    let office = mesh.token(&home_office());
+    let township = mesh
+        .handover()
         .list_handovers(list(
             pb::ListHandoversRequest {
                 township_code: HOME_TOWNSHIP.into(),
@@ -953,13 +885,12 @@ async fn listing_is_scoped_ordered_and_paginated() {
         .expect("township list")
         .into_inner();
     assert_eq!(township.handovers.len(), 6);
-    fixture
-        .acknowledge(&submitted[0], &office)
+    acknowledge(&mesh, &submitted[0], &office)
         .await
         .expect("acknowledged");
-    let bureau = fixture.mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
-    let acknowledged = fixture
-        .client
+    let bureau = mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY));
+    let acknowledged = mesh
+        .handover()
         .list_handovers(list(
             pb::ListHandoversRequest {
                 county_code: HOME_COUNTY.into(),
@@ -979,8 +910,8 @@ async fn listing_is_scoped_ordered_and_paginated() {
     assert_eq!(ids, [submitted[0].clone()]);
 
     // Exactly one scope, and tokens must come from a previous page.
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .list_handovers(list(
             pb::ListHandoversRequest {
                 prison_id: PRISON_A.into(),
@@ -992,8 +923,8 @@ async fn listing_is_scoped_ordered_and_paginated() {
         .await
         .expect_err("two scopes");
     assert_eq!(violated_fields(&status), ["prison_id", "township_code"]);
-    let status = fixture
-        .client
+    let status = mesh
+        .handover()
         .list_handovers(list(
             pb::ListHandoversRequest {
                 prison_id: PRISON_A.into(),
@@ -1008,21 +939,20 @@ async fn listing_is_scoped_ordered_and_paginated() {
         .await
         .expect_err("bad token");
     assert_eq!(violated_fields(&status), ["page.page_token"]);
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_logs() {
-    let mut fixture = Fixture::start_with(&[("RUST_LOG", "debug")]).await;
+    let mut mesh = start_handover(&[("RUST_LOG", "debug")]).await;
     let request = notice(40);
     let national_id = request.national_id.clone();
     let risk_notes = request.risk_notes.clone();
-    let office = fixture.home_office.clone();
-    let token = fixture.prison_a.clone();
-    let id = fixture.submit(request.clone()).await.handover_id;
+    let office = mesh.token(&home_office());
+    let token = mesh.token(&clerk_a());
+    let id = submit(&mesh, request.clone()).await.handover_id;
     // A duplicate and an invalid variant go through the other paths too.
-    fixture
-        .client
+    mesh.handover()
         .submit_release_notice(authorized(request.clone(), &token))
         .await
         .expect("duplicate");
@@ -1032,35 +962,22 @@ async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_log
         .national_id
         .replace_range(17..18, if national_id.ends_with('0') { "1" } else { "0" });
     let invalid_id = invalid.national_id.clone();
-    fixture
-        .client
+    mesh.handover()
         .submit_release_notice(authorized(invalid, &token))
         .await
         .expect_err("invalid");
-    fixture.get(&id, &office).await.expect("read back");
-    fixture.report_in(&id, &office).await.expect("reported in");
-    let events = events_of(&fixture.tap(), &id, 2).await;
+    get(&mesh, &id, &office).await.expect("read back");
+    report_in(&mesh, &id, &office).await.expect("reported in");
+    let events = events_of(&tap(&mesh), &id, 2).await;
     assert_eq!(
         event_types(&events),
         ["handover.notified", "handover.reported_in"]
     );
 
     // Everything in the database, every row of every table as text (bytea shows as hex).
-    let pool = fixture.pool().await;
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-            .fetch_all(&pool)
-            .await
-            .expect("tables");
+    let (tables, dump) = dump(&mesh, "handover").await;
     assert!(tables.contains(&"handovers".to_owned()));
-    let mut dump = String::new();
-    for table in tables {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-        dump.push_str(&rows.join("\n"));
-    }
+    let pool = mesh.pool("handover").expect("pool");
     // The report-in event holds the ID by design (for the registry), so its outbox payload
     // is the one place it may be; it is excluded by looking only at other rows' hex.
     let reported_in_payload: Vec<u8> =
@@ -1069,7 +986,7 @@ async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_log
             .await
             .expect("report-in event");
     let dump = dump.replace(&hex::encode(&reported_in_payload), "<report-in payload>");
-    let log = fixture.process.log_text();
+    let log = mesh.process("handover").log_text();
     for secret in [&national_id, &invalid_id, &risk_notes, &"13912345678".to_owned()] {
         assert!(!dump.contains(secret.as_str()), "plain value in the database");
         assert!(
@@ -1090,19 +1007,12 @@ async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_log
         );
     }
     assert!(log.contains("release notice submitted"), "the log was captured");
-    fixture.stop().await;
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn invalid_configuration_exits_64_with_one_message() {
-    let binary = mesh::harness::binary_path("handover").expect("built");
-    let output = tokio::process::Command::new(binary)
-        .env_clear()
-        .env("MESH_GRPC_ADDR", "127.0.0.1:1")
-        .env("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "400")
-        .output()
-        .await
-        .expect("runs");
+    let output = run_misconfigured("handover", &[("MESH_HANDOVER_PAST_TOLERANCE_DAYS", "400")]).await;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -4,21 +4,12 @@
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use mesh::{harness::ServiceProcess, receiver::Receiver};
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, notice, prison, report_in_request, today,
-    township_office, whole_seconds_ago,
+    HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, eventually, home_jurisdiction, notice, prison,
+    report_in_request, submit_notice, today, township_office, whole_seconds_ago,
 };
 use mesh_kit::proto_time::{to_date, to_timestamp};
-use mesh_proto::{
-    alert::{self as alert_pb, alert_service_client::AlertServiceClient},
-    common::Jurisdiction,
-    handover::{self as pb, handover_service_client::HandoverServiceClient},
-    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
-};
-use tonic::transport::Channel;
-
-const SECRET: &str = "dongjie-office-webhook-secret-for-handover-tests";
+use mesh_proto::{alert as alert_pb, handover as pb, registry as registry_pb};
 
 /// Report in within 5 s of release; nothing else fires during a test.
 const POLICY: &[(&str, &str)] = &[
@@ -33,55 +24,32 @@ const POLICY: &[(&str, &str)] = &[
     ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
 ];
 
-fn home() -> Jurisdiction {
-    Jurisdiction {
-        township_code: HOME_TOWNSHIP.into(),
-        county_code: HOME_COUNTY.into(),
-    }
+/// Registry, handover and risk-alert with `policy`, sharing one mesh.
+async fn start_chain(policy: &[(&str, &str)]) -> Mesh {
+    Mesh::builder()
+        .env("risk-alert", policy)
+        .start(&["registry", "handover", "risk-alert"])
+        .await
+        .expect("mesh")
 }
 
-struct Chain {
-    mesh: Mesh,
-    _processes: Vec<ServiceProcess>,
-    registry: RegistryServiceClient<Channel>,
-    handovers: HandoverServiceClient<Channel>,
-    alerts: AlertServiceClient<Channel>,
-    prison_token: String,
-    office_token: String,
+/// The prison clerk's and the home township office's tokens.
+fn tokens(mesh: &Mesh) -> (String, String) {
+    (
+        mesh.token(&prison("prison-clerk-1", PRISON_A)),
+        mesh.token(&township_office(HOME_TOWNSHIP)),
+    )
 }
 
-async fn chain() -> Chain {
-    chain_with(POLICY).await
-}
-
-async fn chain_with(policy: &[(&str, &str)]) -> Chain {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let handover = mesh.spawn("handover", &[]).await.expect("handover");
-    let risk = mesh.spawn("risk-alert", policy).await.expect("risk-alert");
-    let prison_token = mesh.token(&prison("prison-clerk-1", PRISON_A));
-    let office_token = mesh.token(&township_office(HOME_TOWNSHIP));
-    Chain {
-        registry: RegistryServiceClient::new(registry.channel().await.expect("channel")),
-        handovers: HandoverServiceClient::new(handover.channel().await.expect("channel")),
-        alerts: AlertServiceClient::new(risk.channel().await.expect("channel")),
-        _processes: vec![registry, handover, risk],
-        mesh,
-        prison_token,
-        office_token,
-    }
-}
-
-async fn alerts_about(chain: &mut Chain, handover_id: &str) -> Vec<alert_pb::Alert> {
-    chain
-        .alerts
+async fn alerts_about(mesh: &Mesh, handover_id: &str) -> Vec<alert_pb::Alert> {
+    mesh.risk_alert()
         .list_alerts(authorized(
             alert_pb::ListAlertsRequest {
-                jurisdiction: Some(home()),
+                jurisdiction: Some(home_jurisdiction()),
                 subject_id: handover_id.to_owned(),
                 ..Default::default()
             },
-            &chain.office_token,
+            &tokens(mesh).1,
         ))
         .await
         .expect("alerts")
@@ -89,37 +57,24 @@ async fn alerts_about(chain: &mut Chain, handover_id: &str) -> Vec<alert_pb::Ale
         .alerts
 }
 
-async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Waits until every alert about handover `id` is resolved, for `what`; returns them.
+async fn all_resolved(mesh: &Mesh, id: &str, what: &str) -> Vec<alert_pb::Alert> {
+    eventually(what, Duration::from_secs(20), async || {
+        let alerts = alerts_about(mesh, id).await;
+        alerts
+            .iter()
+            .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
+            .then_some(alerts)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn released_person_who_does_not_report_in_raises_one_alert_until_the_report_in() {
-    let mut chain = chain().await;
-    let receiver = Receiver::start(SECRET).await.expect("receiver");
-    chain
-        .alerts
-        .register_endpoint(authorized(
-            alert_pb::RegisterEndpointRequest {
-                jurisdiction: Some(home()),
-                url: receiver.url(),
-                secret: SECRET.into(),
-                description: "东街司法所".into(),
-            },
-            &chain.office_token,
-        ))
-        .await
-        .expect("endpoint");
+    let mesh = start_chain(POLICY).await;
+    let (prison_token, office_token) = tokens(&mesh);
+    let receiver = mesh.receiver();
+    mesh.register_webhook().await.expect("endpoint");
 
     let mut request = notice(1);
     request.key_assistance_target = false;
@@ -127,46 +82,30 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     // runs from the expected day, which must not lapse during the test.
     request.expected_release_date = Some(to_date(today() + Days::new(1)));
     let person = request.person_name.clone();
-    let id = chain
-        .handovers
-        .submit_release_notice(authorized(request, &chain.prison_token))
-        .await
-        .expect("notice")
-        .into_inner()
-        .handover
-        .expect("handover")
-        .handover_id;
-    chain
-        .handovers
-        .acknowledge_notice(authorized(
-            pb::AcknowledgeNoticeRequest {
-                handover_id: id.clone(),
-            },
-            &chain.office_token,
-        ))
+    let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
+    acknowledge(&mesh, &id, &office_token)
         .await
         .expect("acknowledged");
     let released_at = whole_seconds_ago(1);
-    chain
-        .handovers
+    mesh.handover()
         .confirm_release(authorized(
             pb::ConfirmReleaseRequest {
                 handover_id: id.clone(),
                 actual_release_time: Some(to_timestamp(released_at)),
             },
-            &chain.prison_token,
+            &prison_token,
         ))
         .await
         .expect("released");
 
     // Nobody reports in: one 漏管 alert, to the township and the county bureau.
     let alerts = eventually("the report-in alert", Duration::from_secs(30), async || {
-        let alerts = alerts_about(&mut chain, &id).await;
+        let alerts = alerts_about(&mesh, &id).await;
         (!alerts.is_empty()).then_some(alerts)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(alerts_about(&mut chain, &id).await.len(), 1, "exactly one alert");
+    assert_eq!(alerts_about(&mesh, &id).await.len(), 1, "exactly one alert");
     let alert = &alerts[0];
     assert_eq!(alert.kind(), alert_pb::AlertKind::ReportInOverdue);
     assert_eq!(
@@ -200,22 +139,14 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
 
     // The late report-in resolves it and registers the supervisee, whose check-ins are
     // then watched by risk-alert.
-    chain
-        .handovers
+    mesh.handover()
         .record_report_in(authorized(
             report_in_request(&id, whole_seconds_ago(0)),
-            &chain.office_token,
+            &office_token,
         ))
         .await
         .expect("reported in");
-    let resolved = eventually("the resolution", Duration::from_secs(20), async || {
-        let alerts = alerts_about(&mut chain, &id).await;
-        alerts
-            .iter()
-            .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-            .then_some(alerts)
-    })
-    .await;
+    let resolved = all_resolved(&mesh, &id, "the resolution").await;
     assert!(resolved[0].auto_resolved);
     assert!(
         resolved[0]
@@ -226,15 +157,14 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     assert_eq!(notified[1].event_type, "alert.resolved");
 
     let supervisee = eventually("the registration", Duration::from_secs(20), async || {
-        chain
-            .registry
+        mesh.registry()
             .list_supervisees(authorized(
                 registry_pb::ListSuperviseesRequest {
                     township_code: HOME_TOWNSHIP.into(),
                     status: 0,
                     page: None,
                 },
-                &chain.office_token,
+                &office_token,
             ))
             .await
             .expect("list")
@@ -246,7 +176,7 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     .await;
     assert_eq!(supervisee.status(), registry_pb::SuperviseeStatus::Active);
     assert_eq!(supervisee.category(), registry_pb::Category::Parole);
-    let pool = chain.mesh.pool("risk-alert").await.expect("pool");
+    let pool = mesh.pool("risk-alert").expect("pool");
     let supervisee_id: uuid::Uuid = supervisee.supervisee_id.parse().expect("uuid");
     let tracked = eventually(
         "the first check-in deadline",
@@ -273,19 +203,12 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
 
 #[tokio::test]
 async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
-    let mut chain = chain().await;
-    let pool = chain.mesh.pool("risk-alert").await.expect("pool");
+    let mesh = start_chain(POLICY).await;
+    let (prison_token, _) = tokens(&mesh);
+    let pool = mesh.pool("risk-alert").expect("pool");
     let mut request = notice(2);
     request.expected_release_date = Some(to_date(today() + Days::new(3)));
-    let id = chain
-        .handovers
-        .submit_release_notice(authorized(request, &chain.prison_token))
-        .await
-        .expect("notice")
-        .into_inner()
-        .handover
-        .expect("handover")
-        .handover_id;
+    let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
     let handover_uuid: uuid::Uuid = id.parse().expect("uuid");
     let report_in_due = async |pool: &sqlx::PgPool| -> Option<chrono::DateTime<Utc>> {
         sqlx::query_scalar("SELECT due_at FROM deadlines WHERE subject_id = $1 AND track = 'report_in'")
@@ -299,8 +222,7 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
     })
     .await;
 
-    chain
-        .handovers
+    mesh.handover()
         .amend_release_notice(authorized(
             pb::AmendReleaseNoticeRequest {
                 handover_id: id.clone(),
@@ -308,7 +230,7 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
                 new_destination: None,
                 reason: "减刑裁定变更释放日期".into(),
             },
-            &chain.prison_token,
+            &prison_token,
         ))
         .await
         .expect("amended");
@@ -322,15 +244,14 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
         "two days later, like the release"
     );
 
-    chain
-        .handovers
+    mesh.handover()
         .cancel_release_notice(authorized(
             pb::CancelReleaseNoticeRequest {
                 handover_id: id.clone(),
                 reason: pb::CancelReason::ReleaseRevoked as i32,
                 note: "假释撤销".into(),
             },
-            &chain.prison_token,
+            &prison_token,
         ))
         .await
         .expect("cancelled");
@@ -343,10 +264,7 @@ async fn amendment_moves_the_deadline_and_cancellation_withdraws_it() {
         (count == 0).then_some(())
     })
     .await;
-    assert!(
-        alerts_about(&mut chain, &id).await.is_empty(),
-        "nothing was ever due"
-    );
+    assert!(alerts_about(&mesh, &id).await.is_empty(), "nothing was ever due");
 }
 
 #[tokio::test]
@@ -358,23 +276,16 @@ async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_do
         ("MESH_REPORT_IN_PERIOD_PAROLE", "1000h"),
         ("MESH_ALERT_TICK_MS", "100"),
     ];
-    let mut chain = chain_with(&policy).await;
+    let mesh = start_chain(&policy).await;
+    let (prison_token, office_token) = tokens(&mesh);
     let mut request = notice(3);
     request.expected_release_date = Some(to_date(today()));
     request.key_assistance_target = true;
-    let id = chain
-        .handovers
-        .submit_release_notice(authorized(request, &chain.prison_token))
-        .await
-        .expect("notice")
-        .into_inner()
-        .handover
-        .expect("handover")
-        .handover_id;
+    let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
 
     // Nobody acknowledges the notice.
     let alerts = eventually("the acknowledgement alert", Duration::from_secs(20), async || {
-        let alerts = alerts_about(&mut chain, &id).await;
+        let alerts = alerts_about(&mesh, &id).await;
         (!alerts.is_empty()).then_some(alerts)
     })
     .await;
@@ -384,43 +295,24 @@ async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_do
         alerts[0].escalation_target(),
         alert_pb::EscalationTarget::TownshipOffice
     );
-    chain
-        .handovers
-        .acknowledge_notice(authorized(
-            pb::AcknowledgeNoticeRequest {
-                handover_id: id.clone(),
-            },
-            &chain.office_token,
-        ))
+    acknowledge(&mesh, &id, &office_token)
         .await
         .expect("acknowledged");
-    eventually(
-        "the acknowledgement to resolve it",
-        Duration::from_secs(20),
-        async || {
-            let alerts = alerts_about(&mut chain, &id).await;
-            alerts
-                .iter()
-                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-                .then_some(())
-        },
-    )
-    .await;
+    all_resolved(&mesh, &id, "the acknowledgement to resolve it").await;
 
     // Released; nobody records the gate collection (必接必送).
-    chain
-        .handovers
+    mesh.handover()
         .confirm_release(authorized(
             pb::ConfirmReleaseRequest {
                 handover_id: id.clone(),
                 actual_release_time: Some(to_timestamp(whole_seconds_ago(0))),
             },
-            &chain.prison_token,
+            &prison_token,
         ))
         .await
         .expect("released");
     let gate = eventually("the gate alert", Duration::from_secs(20), async || {
-        alerts_about(&mut chain, &id)
+        alerts_about(&mesh, &id)
             .await
             .into_iter()
             .find(|a| a.kind() == alert_pb::AlertKind::GateNotCollected)
@@ -428,29 +320,17 @@ async fn unacknowledged_notices_and_uncollected_key_targets_are_alerted_until_do
     .await;
     assert_eq!(gate.escalation_target(), alert_pb::EscalationTarget::CountyBureau);
     assert_eq!(gate.severity(), alert_pb::AlertSeverity::High);
-    chain
-        .handovers
+    mesh.handover()
         .record_gate_collection(authorized(
             pb::RecordGateCollectionRequest {
                 handover_id: id.clone(),
                 collected_at: Some(to_timestamp(whole_seconds_ago(0))),
                 officer_id: "officer-1".into(),
             },
-            &chain.office_token,
+            &office_token,
         ))
         .await
         .expect("collected");
-    let all = eventually(
-        "the collection to resolve it",
-        Duration::from_secs(20),
-        async || {
-            let alerts = alerts_about(&mut chain, &id).await;
-            alerts
-                .iter()
-                .all(|a| a.status() == alert_pb::AlertStatus::Resolved)
-                .then_some(alerts)
-        },
-    )
-    .await;
+    let all = all_resolved(&mesh, &id, "the collection to resolve it").await;
     assert_eq!(all.len(), 2, "one alert per missed deadline: {all:#?}");
 }

@@ -1,69 +1,32 @@
-//! Shared fixtures of the end-to-end tests: a [`Mesh`] of real service processes sharing
-//! fresh topics, each on a fresh database, with tokens for callers of any jurisdiction.
+//! What the end-to-end tests share beyond the harness. The fixture is [`Mesh`]
+//! (`mesh::harness`): `Mesh::start(&["registry", "checkin"])` gives fresh topics, a fresh
+//! database per service, the running binaries, typed clients and tokens, and drops those
+//! databases when the test ends. Here: the registrations the tests make, how they wait for
+//! the mesh to catch up, and how they look into a service's database.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use chrono::NaiveDate;
-use mesh::harness::{EventTap, Infra, ServiceProcess};
+use chrono::{DateTime, NaiveDate, Utc};
+use mesh::harness::Infra;
 use mesh_kit::{auth::Caller, national_id::synthesize, proto_time::to_date};
-use mesh_proto::registry::{self as pb, registry_service_client::RegistryServiceClient};
-use tonic::transport::Channel;
+use mesh_proto::registry as pb;
 
 pub use mesh::harness::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, county_bureau, notice, officer, prison,
-    report_in_request, today, township_office, whole_seconds_ago,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, authorized, county_bureau, home_jurisdiction, jurisdiction,
+    notice, officer, prison, report_in_request, supervisee_snapshot, today, township_office,
+    whole_seconds_ago,
 };
 
-/// Where test logs go (kept for inspection after a failure).
-pub fn log_dir() -> PathBuf {
-    std::env::temp_dir().join("mesh-e2e-logs")
-}
-
-/// A registry process in its own mesh.
-pub struct RegistryFixture {
-    pub mesh: Mesh,
-    pub topic: String,
-    pub process: ServiceProcess,
-    pub client: RegistryServiceClient<Channel>,
-}
-
-impl RegistryFixture {
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(Infra::from_env(), &[]).await
-    }
-
-    /// Starts against `infra` with extra environment variables.
-    pub async fn start_with(infra: Infra, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        // One partition: the registry tests check the total order of events.
-        let mut mesh = Mesh::on(infra, 1, &log_dir()).await?;
-        let process = mesh.spawn("registry", extra_env).await?;
-        let client = RegistryServiceClient::new(process.channel().await?);
-        let topic = mesh.topics.registry.clone();
-        Ok(Self {
-            mesh,
-            topic,
-            process,
-            client,
-        })
-    }
-
-    pub fn token(&self, caller: &Caller) -> String {
-        self.mesh.token(caller)
-    }
-
-    pub fn tap(&self) -> anyhow::Result<EventTap> {
-        self.mesh.tap(&self.topic)
-    }
-
-    pub async fn pool(&mut self) -> anyhow::Result<sqlx::PgPool> {
-        self.mesh.pool("registry").await
-    }
-
-    pub async fn stop(self) -> anyhow::Result<()> {
-        let status = self.process.stop(Duration::from_secs(20)).await?;
-        anyhow::ensure!(status.success(), "registry exited with {status}");
-        Ok(())
-    }
+/// The registry alone on `infra`, with `env`, on topics of one partition: its tests check
+/// the total order of its events.
+pub async fn registry_alone(infra: Infra, env: &[(&str, &str)]) -> Mesh {
+    Mesh::builder()
+        .infra(infra)
+        .partitions(1)
+        .env("registry", env)
+        .start(&["registry"])
+        .await
+        .expect("registry starts")
 }
 
 /// A valid registration in township `620702001` (Ganzhou, 东街街道) for person number `n`.
@@ -91,7 +54,114 @@ pub fn registration(n: u16) -> pb::RegisterSuperviseeRequest {
     }
 }
 
+/// [`registration`] of person `n` who reported in at `at`: under active supervision at once.
+pub fn reported_in(n: u16, at: DateTime<Utc>) -> pb::RegisterSuperviseeRequest {
+    pb::RegisterSuperviseeRequest {
+        reported_at: Some(mesh_kit::proto_time::to_timestamp(at)),
+        ..registration(n)
+    }
+}
+
 /// The officer of township 620702001 that [`registration`] belongs to.
 pub fn home_officer() -> Caller {
     officer("officer-1", "620702001")
+}
+
+/// Registers `request` through the registry as [`home_officer`]; returns the supervisee id.
+pub async fn register(mesh: &Mesh, request: pb::RegisterSuperviseeRequest) -> String {
+    mesh.registry()
+        .register_supervisee(authorized(request, &mesh.token(&home_officer())))
+        .await
+        .expect("registered")
+        .into_inner()
+        .supervisee
+        .expect("supervisee")
+        .supervisee_id
+}
+
+/// Submits the release notice `request` with `token` (a prison's); returns the handover.
+pub async fn submit_notice(
+    mesh: &Mesh,
+    request: mesh_proto::handover::SubmitReleaseNoticeRequest,
+    token: &str,
+) -> mesh_proto::handover::Handover {
+    mesh.handover()
+        .submit_release_notice(authorized(request, token))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .handover
+        .expect("handover")
+}
+
+/// Acknowledges receipt of the notice of handover `id` with `token` (a township's).
+pub async fn acknowledge(
+    mesh: &Mesh,
+    id: &str,
+    token: &str,
+) -> Result<mesh_proto::handover::Handover, tonic::Status> {
+    let request = mesh_proto::handover::AcknowledgeNoticeRequest {
+        handover_id: id.to_owned(),
+    };
+    mesh.handover()
+        .acknowledge_notice(authorized(request, token))
+        .await
+        .map(|response| response.into_inner().handover.expect("handover"))
+}
+
+/// Runs `binary` with nothing in its environment but `env` (and a gRPC address it never
+/// gets to bind), to see how it refuses a bad configuration.
+pub async fn run_misconfigured(binary: &str, env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(mesh::harness::binary_path(binary).expect("built"))
+        .env_clear()
+        .env("MESH_GRPC_ADDR", "127.0.0.1:1")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("runs")
+}
+
+/// Polls `probe` every 200 ms until it yields a value; fails the test after `timeout`,
+/// naming `what` it waited for. The mesh follows events asynchronously, so tests wait for
+/// their effects instead of sleeping.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The result of `sql`, a `SELECT count(*) …`, on the database of `service`.
+pub async fn count(mesh: &Mesh, service: &str, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&mesh.pool(service).expect("pool"))
+        .await
+        .expect("count")
+}
+
+/// The tables of the public schema of `service`'s database, and all their rows as text
+/// (bytea shows as hex): to search a whole database for a value that must not be there.
+pub async fn dump(mesh: &Mesh, service: &str) -> (Vec<String>, String) {
+    let pool = mesh.pool(service).expect("pool");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+    let mut dump = String::new();
+    for table in &tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        dump.push_str(&rows.join("\n"));
+    }
+    (tables, dump)
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use mesh::harness::{EventTap, Infra, TansuProcess};
-use mesh_e2e::{RegistryFixture, authorized, home_officer, registration};
+use mesh::harness::{Infra, TansuProcess};
+use mesh_e2e::{authorized, home_officer, register, registration, registry_alone};
 use mesh_proto::registry as pb;
 
 #[tokio::test]
@@ -19,22 +19,12 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
         ..base
     };
     let fast_retry = [("MESH_KAFKA_MESSAGE_TIMEOUT_MS", "3000")];
-    let mut fixture = RegistryFixture::start_with(infra.clone(), &fast_retry)
-        .await
-        .expect("registry starts");
-    let token = fixture.token(&home_officer());
+    let mut mesh = registry_alone(infra, &fast_retry).await;
+    let token = mesh.token(&home_officer());
 
     // Before the outage: one registration goes straight through.
-    let first = fixture
-        .client
-        .register_supervisee(authorized(registration(20), &token))
-        .await
-        .expect("registered")
-        .into_inner()
-        .supervisee
-        .expect("supervisee")
-        .supervisee_id;
-    let before = EventTap::from_beginning(&infra, &fixture.topic).expect("tap");
+    let first = register(&mesh, registration(20)).await;
+    let before = mesh.tap(&mesh.topics.registry).expect("tap");
     assert_eq!(
         before
             .collect(1, Duration::from_secs(30))
@@ -48,14 +38,12 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
     broker.kill().await.expect("broker killed");
     // During the outage: registrations and a change of the first supervisee all succeed.
     for n in 21..26 {
-        fixture
-            .client
+        mesh.registry()
             .register_supervisee(authorized(registration(n), &token))
             .await
             .expect("accepted while down");
     }
-    fixture
-        .client
+    mesh.registry()
         .change_level(authorized(
             pb::ChangeLevelRequest {
                 supervisee_id: first,
@@ -66,7 +54,7 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
         ))
         .await
         .expect("change accepted while down");
-    let pool = fixture.pool().await.expect("pool");
+    let pool = mesh.pool("registry").expect("pool");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_outbox WHERE published_at IS NULL")
         .fetch_one(&pool)
@@ -75,7 +63,7 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
     assert_eq!(pending, 6, "the six events wait in the outbox");
 
     broker.restart().await.expect("broker back");
-    let tap = EventTap::from_beginning(&infra, &fixture.topic).expect("tap");
+    let tap = mesh.tap(&mesh.topics.registry).expect("tap");
     // Read until nothing new arrives for a while, so a duplicate would be seen too.
     let events = tap.collect(100, Duration::from_secs(15)).await.expect("events");
     let received: Vec<uuid::Uuid> = events
@@ -93,7 +81,7 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
         .await
         .expect("pending");
     assert_eq!(unpublished, 0);
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
     broker.kill().await.expect("broker stopped");
     let _ = std::fs::remove_dir_all(&broker_dir);
 }

@@ -8,102 +8,70 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use mesh::harness::ServiceProcess;
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, home_officer, prison, registration, today,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, eventually, home_officer, jurisdiction,
+    prison, reported_in, supervisee_snapshot, today,
 };
 use mesh_kit::{
+    auth::Caller,
     error::violated_fields,
     proto_time::{to_date, to_timestamp},
 };
 use mesh_proto::{
-    common::{self, Jurisdiction, OffenceCategory},
-    handover as handover_pb,
-    placement::{self as pb, placement_service_client::PlacementServiceClient},
-    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
+    common::{self, OffenceCategory},
+    handover as handover_pb, placement as pb, registry as registry_pb,
 };
 use prost::Message;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 const NEIGHBOUR_TOWNSHIP: &str = "620702005"; // 甘州区火车站街道, same county
 const OTHER_TOWNSHIP: &str = "620721001"; // 肃南县红湾寺镇
 const OTHER_COUNTY: &str = "620721";
 
-/// Registry and placement processes sharing fresh topics, with their clients.
-struct Fixture {
-    mesh: Mesh,
-    _registry: ServiceProcess,
-    _placement: ServiceProcess,
-    registry: RegistryServiceClient<Channel>,
-    client: PlacementServiceClient<Channel>,
-    /// Officer of the home township (where `registration(n)` registers people).
-    officer: String,
-    /// County bureau of the home county.
-    bureau: String,
-    /// County bureau of another county.
-    other_bureau: String,
+/// Registry and placement processes sharing fresh topics.
+async fn start_registry_and_placement() -> Mesh {
+    Mesh::start(&["registry", "placement"]).await.expect("mesh")
 }
 
-impl Fixture {
-    async fn start() -> Self {
-        let mut mesh = Mesh::new().await.expect("topics");
-        let registry_process = mesh.spawn("registry", &[]).await.expect("registry starts");
-        let placement_process = mesh.spawn("placement", &[]).await.expect("placement starts");
-        let registry = RegistryServiceClient::new(registry_process.channel().await.expect("channel"));
-        let client = PlacementServiceClient::new(placement_process.channel().await.expect("channel"));
-        Self {
-            officer: mesh.token(&home_officer()),
-            bureau: mesh.token(&county_bureau("bureau-ganzhou", HOME_COUNTY)),
-            other_bureau: mesh.token(&county_bureau("bureau-sunan", OTHER_COUNTY)),
-            mesh,
-            _registry: registry_process,
-            _placement: placement_process,
-            registry,
-            client,
-        }
-    }
+/// County bureau of the home county.
+fn home_bureau() -> Caller {
+    county_bureau("bureau-ganzhou", HOME_COUNTY)
+}
 
-    async fn pool(&mut self) -> sqlx::PgPool {
-        self.mesh.pool("placement").await.expect("pool")
-    }
+/// County bureau of another county.
+fn sunan_bureau() -> Caller {
+    county_bureau("bureau-sunan", OTHER_COUNTY)
+}
 
-    /// Registers person `n` in the home township, reported in and needing work (or not).
-    async fn register(&mut self, n: u16, needs_employment: bool) -> String {
-        let mut request = registration(n);
-        request.reported_at = Some(to_timestamp(Utc::now()));
-        request.needs_employment = needs_employment;
-        self.registry
-            .register_supervisee(authorized(request, &self.officer))
-            .await
-            .expect("registered")
-            .into_inner()
-            .supervisee
-            .expect("supervisee")
-            .supervisee_id
-    }
+/// Registers person `n` in the home township, reported in and needing work (or not).
+async fn register(mesh: &Mesh, n: u16, needs_employment: bool) -> String {
+    let request = registry_pb::RegisterSuperviseeRequest {
+        needs_employment,
+        ..reported_in(n, Utc::now())
+    };
+    mesh_e2e::register(mesh, request).await
+}
 
-    async fn list_candidates(
-        &mut self,
-        request: pb::ListCandidatesRequest,
-        token: &str,
-    ) -> Vec<pb::Candidate> {
-        self.client
-            .list_candidates(authorized(request, token))
-            .await
-            .expect("candidates listed")
-            .into_inner()
-            .candidates
-    }
+async fn list_candidates(mesh: &Mesh, request: pb::ListCandidatesRequest, token: &str) -> Vec<pb::Candidate> {
+    mesh.placement()
+        .list_candidates(authorized(request, token))
+        .await
+        .expect("candidates listed")
+        .into_inner()
+        .candidates
+}
 
-    /// Polls the home county's candidates (bounded) until `done` holds.
-    async fn wait_for_candidates(
-        &mut self,
-        include_inactive: bool,
-        done: impl Fn(&[pb::Candidate]) -> bool,
-    ) -> Vec<pb::Candidate> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-        let bureau = self.bureau.clone();
-        loop {
+/// Polls the home county's candidates (bounded) until `done` holds.
+async fn wait_for_candidates(
+    mesh: &Mesh,
+    include_inactive: bool,
+    done: impl Fn(&[pb::Candidate]) -> bool,
+) -> Vec<pb::Candidate> {
+    let bureau = mesh.token(&home_bureau());
+    eventually(
+        "the candidates to reach the expected state",
+        Duration::from_secs(45),
+        async || {
             let request = pb::ListCandidatesRequest {
                 county_code: HOME_COUNTY.into(),
                 include_inactive,
@@ -113,186 +81,162 @@ impl Fixture {
                 }),
                 ..Default::default()
             };
-            let candidates = self.list_candidates(request, &bureau).await;
-            if done(&candidates) {
-                return candidates;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "candidates never reached the expected state: {candidates:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The candidate of supervisee `supervisee_id`, once the registry's event arrived.
-    async fn candidate_of(&mut self, supervisee_id: &str) -> pb::Candidate {
-        let id = supervisee_id.to_owned();
-        self.wait_for_candidates(false, |list| list.iter().any(|c| c.supervisee_id == id))
-            .await
-            .into_iter()
-            .find(|c| c.supervisee_id == supervisee_id)
-            .expect("candidate")
-    }
-
-    async fn create_base(&mut self, name: &str, township: &str, county: &str, token: &str) -> String {
-        self.client
-            .create_base(authorized(
-                pb::CreateBaseRequest {
-                    name: name.into(),
-                    jurisdiction: Some(jurisdiction(township, county)),
-                    r#type: pb::BaseType::Enterprise as i32,
-                    contact_name: "王经理".into(),
-                    contact_phone: "13800001111".into(),
-                },
-                token,
-            ))
-            .await
-            .expect("base created")
-            .into_inner()
-            .base
-            .expect("base")
-            .base_id
-    }
-
-    async fn create_opening(&mut self, request: pb::CreateOpeningRequest, token: &str) -> pb::JobOpening {
-        self.client
-            .create_opening(authorized(request, token))
-            .await
-            .expect("opening created")
-            .into_inner()
-            .opening
-            .expect("opening")
-    }
-
-    async fn set_profile(&mut self, candidate_id: &str, offence: OffenceCategory, sectors: &[pb::Sector]) {
-        self.client
-            .update_candidate_profile(authorized(
-                pb::UpdateCandidateProfileRequest {
-                    candidate_id: candidate_id.into(),
-                    skills: vec!["welding".into(), "forklift".into()],
-                    sector_preferences: sectors.iter().map(|s| *s as i32).collect(),
-                    offence_category: offence as i32,
-                },
-                &self.officer,
-            ))
-            .await
-            .expect("profile updated");
-    }
-
-    async fn matches(&mut self, candidate_id: &str, token: &str) -> Vec<pb::OpeningMatch> {
-        self.client
-            .match_openings(authorized(
-                pb::MatchOpeningsRequest {
-                    candidate_id: candidate_id.into(),
-                    max_results: 50,
-                },
-                token,
-            ))
-            .await
-            .expect("matched")
-            .into_inner()
-            .matches
-    }
-
-    async fn propose(
-        &mut self,
-        candidate_id: &str,
-        opening_id: &str,
-        token: &str,
-    ) -> Result<pb::Placement, tonic::Status> {
-        self.client
-            .propose_placement(authorized(
-                pb::ProposePlacementRequest {
-                    candidate_id: candidate_id.into(),
-                    opening_id: opening_id.into(),
-                    note: "请于周一上午面试".into(),
-                },
-                token,
-            ))
-            .await
-            .map(|response| response.into_inner().placement.expect("placement"))
-    }
-
-    async fn opening(&mut self, base_id: &str, opening_id: &str) -> pb::JobOpening {
-        self.client
-            .list_openings(authorized(
-                pb::ListOpeningsRequest {
-                    base_id: base_id.into(),
-                    ..Default::default()
-                },
-                &self.bureau,
-            ))
-            .await
-            .expect("openings listed")
-            .into_inner()
-            .openings
-            .into_iter()
-            .find(|opening| opening.opening_id == opening_id)
-            .expect("opening listed")
-    }
-
-    /// Publishes a `handover.reported_in` as the handover service would.
-    async fn publish_report_in(&self, event: &handover_pb::HandoverReportedIn) {
-        let handover_id = event
-            .handover
-            .as_ref()
-            .map(|h| h.handover_id.clone())
-            .unwrap_or_default();
-        publish(
-            &self.mesh.infra.brokers,
-            &self.mesh.topics.handover,
-            &handover_id,
-            "handover.reported_in",
-            event.encode_to_vec(),
-        )
-        .await;
-    }
-
-    /// Publishes a `supervisee.*` event as the registry would; returns its event id.
-    async fn publish_supervisee(
-        &self,
-        event_type: &str,
-        payload: Vec<u8>,
-        supervisee_id: &str,
-    ) -> uuid::Uuid {
-        publish(
-            &self.mesh.infra.brokers,
-            &self.mesh.topics.registry,
-            supervisee_id,
-            event_type,
-            payload,
-        )
-        .await
-    }
-
-    /// Waits until the placement service applied the event `event_id`.
-    async fn wait_applied(&mut self, event_id: uuid::Uuid) {
-        let pool = self.pool().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_inbox WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-            if applied == 1 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "event {event_id} never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+            let candidates = list_candidates(mesh, request, &bureau).await;
+            done(&candidates).then_some(candidates)
+        },
+    )
+    .await
 }
 
-fn jurisdiction(township: &str, county: &str) -> Jurisdiction {
-    Jurisdiction {
-        township_code: township.into(),
-        county_code: county.into(),
-    }
+/// The candidate of supervisee `supervisee_id`, once the registry's event arrived.
+async fn candidate_of(mesh: &Mesh, supervisee_id: &str) -> pb::Candidate {
+    let id = supervisee_id.to_owned();
+    wait_for_candidates(mesh, false, |list| list.iter().any(|c| c.supervisee_id == id))
+        .await
+        .into_iter()
+        .find(|c| c.supervisee_id == supervisee_id)
+        .expect("candidate")
+}
+
+async fn create_base(mesh: &Mesh, name: &str, township: &str, county: &str, token: &str) -> String {
+    mesh.placement()
+        .create_base(authorized(
+            pb::CreateBaseRequest {
+                name: name.into(),
+                jurisdiction: Some(jurisdiction(township, county)),
+                r#type: pb::BaseType::Enterprise as i32,
+                contact_name: "王经理".into(),
+                contact_phone: "13800001111".into(),
+            },
+            token,
+        ))
+        .await
+        .expect("base created")
+        .into_inner()
+        .base
+        .expect("base")
+        .base_id
+}
+
+async fn create_opening(mesh: &Mesh, request: pb::CreateOpeningRequest, token: &str) -> pb::JobOpening {
+    mesh.placement()
+        .create_opening(authorized(request, token))
+        .await
+        .expect("opening created")
+        .into_inner()
+        .opening
+        .expect("opening")
+}
+
+async fn set_profile(mesh: &Mesh, candidate_id: &str, offence: OffenceCategory, sectors: &[pb::Sector]) {
+    mesh.placement()
+        .update_candidate_profile(authorized(
+            pb::UpdateCandidateProfileRequest {
+                candidate_id: candidate_id.into(),
+                skills: vec!["welding".into(), "forklift".into()],
+                sector_preferences: sectors.iter().map(|s| *s as i32).collect(),
+                offence_category: offence as i32,
+            },
+            &mesh.token(&home_officer()),
+        ))
+        .await
+        .expect("profile updated");
+}
+
+async fn matches_of(mesh: &Mesh, candidate_id: &str, token: &str) -> Vec<pb::OpeningMatch> {
+    mesh.placement()
+        .match_openings(authorized(
+            pb::MatchOpeningsRequest {
+                candidate_id: candidate_id.into(),
+                max_results: 50,
+            },
+            token,
+        ))
+        .await
+        .expect("matched")
+        .into_inner()
+        .matches
+}
+
+async fn propose(
+    mesh: &Mesh,
+    candidate_id: &str,
+    opening_id: &str,
+    token: &str,
+) -> Result<pb::Placement, tonic::Status> {
+    mesh.placement()
+        .propose_placement(authorized(
+            pb::ProposePlacementRequest {
+                candidate_id: candidate_id.into(),
+                opening_id: opening_id.into(),
+                note: "请于周一上午面试".into(),
+            },
+            token,
+        ))
+        .await
+        .map(|response| response.into_inner().placement.expect("placement"))
+}
+
+async fn listed_opening(mesh: &Mesh, base_id: &str, opening_id: &str) -> pb::JobOpening {
+    mesh.placement()
+        .list_openings(authorized(
+            pb::ListOpeningsRequest {
+                base_id: base_id.into(),
+                ..Default::default()
+            },
+            &mesh.token(&home_bureau()),
+        ))
+        .await
+        .expect("openings listed")
+        .into_inner()
+        .openings
+        .into_iter()
+        .find(|opening| opening.opening_id == opening_id)
+        .expect("opening listed")
+}
+
+/// Publishes a `handover.reported_in` as the handover service would.
+async fn publish_report_in(mesh: &Mesh, event: &handover_pb::HandoverReportedIn) {
+    let handover_id = event
+        .handover
+        .as_ref()
+        .map(|h| h.handover_id.clone())
+        .unwrap_or_default();
+    mesh.publish(
+        &mesh.topics.handover,
+        &handover_id,
+        "handover.reported_in",
+        &event.encode_to_vec(),
+    )
+    .await
+    .expect("published");
+}
+
+/// Publishes a `supervisee.*` event as the registry would; returns its event id.
+async fn publish_supervisee(
+    mesh: &Mesh,
+    event_type: &str,
+    payload: Vec<u8>,
+    supervisee_id: &str,
+) -> uuid::Uuid {
+    mesh.publish(&mesh.topics.registry, supervisee_id, event_type, &payload)
+        .await
+        .expect("published")
+}
+
+/// Waits until the placement service applied the event `event_id`.
+async fn wait_applied(mesh: &Mesh, event_id: uuid::Uuid) {
+    let pool = mesh.pool("placement").expect("pool");
+    let what = format!("event {event_id} to be applied");
+    eventually(&what, Duration::from_secs(30), async || {
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_inbox WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        (applied == 1).then_some(())
+    })
+    .await;
 }
 
 /// An opening at `base_id` in `township`, closing in 30 days.
@@ -313,14 +257,6 @@ fn opening_request(base_id: &str, title: &str, township: &str, county: &str) -> 
         closing_date: Some(to_date(today() + chrono::Days::new(30))),
         excluded_offence_categories: vec![],
     }
-}
-
-/// Publishes one event with the mesh's Kafka headers, as its producer would; returns its id.
-async fn publish(brokers: &str, topic: &str, key: &str, event_type: &str, payload: Vec<u8>) -> uuid::Uuid {
-    let producer = mesh::harness::producer(brokers).expect("producer");
-    mesh::harness::publish_event(&producer, topic, key, event_type, &payload)
-        .await
-        .expect("published")
 }
 
 /// A report-in of a released person (sentence completed unless `category` says otherwise).
@@ -375,18 +311,9 @@ fn snapshot(
     needs_employment: bool,
 ) -> registry_pb::SuperviseeSnapshot {
     registry_pb::SuperviseeSnapshot {
-        supervisee_id: id.into(),
-        name: "事件人员".into(),
-        category: registry_pb::Category::Probation as i32,
-        term_start: Some(to_date(today())),
-        term_end: Some(to_date(today() + chrono::Days::new(365))),
-        level: registry_pb::SupervisionLevel::Normal as i32,
         jurisdiction: Some(jurisdiction(township, &township[..6])),
-        officer_id: "officer-1".into(),
-        status: registry_pb::SuperviseeStatus::Active as i32,
-        version,
-        reported_at: Some(to_timestamp(Utc::now())),
         needs_employment,
+        ..supervisee_snapshot(id, version)
     }
 }
 
@@ -399,11 +326,11 @@ fn ids(matches: &[pb::OpeningMatch]) -> Vec<String> {
 
 #[tokio::test]
 async fn candidates_appear_from_registry_and_handover_events() {
-    let mut fixture = Fixture::start().await;
-    let idle = fixture.register(1, false).await;
-    let seeker = fixture.register(2, true).await;
+    let mesh = start_registry_and_placement().await;
+    let idle = register(&mesh, 1, false).await;
+    let seeker = register(&mesh, 2, true).await;
 
-    let candidate = fixture.candidate_of(&seeker).await;
+    let candidate = candidate_of(&mesh, &seeker).await;
     assert_eq!(candidate.source(), pb::CandidateSource::Supervisee);
     assert_eq!(candidate.name, "测试人员2");
     assert_eq!(
@@ -415,7 +342,7 @@ async fn candidates_appear_from_registry_and_handover_events() {
     assert!(candidate.current_placement_id.is_empty());
 
     // The supervisee who does not need work was projected too, but is no candidate.
-    let pool = fixture.pool().await;
+    let pool = mesh.pool("placement").expect("pool");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let seen: i64 =
@@ -433,7 +360,7 @@ async fn candidates_appear_from_registry_and_handover_events() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let listed = fixture.wait_for_candidates(true, |_| true).await;
+    let listed = wait_for_candidates(&mesh, true, |_| true).await;
     assert!(listed.iter().all(|c| c.supervisee_id != idle), "{listed:?}");
 
     // A released prisoner (sentence completed) who reports in needing work becomes a
@@ -460,18 +387,16 @@ async fn candidates_appear_from_registry_and_handover_events() {
         OffenceCategory::Violent,
         true,
     );
-    fixture.publish_report_in(&not_looking).await;
-    fixture.publish_report_in(&parolee).await;
-    fixture.publish_report_in(&released).await;
+    publish_report_in(&mesh, &not_looking).await;
+    publish_report_in(&mesh, &parolee).await;
+    publish_report_in(&mesh, &released).await;
     let released_id = released
         .handover
         .as_ref()
         .map(|h| h.handover_id.clone())
         .unwrap_or_default();
     let wanted = released_id.clone();
-    let listed = fixture
-        .wait_for_candidates(false, |list| list.iter().any(|c| c.handover_id == wanted))
-        .await;
+    let listed = wait_for_candidates(&mesh, false, |list| list.iter().any(|c| c.handover_id == wanted)).await;
     let resettled = listed
         .iter()
         .find(|c| c.handover_id == released_id)
@@ -510,8 +435,8 @@ async fn candidates_appear_from_registry_and_handover_events() {
     assert_eq!(from_handovers, 1);
 
     // The prison supplied the offence category, so an office cannot overwrite it.
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .update_candidate_profile(authorized(
             pb::UpdateCandidateProfileRequest {
                 candidate_id: resettled.candidate_id.clone(),
@@ -519,15 +444,14 @@ async fn candidates_appear_from_registry_and_handover_events() {
                 sector_preferences: vec![],
                 offence_category: OffenceCategory::Traffic as i32,
             },
-            &fixture.bureau,
+            &mesh.token(&home_bureau()),
         ))
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
     // Supervision ends: the supervisee stops being offered.
-    fixture
-        .registry
+    mesh.registry()
         .change_status(authorized(
             registry_pb::ChangeStatusRequest {
                 supervisee_id: seeker.clone(),
@@ -535,27 +459,26 @@ async fn candidates_appear_from_registry_and_handover_events() {
                 reason: "矫正期满".into(),
                 effective_at: None,
             },
-            &fixture.officer,
+            &mesh.token(&home_officer()),
         ))
         .await
         .expect("terminated");
     let ended = seeker.clone();
-    let listed = fixture
-        .wait_for_candidates(true, |list| {
-            list.iter().any(|c| c.supervisee_id == ended && !c.active)
-        })
-        .await;
+    let listed = wait_for_candidates(&mesh, true, |list| {
+        list.iter().any(|c| c.supervisee_id == ended && !c.active)
+    })
+    .await;
     assert!(listed.iter().any(|c| c.supervisee_id == seeker));
-    let active = fixture.wait_for_candidates(false, |_| true).await;
+    let active = wait_for_candidates(&mesh, false, |_| true).await;
     assert!(active.iter().all(|c| c.supervisee_id != seeker));
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .match_openings(authorized(
             pb::MatchOpeningsRequest {
                 candidate_id: candidate.candidate_id.clone(),
                 max_results: 0,
             },
-            &fixture.officer,
+            &mesh.token(&home_officer()),
         ))
         .await
         .expect_err("no matching after supervision ended");
@@ -564,35 +487,38 @@ async fn candidates_appear_from_registry_and_handover_events() {
 
 #[tokio::test]
 async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
-    let mut fixture = Fixture::start().await;
-    let officer = fixture.officer.clone();
-    let other_bureau = fixture.other_bureau.clone();
-    let supervisee = fixture.register(11, true).await;
-    let unknown_offence = fixture.register(12, true).await;
-    let candidate = fixture.candidate_of(&supervisee).await;
-    let unknown = fixture.candidate_of(&unknown_offence).await;
-    fixture
-        .set_profile(
-            &candidate.candidate_id,
-            OffenceCategory::Property,
-            &[pb::Sector::Manufacturing],
-        )
-        .await;
+    let mesh = start_registry_and_placement().await;
+    let officer = mesh.token(&home_officer());
+    let other_bureau = mesh.token(&sunan_bureau());
+    let supervisee = register(&mesh, 11, true).await;
+    let unknown_offence = register(&mesh, 12, true).await;
+    let candidate = candidate_of(&mesh, &supervisee).await;
+    let unknown = candidate_of(&mesh, &unknown_offence).await;
+    set_profile(
+        &mesh,
+        &candidate.candidate_id,
+        OffenceCategory::Property,
+        &[pb::Sector::Manufacturing],
+    )
+    .await;
 
-    let home_base = fixture
-        .create_base("东街安置帮教基地", HOME_TOWNSHIP, HOME_COUNTY, &officer)
-        .await;
-    let other_base = fixture
-        .create_base("红湾寺安置帮教基地", OTHER_TOWNSHIP, OTHER_COUNTY, &other_bureau)
-        .await;
+    let home_base = create_base(&mesh, "东街安置帮教基地", HOME_TOWNSHIP, HOME_COUNTY, &officer).await;
+    let other_base = create_base(
+        &mesh,
+        "红湾寺安置帮教基地",
+        OTHER_TOWNSHIP,
+        OTHER_COUNTY,
+        &other_bureau,
+    )
+    .await;
     // Allowed: home township, first preference, excludes only drug offences.
     let mut request = opening_request(&home_base, "焊工", HOME_TOWNSHIP, HOME_COUNTY);
     request.excluded_offence_categories = vec![OffenceCategory::Drug as i32];
-    let allowed = fixture.create_opening(request, &officer).await;
+    let allowed = create_opening(&mesh, request, &officer).await;
     // Allowed: same county, other township, another sector (ranked lower).
     let mut request = opening_request(&home_base, "食堂帮工", NEIGHBOUR_TOWNSHIP, HOME_COUNTY);
     request.sector = pb::Sector::Catering as i32;
-    let neighbour = fixture.create_opening(request, &officer).await;
+    let neighbour = create_opening(&mesh, request, &officer).await;
     // Outside the supervisee's county.
     let mut request = opening_request(&other_base, "牧场工人", OTHER_TOWNSHIP, OTHER_COUNTY);
     request.work_location = Some(common::GeoPoint {
@@ -600,23 +526,22 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
         longitude: 99.62,
         accuracy_m: 0.0,
     });
-    let other_county = fixture.create_opening(request, &other_bureau).await;
+    let other_county = create_opening(&mesh, request, &other_bureau).await;
     // Excludes the candidate's offence category.
     let mut request = opening_request(&home_base, "超市理货员", HOME_TOWNSHIP, HOME_COUNTY);
     request.excluded_offence_categories = vec![
         OffenceCategory::Property as i32,
         OffenceCategory::EconomicFraud as i32,
     ];
-    let excluding = fixture.create_opening(request, &officer).await;
+    let excluding = create_opening(&mesh, request, &officer).await;
     // Closed.
-    let closed = fixture
-        .create_opening(
-            opening_request(&home_base, "包装工", HOME_TOWNSHIP, HOME_COUNTY),
-            &officer,
-        )
-        .await;
-    fixture
-        .client
+    let closed = create_opening(
+        &mesh,
+        opening_request(&home_base, "包装工", HOME_TOWNSHIP, HOME_COUNTY),
+        &officer,
+    )
+    .await;
+    mesh.placement()
         .close_opening(authorized(
             pb::CloseOpeningRequest {
                 opening_id: closed.opening_id.clone(),
@@ -627,7 +552,7 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
         .await
         .expect("closed");
 
-    let matches = fixture.matches(&candidate.candidate_id, &officer).await;
+    let matches = matches_of(&mesh, &candidate.candidate_id, &officer).await;
     assert_eq!(
         ids(&matches),
         vec![allowed.opening_id.clone(), neighbour.opening_id.clone()],
@@ -660,8 +585,7 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
         (&excluding, "excludes property offences"),
         (&closed, "closed"),
     ] {
-        let status = fixture
-            .propose(&candidate.candidate_id, &opening.opening_id, &officer)
+        let status = propose(&mesh, &candidate.candidate_id, &opening.opening_id, &officer)
             .await
             .expect_err("refused");
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -669,7 +593,7 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
     }
 
     // Unknown offence category: never matched to openings that exclude any category.
-    let matches = fixture.matches(&unknown.candidate_id, &officer).await;
+    let matches = matches_of(&mesh, &unknown.candidate_id, &officer).await;
     assert_eq!(ids(&matches), vec![neighbour.opening_id.clone()]);
 
     // A released prisoner is not under supervision: work in another county is offered, but
@@ -681,20 +605,19 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
         OffenceCategory::Drug,
         true,
     );
-    fixture.publish_report_in(&released).await;
+    publish_report_in(&mesh, &released).await;
     let handover_id = released
         .handover
         .as_ref()
         .map(|h| h.handover_id.clone())
         .unwrap_or_default();
     let wanted = handover_id.clone();
-    let resettled = fixture
-        .wait_for_candidates(false, |list| list.iter().any(|c| c.handover_id == wanted))
+    let resettled = wait_for_candidates(&mesh, false, |list| list.iter().any(|c| c.handover_id == wanted))
         .await
         .into_iter()
         .find(|c| c.handover_id == handover_id)
         .expect("candidate");
-    let matches = fixture.matches(&resettled.candidate_id, &officer).await;
+    let matches = matches_of(&mesh, &resettled.candidate_id, &officer).await;
     let matched = ids(&matches);
     assert!(matched.contains(&other_county.opening_id), "{matched:?}");
     assert!(matched.contains(&excluding.opening_id), "{matched:?}");
@@ -722,8 +645,7 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
             .iter()
             .any(|r| r.contains("km from the candidate's county seat"))
     );
-    fixture
-        .propose(&resettled.candidate_id, &other_county.opening_id, &officer)
+    propose(&mesh, &resettled.candidate_id, &other_county.opening_id, &officer)
         .await
         .expect("a released person may work in another county");
 }
@@ -731,37 +653,33 @@ async fn matching_keeps_supervisees_in_their_county_and_respects_exclusions() {
 #[tokio::test]
 async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
     const CANDIDATES: u16 = 12;
-    let mut fixture = Fixture::start().await;
-    let officer = fixture.officer.clone();
+    let mesh = start_registry_and_placement().await;
+    let officer = mesh.token(&home_officer());
     let mut supervisees = Vec::new();
     for n in 0..CANDIDATES {
-        supervisees.push(fixture.register(100 + n, true).await);
+        supervisees.push(register(&mesh, 100 + n, true).await);
     }
-    let latecomer = fixture.register(200, true).await;
-    let latecomer = fixture.candidate_of(&latecomer).await;
+    let latecomer = register(&mesh, 200, true).await;
+    let latecomer = candidate_of(&mesh, &latecomer).await;
     let wanted = supervisees.clone();
-    let candidates: Vec<pb::Candidate> = fixture
-        .wait_for_candidates(false, |list| {
-            wanted
-                .iter()
-                .all(|id| list.iter().any(|c| &c.supervisee_id == id))
-        })
-        .await
-        .into_iter()
-        .filter(|c| supervisees.contains(&c.supervisee_id))
-        .collect();
-    let base = fixture
-        .create_base("张掖绿洲农业合作社", HOME_TOWNSHIP, HOME_COUNTY, &officer)
-        .await;
+    let candidates: Vec<pb::Candidate> = wait_for_candidates(&mesh, false, |list| {
+        wanted
+            .iter()
+            .all(|id| list.iter().any(|c| &c.supervisee_id == id))
+    })
+    .await
+    .into_iter()
+    .filter(|c| supervisees.contains(&c.supervisee_id))
+    .collect();
+    let base = create_base(&mesh, "张掖绿洲农业合作社", HOME_TOWNSHIP, HOME_COUNTY, &officer).await;
     let mut request = opening_request(&base, "温室管理员", HOME_TOWNSHIP, HOME_COUNTY);
     request.positions_total = 1;
-    let opening = fixture.create_opening(request, &officer).await;
+    let opening = create_opening(&mesh, request, &officer).await;
 
     // A proposal takes no position: every candidate can be proposed for the last one.
     let mut placements = Vec::new();
     for candidate in &candidates {
-        let placement = fixture
-            .propose(&candidate.candidate_id, &opening.opening_id, &officer)
+        let placement = propose(&mesh, &candidate.candidate_id, &opening.opening_id, &officer)
             .await
             .expect("proposed");
         assert_eq!(placement.status(), pb::PlacementStatus::Proposed);
@@ -772,7 +690,7 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
     // Everyone accepts at once.
     let mut tasks = tokio::task::JoinSet::new();
     for placement_id in placements.clone() {
-        let mut client = fixture.client.clone();
+        let mut client = mesh.placement();
         let token = officer.clone();
         tasks.spawn(async move {
             client
@@ -796,9 +714,9 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
     assert_eq!(winners.len(), 1, "exactly one acceptance wins");
     assert_eq!(refused, usize::from(CANDIDATES) - 1);
     assert_eq!(winners[0].status(), pb::PlacementStatus::Accepted);
-    let listed = fixture.opening(&base, &opening.opening_id).await;
+    let listed = listed_opening(&mesh, &base, &opening.opening_id).await;
     assert_eq!((listed.positions_filled, listed.positions_total), (1, 1));
-    let pool = fixture.pool().await;
+    let pool = mesh.pool("placement").expect("pool");
     let (filled, accepted): (i32, i64) = sqlx::query_as(
         "SELECT o.positions_filled,
                 (SELECT count(*) FROM placements p WHERE p.opening_id = o.id AND p.status IN ('accepted', 'started'))
@@ -812,13 +730,11 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
 
     // The full opening is no longer offered, nor can anyone else be proposed for it.
     assert!(
-        fixture
-            .matches(&latecomer.candidate_id, &officer)
+        matches_of(&mesh, &latecomer.candidate_id, &officer)
             .await
             .is_empty()
     );
-    let status = fixture
-        .propose(&latecomer.candidate_id, &opening.opening_id, &officer)
+    let status = propose(&mesh, &latecomer.candidate_id, &opening.opening_id, &officer)
         .await
         .expect_err("full");
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -831,8 +747,7 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
 
     // The winner's candidate declines after all: the position is free again and the next
     // acceptance takes it.
-    fixture
-        .client
+    mesh.placement()
         .decline_placement(authorized(
             pb::DeclinePlacementRequest {
                 placement_id: winners[0].placement_id.clone(),
@@ -844,11 +759,13 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
         .await
         .expect("declined");
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         0
     );
-    let accepted = fixture
-        .client
+    let accepted = mesh
+        .placement()
         .accept_placement(authorized(
             pb::AcceptPlacementRequest {
                 placement_id: loser.clone(),
@@ -862,31 +779,30 @@ async fn many_concurrent_acceptances_of_the_last_position_exactly_one_wins() {
         .expect("placement");
     assert_eq!(accepted.status(), pb::PlacementStatus::Accepted);
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         1
     );
 }
 
 #[tokio::test]
 async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
-    let mut fixture = Fixture::start().await;
-    let officer = fixture.officer.clone();
-    let first = fixture.register(21, true).await;
-    let second = fixture.register(22, true).await;
-    let first = fixture.candidate_of(&first).await;
-    let second = fixture.candidate_of(&second).await;
-    let base = fixture
-        .create_base("甘州区阳光社区工坊", HOME_TOWNSHIP, HOME_COUNTY, &officer)
-        .await;
-    let opening = fixture
-        .create_opening(
-            opening_request(&base, "手工编织", HOME_TOWNSHIP, HOME_COUNTY),
-            &officer,
-        )
-        .await;
+    let mesh = start_registry_and_placement().await;
+    let officer = mesh.token(&home_officer());
+    let first = register(&mesh, 21, true).await;
+    let second = register(&mesh, 22, true).await;
+    let first = candidate_of(&mesh, &first).await;
+    let second = candidate_of(&mesh, &second).await;
+    let base = create_base(&mesh, "甘州区阳光社区工坊", HOME_TOWNSHIP, HOME_COUNTY, &officer).await;
+    let opening = create_opening(
+        &mesh,
+        opening_request(&base, "手工编织", HOME_TOWNSHIP, HOME_COUNTY),
+        &officer,
+    )
+    .await;
 
-    let proposed = fixture
-        .propose(&first.candidate_id, &opening.opening_id, &officer)
+    let proposed = propose(&mesh, &first.candidate_id, &opening.opening_id, &officer)
         .await
         .expect("proposed");
     let placement_id = proposed.placement_id.clone();
@@ -899,8 +815,7 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
         Some("officer-1")
     );
     // The same proposal twice is AlreadyExists; another one while this is current fails.
-    let again = fixture
-        .propose(&first.candidate_id, &opening.opening_id, &officer)
+    let again = propose(&mesh, &first.candidate_id, &opening.opening_id, &officer)
         .await
         .expect_err("duplicate");
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
@@ -909,16 +824,15 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
         placement_id: placement_id.into(),
         start_date: Some(to_date(today())),
     };
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .start_placement(authorized(start(&placement_id), &officer))
         .await
         .expect_err("not accepted yet");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), "illegal transition from proposed to started");
 
-    fixture
-        .client
+    mesh.placement()
         .accept_placement(authorized(
             pb::AcceptPlacementRequest {
                 placement_id: placement_id.clone(),
@@ -928,11 +842,13 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
         .await
         .expect("accepted");
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         1
     );
-    let started = fixture
-        .client
+    let started = mesh
+        .placement()
         .start_placement(authorized(start(&placement_id), &officer))
         .await
         .expect("started")
@@ -942,11 +858,13 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
     assert_eq!(started.status(), pb::PlacementStatus::Started);
     assert_eq!(started.start_date, Some(to_date(today())));
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         1
     );
-    let ended = fixture
-        .client
+    let ended = mesh
+        .placement()
         .end_placement(authorized(
             pb::EndPlacementRequest {
                 placement_id: placement_id.clone(),
@@ -964,11 +882,13 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
     assert_eq!(ended.status(), pb::PlacementStatus::Ended);
     assert_eq!(ended.end_reason(), pb::EndReason::Completed);
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         0
     );
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .accept_placement(authorized(
             pb::AcceptPlacementRequest {
                 placement_id: placement_id.clone(),
@@ -980,12 +900,10 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
     assert_eq!(status.message(), "illegal transition from ended to accepted");
 
     // The second candidate declines the proposal and is free for the next one.
-    let declined_placement = fixture
-        .propose(&second.candidate_id, &opening.opening_id, &officer)
+    let declined_placement = propose(&mesh, &second.candidate_id, &opening.opening_id, &officer)
         .await
         .expect("proposed");
-    fixture
-        .client
+    mesh.placement()
         .decline_placement(authorized(
             pb::DeclinePlacementRequest {
                 placement_id: declined_placement.placement_id.clone(),
@@ -996,17 +914,15 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
         ))
         .await
         .expect("declined");
-    let second_now = fixture.candidate_of(&second.supervisee_id).await;
+    let second_now = candidate_of(&mesh, &second.supervisee_id).await;
     assert!(second_now.current_placement_id.is_empty());
-    fixture
-        .propose(&second.candidate_id, &opening.opening_id, &officer)
+    propose(&mesh, &second.candidate_id, &opening.opening_id, &officer)
         .await
         .expect("a declined proposal does not block a new one");
 
     // Every step reached Kafka as its placement.* event, keyed as the contract says.
-    let events = fixture
-        .mesh
-        .tap(&fixture.mesh.topics.placement)
+    let events = mesh
+        .tap(&mesh.topics.placement)
         .expect("tap")
         .collect(9, Duration::from_secs(20))
         .await
@@ -1082,17 +998,15 @@ async fn lifecycle_is_enforced_and_every_step_is_a_placement_event() {
 
 #[tokio::test]
 async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
-    let mut fixture = Fixture::start().await;
-    let officer = fixture.officer.clone();
-    let other_bureau = fixture.other_bureau.clone();
-    let supervisee = fixture.register(31, true).await;
-    let candidate = fixture.candidate_of(&supervisee).await;
-    let base = fixture
-        .create_base("东街社区服务站", HOME_TOWNSHIP, HOME_COUNTY, &officer)
-        .await;
+    let mesh = start_registry_and_placement().await;
+    let officer = mesh.token(&home_officer());
+    let other_bureau = mesh.token(&sunan_bureau());
+    let supervisee = register(&mesh, 31, true).await;
+    let candidate = candidate_of(&mesh, &supervisee).await;
+    let base = create_base(&mesh, "东街社区服务站", HOME_TOWNSHIP, HOME_COUNTY, &officer).await;
 
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .create_base(authorized(
             pb::CreateBaseRequest {
                 name: " ".into(),
@@ -1142,25 +1056,25 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
     for (field, mutate) in cases {
         let mut request = opening_request(&base, "保洁员", HOME_TOWNSHIP, HOME_COUNTY);
         mutate(&mut request);
-        let status = fixture
-            .client
+        let status = mesh
+            .placement()
             .create_opening(authorized(request, &officer))
             .await
             .expect_err(field);
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         assert_eq!(violated_fields(&status), vec![field], "{status:?}");
     }
-    let pool = fixture.pool().await;
+    let pool = mesh.pool("placement").expect("pool");
     let openings: i64 = sqlx::query_scalar("SELECT count(*) FROM openings")
         .fetch_one(&pool)
         .await
         .expect("count");
     assert_eq!(openings, 0, "nothing stored from bad requests");
 
-    let status = fixture.propose("x", "", &officer).await.expect_err("invalid");
+    let status = propose(&mesh, "x", "", &officer).await.expect_err("invalid");
     assert_eq!(violated_fields(&status), vec!["candidate_id", "opening_id"]);
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .end_placement(authorized(
             pb::EndPlacementRequest {
                 placement_id: uuid::Uuid::now_v7().to_string(),
@@ -1173,8 +1087,8 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
         .await
         .expect_err("invalid");
     assert_eq!(violated_fields(&status), vec!["reason"]);
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .update_candidate_profile(authorized(
             pb::UpdateCandidateProfileRequest {
                 candidate_id: candidate.candidate_id.clone(),
@@ -1190,22 +1104,22 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
         violated_fields(&status),
         vec!["skills[1]", "sector_preferences[0]"]
     );
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .list_candidates(authorized(pb::ListCandidatesRequest::default(), &officer))
         .await
         .expect_err("no scope");
     assert_eq!(violated_fields(&status), vec!["township_code"]);
 
     // Another county's office cannot touch this county's bases, candidates or people.
-    let opening = fixture
-        .create_opening(
-            opening_request(&base, "保洁员", HOME_TOWNSHIP, HOME_COUNTY),
-            &officer,
-        )
-        .await;
-    let status = fixture
-        .client
+    let opening = create_opening(
+        &mesh,
+        opening_request(&base, "保洁员", HOME_TOWNSHIP, HOME_COUNTY),
+        &officer,
+    )
+    .await;
+    let status = mesh
+        .placement()
         .create_base(authorized(
             pb::CreateBaseRequest {
                 name: "越权基地".into(),
@@ -1219,8 +1133,8 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
         .await
         .expect_err("other county");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .list_candidates(authorized(
             pb::ListCandidatesRequest {
                 county_code: HOME_COUNTY.into(),
@@ -1231,8 +1145,8 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
         .await
         .expect_err("other county");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .match_openings(authorized(
             pb::MatchOpeningsRequest {
                 candidate_id: candidate.candidate_id.clone(),
@@ -1243,13 +1157,12 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
         .await
         .expect_err("other county");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .propose(&candidate.candidate_id, &opening.opening_id, &other_bureau)
+    let status = propose(&mesh, &candidate.candidate_id, &opening.opening_id, &other_bureau)
         .await
         .expect_err("other county");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .close_opening(authorized(
             pb::CloseOpeningRequest {
                 opening_id: opening.opening_id.clone(),
@@ -1262,17 +1175,19 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
     assert_eq!(status.code(), Code::PermissionDenied);
     // An officer of another township of the same county manages neither the candidate nor
     // the base; a prison manages nothing here.
-    let neighbour_officer = fixture
-        .mesh
-        .token(&mesh_e2e::officer("officer-neighbour", NEIGHBOUR_TOWNSHIP));
-    let status = fixture
-        .propose(&candidate.candidate_id, &opening.opening_id, &neighbour_officer)
-        .await
-        .expect_err("other township");
+    let neighbour_officer = mesh.token(&mesh_e2e::officer("officer-neighbour", NEIGHBOUR_TOWNSHIP));
+    let status = propose(
+        &mesh,
+        &candidate.candidate_id,
+        &opening.opening_id,
+        &neighbour_officer,
+    )
+    .await
+    .expect_err("other township");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let prison_token = fixture.mesh.token(&prison("clerk", "zhangye-prison"));
-    let status = fixture
-        .client
+    let prison_token = mesh.token(&prison("clerk", "zhangye-prison"));
+    let status = mesh
+        .placement()
         .list_bases(authorized(
             pb::ListBasesRequest {
                 township_code: HOME_TOWNSHIP.into(),
@@ -1285,23 +1200,23 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // The home county's bureau may do all of it.
-    let placement = fixture
-        .propose(
-            &candidate.candidate_id,
-            &opening.opening_id,
-            &fixture.bureau.clone(),
-        )
-        .await
-        .expect("county bureau proposes");
+    let placement = propose(
+        &mesh,
+        &candidate.candidate_id,
+        &opening.opening_id,
+        &mesh.token(&home_bureau()),
+    )
+    .await
+    .expect("county bureau proposes");
     assert_eq!(placement.status(), pb::PlacementStatus::Proposed);
-    let bases = fixture
-        .client
+    let bases = mesh
+        .placement()
         .list_bases(authorized(
             pb::ListBasesRequest {
                 county_code: HOME_COUNTY.into(),
                 ..Default::default()
             },
-            &fixture.bureau.clone(),
+            &mesh.token(&home_bureau()),
         ))
         .await
         .expect("listed")
@@ -1312,9 +1227,9 @@ async fn bad_inputs_name_the_field_and_other_jurisdictions_are_refused() {
 
 #[tokio::test]
 async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_the_job() {
-    let mut fixture = Fixture::start().await;
-    let officer = fixture.officer.clone();
-    let other_bureau = fixture.other_bureau.clone();
+    let mesh = start_registry_and_placement().await;
+    let officer = mesh.token(&home_officer());
+    let other_bureau = mesh.token(&sunan_bureau());
     // The registry's events for one person, published directly (same key: same partition,
     // in order): registered at version 2, then a stale version 1 saying "no work needed".
     let supervisee_id = uuid::Uuid::now_v7().to_string();
@@ -1323,13 +1238,13 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         actor: None,
         handover_id: String::new(),
     };
-    fixture
-        .publish_supervisee(
-            "supervisee.registered",
-            registered.encode_to_vec(),
-            &supervisee_id,
-        )
-        .await;
+    publish_supervisee(
+        &mesh,
+        "supervisee.registered",
+        registered.encode_to_vec(),
+        &supervisee_id,
+    )
+    .await;
     let stale = registry_pb::SuperviseeStatusChanged {
         supervisee: Some(snapshot(&supervisee_id, 1, HOME_TOWNSHIP, false)),
         previous_status: 0,
@@ -1337,31 +1252,31 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         effective_at: None,
         actor: None,
     };
-    let stale_id = fixture
-        .publish_supervisee("supervisee.status_changed", stale.encode_to_vec(), &supervisee_id)
-        .await;
-    fixture.wait_applied(stale_id).await;
-    let candidate = fixture.candidate_of(&supervisee_id).await;
+    let stale_id = publish_supervisee(
+        &mesh,
+        "supervisee.status_changed",
+        stale.encode_to_vec(),
+        &supervisee_id,
+    )
+    .await;
+    wait_applied(&mesh, stale_id).await;
+    let candidate = candidate_of(&mesh, &supervisee_id).await;
     assert!(
         candidate.active,
         "a stale snapshot must not switch the candidate off"
     );
 
-    let base = fixture
-        .create_base("甘州区物流园", HOME_TOWNSHIP, HOME_COUNTY, &officer)
-        .await;
-    let opening = fixture
-        .create_opening(
-            opening_request(&base, "分拣员", HOME_TOWNSHIP, HOME_COUNTY),
-            &officer,
-        )
-        .await;
-    let placement = fixture
-        .propose(&candidate.candidate_id, &opening.opening_id, &officer)
+    let base = create_base(&mesh, "甘州区物流园", HOME_TOWNSHIP, HOME_COUNTY, &officer).await;
+    let opening = create_opening(
+        &mesh,
+        opening_request(&base, "分拣员", HOME_TOWNSHIP, HOME_COUNTY),
+        &officer,
+    )
+    .await;
+    let placement = propose(&mesh, &candidate.candidate_id, &opening.opening_id, &officer)
         .await
         .expect("proposed");
-    fixture
-        .client
+    mesh.placement()
         .accept_placement(authorized(
             pb::AcceptPlacementRequest {
                 placement_id: placement.placement_id.clone(),
@@ -1378,17 +1293,17 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         reason: "迁居".into(),
         actor: None,
     };
-    let transfer_id = fixture
-        .publish_supervisee(
-            "supervisee.transferred",
-            transferred.encode_to_vec(),
-            &supervisee_id,
-        )
-        .await;
-    fixture.wait_applied(transfer_id).await;
+    let transfer_id = publish_supervisee(
+        &mesh,
+        "supervisee.transferred",
+        transferred.encode_to_vec(),
+        &supervisee_id,
+    )
+    .await;
+    wait_applied(&mesh, transfer_id).await;
     // The placement follows the person to the new county's offices...
-    let moved = fixture
-        .client
+    let moved = mesh
+        .placement()
         .get_placement(authorized(
             pb::GetPlacementRequest {
                 placement_id: placement.placement_id.clone(),
@@ -1405,8 +1320,8 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         Some(jurisdiction(OTHER_TOWNSHIP, OTHER_COUNTY))
     );
     // ...but the job is outside the county the person may not leave: it cannot start.
-    let status = fixture
-        .client
+    let status = mesh
+        .placement()
         .start_placement(authorized(
             pb::StartPlacementRequest {
                 placement_id: placement.placement_id.clone(),
@@ -1418,11 +1333,10 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         .expect_err("outside the county of supervision");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("county of supervision"), "{status:?}");
-    let matches = fixture.matches(&candidate.candidate_id, &other_bureau).await;
+    let matches = matches_of(&mesh, &candidate.candidate_id, &other_bureau).await;
     assert!(matches.is_empty(), "{matches:?}");
     // The employer declines; the position is free again.
-    fixture
-        .client
+    mesh.placement()
         .decline_placement(authorized(
             pb::DeclinePlacementRequest {
                 placement_id: placement.placement_id.clone(),
@@ -1434,7 +1348,9 @@ async fn stale_snapshots_change_nothing_and_a_transfer_out_of_the_county_stops_t
         .await
         .expect("declined by the base's office");
     assert_eq!(
-        fixture.opening(&base, &opening.opening_id).await.positions_filled,
+        listed_opening(&mesh, &base, &opening.opening_id)
+            .await
+            .positions_filled,
         0
     );
 }

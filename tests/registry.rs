@@ -2,26 +2,26 @@
 
 use std::time::Duration;
 
-use mesh_e2e::{RegistryFixture, authorized, county_bureau, home_officer, officer, prison, registration};
+use mesh::harness::Infra;
+use mesh_e2e::{
+    Mesh, authorized, count, county_bureau, dump, home_officer, officer, prison, register, registration,
+    registry_alone, run_misconfigured,
+};
 use mesh_kit::error::violated_fields;
 use mesh_proto::registry as pb;
 use prost::Message;
 use tonic::Code;
 
-async fn count_supervisees(fixture: &mut RegistryFixture) -> i64 {
-    let pool = fixture.pool().await.expect("pool");
-    sqlx::query_scalar("SELECT count(*) FROM supervisees")
-        .fetch_one(&pool)
-        .await
-        .expect("count")
+async fn count_supervisees(mesh: &Mesh) -> i64 {
+    count(mesh, "registry", "SELECT count(*) FROM supervisees").await
 }
 
 #[tokio::test]
 async fn registered_event_reaches_kafka_and_decodes() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let token = fixture.token(&home_officer());
-    let response = fixture
-        .client
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
+    let response = mesh
+        .registry()
         .register_supervisee(authorized(registration(1), &token))
         .await
         .expect("registered")
@@ -31,7 +31,7 @@ async fn registered_event_reaches_kafka_and_decodes() {
     assert_eq!(supervisee.national_id_masked.len(), 18);
     assert!(supervisee.national_id_masked.contains("********"));
 
-    let tap = fixture.tap().expect("tap");
+    let tap = mesh.tap(&mesh.topics.registry).expect("tap");
     let event = tap
         .next(Duration::from_secs(30))
         .await
@@ -54,15 +54,15 @@ async fn registered_event_reaches_kafka_and_decodes() {
         "620702001"
     );
     assert_eq!(decoded.actor.expect("actor").subject, "officer-1");
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn second_open_supervision_of_the_same_person_is_refused() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let token = fixture.token(&home_officer());
-    let first = fixture
-        .client
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
+    let first = mesh
+        .registry()
         .register_supervisee(authorized(registration(2), &token))
         .await
         .expect("first registration")
@@ -73,17 +73,16 @@ async fn second_open_supervision_of_the_same_person_is_refused() {
     let mut again = registration(2);
     again.name = "另一个名字".into();
     again.national_id = again.national_id.to_lowercase();
-    let status = fixture
-        .client
+    let status = mesh
+        .registry()
         .register_supervisee(authorized(again.clone(), &token))
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    assert_eq!(count_supervisees(&mut fixture).await, 1);
+    assert_eq!(count_supervisees(&mesh).await, 1);
 
     // Once the first supervision has ended, the person can be registered again.
-    fixture
-        .client
+    mesh.registry()
         .change_status(authorized(
             pb::ChangeStatusRequest {
                 supervisee_id: first.supervisee_id,
@@ -95,19 +94,18 @@ async fn second_open_supervision_of_the_same_person_is_refused() {
         ))
         .await
         .expect("terminated");
-    fixture
-        .client
+    mesh.registry()
         .register_supervisee(authorized(again, &token))
         .await
         .expect("new supervision allowed");
-    assert_eq!(count_supervisees(&mut fixture).await, 2);
-    fixture.stop().await.expect("graceful stop");
+    assert_eq!(count_supervisees(&mesh).await, 2);
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn bad_inputs_name_the_field_and_store_nothing() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let token = fixture.token(&home_officer());
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
     type Mutation = fn(&mut pb::RegisterSuperviseeRequest);
     let cases: Vec<(&str, Mutation)> = vec![
         ("name", |r| r.name = "   ".into()),
@@ -151,8 +149,8 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
     for (field, mutate) in cases {
         let mut request = registration(3);
         mutate(&mut request);
-        let status = fixture
-            .client
+        let status = mesh
+            .registry()
             .register_supervisee(authorized(request, &token))
             .await
             .expect_err(&format!("{field} case must be refused"));
@@ -173,21 +171,21 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
     let mut request = registration(3);
     request.name.clear();
     request.level = 0;
-    let status = fixture
-        .client
+    let status = mesh
+        .registry()
         .register_supervisee(authorized(request, &token))
         .await
         .expect_err("refused");
     assert_eq!(violated_fields(&status), vec!["name", "level"]);
 
-    assert_eq!(count_supervisees(&mut fixture).await, 0, "nothing stored");
-    let pool = fixture.pool().await.expect("pool");
+    assert_eq!(count_supervisees(&mesh).await, 0, "nothing stored");
+    let pool = mesh.pool("registry").expect("pool");
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM kit_outbox")
         .fetch_one(&pool)
         .await
         .expect("count");
     assert_eq!(outbox, 0, "no event emitted");
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 fn prost_types_timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -196,34 +194,25 @@ fn prost_types_timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Ti
 
 #[tokio::test]
 async fn callers_outside_the_jurisdiction_are_refused() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let home = fixture.token(&home_officer());
-    let neighbour = fixture.token(&officer("officer-9", "620702002"));
-    let other_county = fixture.token(&county_bureau("bureau-minle", "620722"));
-    let own_county = fixture.token(&county_bureau("bureau-ganzhou", "620702"));
-    let a_prison = fixture.token(&prison("prison-1", "zhangye-prison"));
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let neighbour = mesh.token(&officer("officer-9", "620702002"));
+    let other_county = mesh.token(&county_bureau("bureau-minle", "620722"));
+    let own_county = mesh.token(&county_bureau("bureau-ganzhou", "620702"));
+    let a_prison = mesh.token(&prison("prison-1", "zhangye-prison"));
 
     // Registering into another township is refused and stores nothing.
-    let status = fixture
-        .client
+    let status = mesh
+        .registry()
         .register_supervisee(authorized(registration(4), &neighbour))
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert_eq!(count_supervisees(&mut fixture).await, 0);
+    assert_eq!(count_supervisees(&mesh).await, 0);
 
-    let id = fixture
-        .client
-        .register_supervisee(authorized(registration(4), &home))
-        .await
-        .expect("registered")
-        .into_inner()
-        .supervisee
-        .expect("supervisee")
-        .supervisee_id;
+    let id = register(&mesh, registration(4)).await;
     for token in [&neighbour, &other_county, &a_prison] {
-        let get = fixture
-            .client
+        let get = mesh
+            .registry()
             .get_supervisee(authorized(
                 pb::GetSuperviseeRequest {
                     supervisee_id: id.clone(),
@@ -233,8 +222,8 @@ async fn callers_outside_the_jurisdiction_are_refused() {
             .await
             .expect_err("get refused");
         assert_eq!(get.code(), Code::PermissionDenied);
-        let change = fixture
-            .client
+        let change = mesh
+            .registry()
             .change_level(authorized(
                 pb::ChangeLevelRequest {
                     supervisee_id: id.clone(),
@@ -247,8 +236,8 @@ async fn callers_outside_the_jurisdiction_are_refused() {
             .expect_err("change refused");
         assert_eq!(change.code(), Code::PermissionDenied);
     }
-    let list = fixture
-        .client
+    let list = mesh
+        .registry()
         .list_supervisees(authorized(
             pb::ListSuperviseesRequest {
                 township_code: "620702001".into(),
@@ -261,8 +250,7 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         .expect_err("list refused");
     assert_eq!(list.code(), Code::PermissionDenied);
     // The county bureau of the township sees it; no token at all is unauthenticated.
-    fixture
-        .client
+    mesh.registry()
         .get_supervisee(authorized(
             pb::GetSuperviseeRequest {
                 supervisee_id: id.clone(),
@@ -271,30 +259,22 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         ))
         .await
         .expect("own county bureau reads");
-    let anonymous = fixture
-        .client
+    let anonymous = mesh
+        .registry()
         .get_supervisee(tonic::Request::new(pb::GetSuperviseeRequest {
             supervisee_id: id,
         }))
         .await
         .expect_err("no token");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let token = fixture.token(&home_officer());
-    let id = fixture
-        .client
-        .register_supervisee(authorized(registration(5), &token))
-        .await
-        .expect("registered")
-        .into_inner()
-        .supervisee
-        .expect("supervisee")
-        .supervisee_id;
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
+    let id = register(&mesh, registration(5)).await;
     let change_status = |status: pb::SuperviseeStatus| {
         authorized(
             pb::ChangeStatusRequest {
@@ -306,8 +286,8 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
             &token,
         )
     };
-    let illegal = fixture
-        .client
+    let illegal = mesh
+        .registry()
         .change_status(change_status(pb::SuperviseeStatus::Suspended))
         .await
         .expect_err("pending → suspended is illegal");
@@ -317,23 +297,19 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
         "{}",
         illegal.message()
     );
-    fixture
-        .client
+    mesh.registry()
         .change_status(change_status(pb::SuperviseeStatus::Active))
         .await
         .expect("report in");
-    fixture
-        .client
+    mesh.registry()
         .change_status(change_status(pb::SuperviseeStatus::Absconded))
         .await
         .expect("abscond");
-    fixture
-        .client
+    mesh.registry()
         .change_status(change_status(pb::SuperviseeStatus::Active))
         .await
         .expect("back");
-    fixture
-        .client
+    mesh.registry()
         .change_level(authorized(
             pb::ChangeLevelRequest {
                 supervisee_id: id.clone(),
@@ -344,8 +320,8 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
         ))
         .await
         .expect("level");
-    let moved = fixture
-        .client
+    let moved = mesh
+        .registry()
         .transfer_supervisee(authorized(
             pb::TransferSuperviseeRequest {
                 supervisee_id: id.clone(),
@@ -366,8 +342,8 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
         "620702002"
     );
     // After the transfer the old township's officer no longer has access.
-    let gone = fixture
-        .client
+    let gone = mesh
+        .registry()
         .get_supervisee(authorized(
             pb::GetSuperviseeRequest {
                 supervisee_id: id.clone(),
@@ -378,8 +354,8 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
         .expect_err("no longer in the old township");
     assert_eq!(gone.code(), Code::PermissionDenied);
 
-    let events = fixture
-        .tap()
+    let events = mesh
+        .tap(&mesh.topics.registry)
         .expect("tap")
         .collect(6, Duration::from_secs(30))
         .await
@@ -407,7 +383,7 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
     assert_eq!(transferred.supervisee.expect("snapshot").version, 6);
 
     // Every read and change left an audit record, and the audit log cannot be rewritten.
-    let pool = fixture.pool().await.expect("pool");
+    let pool = mesh.pool("registry").expect("pool");
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM kit_audit_log ORDER BY id")
         .fetch_all(&pool)
         .await
@@ -433,30 +409,22 @@ async fn lifecycle_changes_emit_events_and_illegal_transitions_are_refused() {
             .await
             .is_err()
     );
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn listing_pages_are_stable_and_complete() {
-    let mut fixture = RegistryFixture::start().await.expect("registry starts");
-    let token = fixture.token(&home_officer());
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
     let mut registered = Vec::new();
     for n in 10..17 {
-        let s = fixture
-            .client
-            .register_supervisee(authorized(registration(n), &token))
-            .await
-            .expect("registered")
-            .into_inner()
-            .supervisee
-            .expect("supervisee");
-        registered.push(s.supervisee_id);
+        registered.push(register(&mesh, registration(n)).await);
     }
     let mut seen = Vec::new();
     let mut page_token = String::new();
     loop {
-        let page = fixture
-            .client
+        let page = mesh
+            .registry()
             .list_supervisees(authorized(
                 pb::ListSuperviseesRequest {
                     township_code: "620702001".into(),
@@ -479,8 +447,8 @@ async fn listing_pages_are_stable_and_complete() {
         }
     }
     assert_eq!(seen, registered, "every supervisee once, in registration order");
-    let bad = fixture
-        .client
+    let bad = mesh
+        .registry()
         .list_supervisees(authorized(
             pb::ListSuperviseesRequest {
                 township_code: "620702001".into(),
@@ -495,31 +463,19 @@ async fn listing_pages_are_stable_and_complete() {
         .await
         .expect_err("bad token");
     assert_eq!(violated_fields(&bad), vec!["page.page_token"]);
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
-    let infra = mesh::harness::Infra::from_env();
-    let mut fixture = RegistryFixture::start_with(infra, &[("RUST_LOG", "debug")])
-        .await
-        .expect("registry starts");
-    let token = fixture.token(&home_officer());
+    let mut mesh = registry_alone(Infra::from_env(), &[("RUST_LOG", "debug")]).await;
+    let token = mesh.token(&home_officer());
     let request = registration(7);
     let national_id = request.national_id.clone();
     let phone = request.phone.clone();
-    let id = fixture
-        .client
-        .register_supervisee(authorized(request.clone(), &token))
-        .await
-        .expect("registered")
-        .into_inner()
-        .supervisee
-        .expect("supervisee")
-        .supervisee_id;
+    let id = register(&mesh, request.clone()).await;
     // A duplicate and an invalid variant go through the error paths too.
-    fixture
-        .client
+    mesh.registry()
         .register_supervisee(authorized(request.clone(), &token))
         .await
         .expect_err("duplicate");
@@ -528,18 +484,16 @@ async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
         .national_id
         .replace_range(17..18, if national_id.ends_with('0') { "1" } else { "0" });
     let invalid_id = invalid.national_id.clone();
-    fixture
-        .client
+    mesh.registry()
         .register_supervisee(authorized(invalid, &token))
         .await
         .expect_err("invalid");
-    fixture
-        .client
+    mesh.registry()
         .get_supervisee(authorized(pb::GetSuperviseeRequest { supervisee_id: id }, &token))
         .await
         .expect("read back");
-    let events = fixture
-        .tap()
+    let events = mesh
+        .tap(&mesh.topics.registry)
         .expect("tap")
         .collect(1, Duration::from_secs(30))
         .await
@@ -547,22 +501,9 @@ async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
     assert_eq!(events.len(), 1);
 
     // Everything in the database, every row of every table as text (bytea shows as hex).
-    let pool = fixture.pool().await.expect("pool");
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-            .fetch_all(&pool)
-            .await
-            .expect("tables");
+    let (tables, dump) = dump(&mesh, "registry").await;
     assert!(tables.contains(&"supervisees".to_owned()));
-    let mut dump = String::new();
-    for table in tables {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-        dump.push_str(&rows.join("\n"));
-    }
-    let stop = fixture.process.log_text();
+    let stop = mesh.process("registry").log_text();
     for secret in [&national_id, &invalid_id, &phone] {
         let hex_form = hex::encode(secret.as_bytes());
         assert!(!dump.contains(secret.as_str()), "plain value in the database");
@@ -579,19 +520,12 @@ async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
         }
     }
     assert!(stop.contains("supervisee registered"), "the log was captured");
-    fixture.stop().await.expect("graceful stop");
+    mesh.stop_all().await.expect("graceful stop");
 }
 
 #[tokio::test]
 async fn invalid_configuration_exits_64_with_one_message() {
-    let binary = mesh::harness::binary_path("registry").expect("built");
-    let output = tokio::process::Command::new(binary)
-        .env_clear()
-        .env("MESH_GRPC_ADDR", "127.0.0.1:1")
-        .env("MESH_JWT_SECRET", "too-short")
-        .output()
-        .await
-        .expect("runs");
+    let output = run_misconfigured("registry", &[("MESH_JWT_SECRET", "too-short")]).await;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -3,20 +3,16 @@
 
 use std::time::Duration;
 
-use mesh::harness::{ServiceProcess, check_in, new_checkin, record_checkin};
-use mesh::receiver::Receiver;
-use mesh_e2e::{Mesh, authorized, home_officer, officer, registration, township_office};
-use mesh_kit::proto_time::to_timestamp;
+use mesh::harness::{MeshBuilder, check_in, new_checkin, record_checkin};
+use mesh_e2e::{
+    Mesh, authorized, eventually, home_jurisdiction, home_officer, officer, register, reported_in,
+};
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
-    checkin::checkin_service_client::CheckinServiceClient,
-    common::Jurisdiction,
-    registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
+    registry as registry_pb,
 };
 use prost::Message;
 use tonic::{Code, transport::Channel};
-
-const SECRET: &str = "township-620702001-webhook-secret-0123456789";
 
 /// Every level must check in every 4 s with 1 s of grace; lost-contact thresholds stay far
 /// away so only missed check-ins fire.
@@ -36,51 +32,21 @@ const FAST_POLICY: &[(&str, &str)] = &[
     ("MESH_WEBHOOK_RETRY_MAX_SECS", "2"),
 ];
 
-fn home() -> Jurisdiction {
-    Jurisdiction {
-        township_code: "620702001".into(),
-        county_code: "620702".into(),
-    }
-}
-
-async fn alert_client(process: &ServiceProcess) -> AlertServiceClient<Channel> {
-    AlertServiceClient::new(process.channel().await.expect("channel"))
+/// A mesh whose risk-alert runs [`FAST_POLICY`].
+fn fast() -> MeshBuilder {
+    Mesh::builder().env("risk-alert", FAST_POLICY)
 }
 
 /// Registers person `n` as already reported in (active), returning the supervisee id.
-async fn register_active(registry: &mut RegistryServiceClient<Channel>, token: &str, n: u16) -> String {
-    let mut request = registration(n);
-    request.reported_at = Some(to_timestamp(chrono::Utc::now()));
-    registry
-        .register_supervisee(authorized(request, token))
-        .await
-        .expect("registered")
-        .into_inner()
-        .supervisee
-        .expect("supervisee")
-        .supervisee_id
-}
-
-async fn register_endpoint(alerts: &mut AlertServiceClient<Channel>, mesh: &Mesh, url: String) {
-    alerts
-        .register_endpoint(authorized(
-            pb::RegisterEndpointRequest {
-                jurisdiction: Some(home()),
-                url,
-                secret: SECRET.into(),
-                description: "东街司法所值班系统".into(),
-            },
-            &mesh.token(&township_office("620702001")),
-        ))
-        .await
-        .expect("endpoint registered");
+async fn register_active(mesh: &Mesh, n: u16) -> String {
+    register(mesh, reported_in(n, chrono::Utc::now())).await
 }
 
 async fn list_alerts(alerts: &mut AlertServiceClient<Channel>, token: &str) -> Vec<pb::Alert> {
     alerts
         .list_alerts(authorized(
             pb::ListAlertsRequest {
-                jurisdiction: Some(home()),
+                jurisdiction: Some(home_jurisdiction()),
                 ..Default::default()
             },
             token,
@@ -97,14 +63,11 @@ async fn wait_for_alerts(
     timeout: Duration,
     done: impl Fn(&[pb::Alert]) -> bool,
 ) -> Vec<pb::Alert> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    eventually("the alerts", timeout, async || {
         let listed = list_alerts(alerts, token).await;
-        if done(&listed) || tokio::time::Instant::now() >= deadline {
-            return listed;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        done(&listed).then_some(listed)
+    })
+    .await
 }
 
 fn subject_id(alert: &pb::Alert) -> String {
@@ -145,22 +108,21 @@ async fn alert_events(mesh: &Mesh) -> Vec<(String, pb::Alert)> {
 
 #[tokio::test]
 async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_checkin_resolves_it() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let checkin = mesh.spawn("checkin", &[]).await.expect("checkin");
-    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
-    let mut checkins = CheckinServiceClient::new(checkin.channel().await.expect("channel"));
-    let mut alerts = alert_client(&risk).await;
+    let mesh = fast()
+        .start(&["registry", "checkin", "risk-alert"])
+        .await
+        .expect("mesh");
+    let mut checkins = mesh.checkin();
+    let mut alerts = mesh.risk_alert();
     let officer_token = mesh.token(&home_officer());
-    let receiver = Receiver::start(SECRET).await.expect("receiver");
-    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+    let receiver = mesh.receiver();
+    mesh.register_webhook().await.expect("endpoint registered");
 
     // A dashboard watches the township's live feed from the start.
     let mut stream = alerts
         .stream_alerts(authorized(
             pb::StreamAlertsRequest {
-                jurisdiction: Some(home()),
+                jurisdiction: Some(home_jurisdiction()),
                 include_current: true,
             },
             &officer_token,
@@ -169,9 +131,9 @@ async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_check
         .expect("stream")
         .into_inner();
 
-    let punctual_a = register_active(&mut registry_client, &officer_token, 31).await;
-    let punctual_b = register_active(&mut registry_client, &officer_token, 32).await;
-    let missing = register_active(&mut registry_client, &officer_token, 33).await;
+    let punctual_a = register_active(&mesh, 31).await;
+    let punctual_b = register_active(&mesh, 32).await;
+    let missing = register_active(&mesh, 33).await;
 
     // Two supervisees check in every second for 8 s; the third never does.
     let until = tokio::time::Instant::now() + Duration::from_secs(8);
@@ -235,7 +197,7 @@ async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_check
     let denied = alerts
         .list_alerts(authorized(
             pb::ListAlertsRequest {
-                jurisdiction: Some(home()),
+                jurisdiction: Some(home_jurisdiction()),
                 ..Default::default()
             },
             &stranger,
@@ -297,19 +259,18 @@ async fn one_missed_checkin_among_three_raises_one_signed_alert_and_a_late_check
 
 #[tokio::test]
 async fn two_replicas_never_double_alert() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let replica_a = mesh.spawn("risk-alert", FAST_POLICY).await.expect("replica a");
-    let replica_b = mesh.spawn("risk-alert", FAST_POLICY).await.expect("replica b");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
-    let mut alerts = alert_client(&replica_a).await;
-    let receiver = Receiver::start(SECRET).await.expect("receiver");
-    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+    let mesh = fast()
+        .start(&["registry", "risk-alert", "risk-alert"])
+        .await
+        .expect("two replicas");
+    let mut alerts = mesh.risk_alert();
+    let receiver = mesh.receiver();
+    mesh.register_webhook().await.expect("endpoint registered");
     let token = mesh.token(&home_officer());
 
     let mut missing = Vec::new();
     for n in 40..46 {
-        missing.push(register_active(&mut registry_client, &token, n).await);
+        missing.push(register_active(&mesh, n).await);
     }
     let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(30), |a| {
         a.len() >= missing.len()
@@ -351,20 +312,17 @@ async fn two_replicas_never_double_alert() {
     );
 
     // Both replicas see the same alerts.
-    let mut alerts_b = alert_client(&replica_b).await;
+    let mut alerts_b = AlertServiceClient::new(mesh.channel("risk-alert", 1));
     assert_eq!(list_alerts(&mut alerts_b, &token).await.len(), missing.len());
 }
 
 #[tokio::test]
 async fn a_deadline_that_passes_while_risk_alert_is_down_is_alerted_once_after_restart() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
+    let mut mesh = fast().start(&["registry", "risk-alert"]).await.expect("mesh");
     let token = mesh.token(&home_officer());
-    let pool = mesh.pool("risk-alert").await.expect("pool");
+    let pool = mesh.pool("risk-alert").expect("pool");
 
-    let id = register_active(&mut registry_client, &token, 50).await;
+    let id = register_active(&mesh, 50).await;
     let id_uuid: uuid::Uuid = id.parse().expect("uuid");
     // Wait until risk-alert holds the deadline, then crash it before the deadline passes.
     for _ in 0..100 {
@@ -378,7 +336,7 @@ async fn a_deadline_that_passes_while_risk_alert_is_down_is_alerted_once_after_r
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    risk.kill().await.expect("killed");
+    mesh.kill("risk-alert").await.expect("killed");
     tokio::time::sleep(Duration::from_secs(7)).await; // deadline (4 s) + grace (1 s) pass while down
     let alerts_while_down: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
         .fetch_one(&pool)
@@ -386,19 +344,16 @@ async fn a_deadline_that_passes_while_risk_alert_is_down_is_alerted_once_after_r
         .expect("count");
     assert_eq!(alerts_while_down, 0);
 
-    let restarted = mesh.spawn("risk-alert", FAST_POLICY).await.expect("restarted");
-    let mut alerts = alert_client(&restarted).await;
+    mesh.launch("risk-alert").await.expect("restarted");
+    let mut alerts = mesh.risk_alert();
     let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(subject_id(&listed[0]), id);
     // A second restart does not raise it again.
-    restarted.stop(Duration::from_secs(20)).await.expect("stopped");
-    let again = mesh
-        .spawn("risk-alert", FAST_POLICY)
-        .await
-        .expect("restarted again");
+    mesh.stop("risk-alert").await.expect("stopped");
+    mesh.launch("risk-alert").await.expect("restarted again");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut alerts = alert_client(&again).await;
+    let mut alerts = mesh.risk_alert();
     assert_eq!(list_alerts(&mut alerts, &token).await.len(), 1);
     let raised_events = alert_events(&mesh)
         .await
@@ -410,16 +365,17 @@ async fn a_deadline_that_passes_while_risk_alert_is_down_is_alerted_once_after_r
 
 #[tokio::test]
 async fn notifications_reach_a_receiver_that_was_down_once_per_idempotency_key() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
-    let mut alerts = alert_client(&risk).await;
+    // The township's receiver is down: its port is reserved, nothing listens.
+    let mut mesh = fast()
+        .receiver_down()
+        .start(&["registry", "risk-alert"])
+        .await
+        .expect("mesh");
+    let mut alerts = mesh.risk_alert();
     let token = mesh.token(&home_officer());
-    let mut receiver = Receiver::reserve(SECRET).expect("port reserved");
-    register_endpoint(&mut alerts, &mesh, receiver.url()).await;
+    mesh.register_webhook().await.expect("endpoint registered");
 
-    register_active(&mut registry_client, &token, 60).await;
+    register_active(&mesh, 60).await;
     let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
     let alert_id = listed.first().expect("alert raised").alert_id.clone();
     // While the receiver is down, attempts fail and are recorded.
@@ -455,7 +411,8 @@ async fn notifications_reach_a_receiver_that_was_down_once_per_idempotency_key()
         "same idempotency key on retry"
     );
 
-    receiver.listen().await.expect("receiver up");
+    mesh.receiver_mut().listen().await.expect("receiver up");
+    let receiver = mesh.receiver();
     let received = receiver
         .wait_for(Duration::from_secs(15), |r| !r.is_empty())
         .await;
@@ -487,16 +444,13 @@ async fn notifications_reach_a_receiver_that_was_down_once_per_idempotency_key()
 
 #[tokio::test]
 async fn suspension_withdraws_deadlines_and_alerts() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let risk = mesh.spawn("risk-alert", FAST_POLICY).await.expect("risk-alert");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
-    let mut alerts = alert_client(&risk).await;
+    let mesh = fast().start(&["registry", "risk-alert"]).await.expect("mesh");
+    let mut alerts = mesh.risk_alert();
     let token = mesh.token(&home_officer());
-    let id = register_active(&mut registry_client, &token, 70).await;
+    let id = register_active(&mesh, 70).await;
     let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(15), |a| !a.is_empty()).await;
     assert_eq!(listed.len(), 1);
-    registry_client
+    mesh.registry()
         .change_status(authorized(
             registry_pb::ChangeStatusRequest {
                 supervisee_id: id.clone(),
@@ -514,7 +468,7 @@ async fn suspension_withdraws_deadlines_and_alerts() {
     .await;
     assert_eq!(listed[0].status(), pb::AlertStatus::Resolved);
     assert!(listed[0].resolution_note.contains("suspended"));
-    let pool = mesh.pool("risk-alert").await.expect("pool");
+    let pool = mesh.pool("risk-alert").expect("pool");
     let deadlines: i64 = sqlx::query_scalar("SELECT count(*) FROM deadlines WHERE subject_id = $1")
         .bind(id.parse::<uuid::Uuid>().expect("uuid"))
         .fetch_one(&pool)
@@ -525,20 +479,20 @@ async fn suspension_withdraws_deadlines_and_alerts() {
 
 #[tokio::test]
 async fn out_of_area_checkin_raises_its_own_alert_which_officers_acknowledge_and_resolve() {
-    let mut mesh = Mesh::new().await.expect("mesh");
-    let registry = mesh.spawn("registry", &[]).await.expect("registry");
-    let checkin = mesh.spawn("checkin", &[]).await.expect("checkin");
     // Check-in deadlines far away: only the out-of-area rule can fire.
     let policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "1000h"),
         ("MESH_ALERT_TICK_MS", "100"),
     ];
-    let risk = mesh.spawn("risk-alert", &policy).await.expect("risk-alert");
-    let mut registry_client = RegistryServiceClient::new(registry.channel().await.expect("channel"));
-    let mut checkins = CheckinServiceClient::new(checkin.channel().await.expect("channel"));
-    let mut alerts = alert_client(&risk).await;
+    let mesh = Mesh::builder()
+        .env("risk-alert", &policy)
+        .start(&["registry", "checkin", "risk-alert"])
+        .await
+        .expect("mesh");
+    let mut checkins = mesh.checkin();
+    let mut alerts = mesh.risk_alert();
     let token = mesh.token(&home_officer());
-    let id = register_active(&mut registry_client, &token, 80).await;
+    let id = register_active(&mesh, 80).await;
 
     // A check-in from Lanzhou, some 450 km from Zhangye: accepted, flagged, alerted.
     let far = record_checkin(&mut checkins, &token, || {

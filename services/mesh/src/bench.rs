@@ -10,13 +10,13 @@ use chrono::Utc;
 use mesh_kit::{
     auth::{Caller, Role},
     kafka::Topics,
-    proto_time::{to_date, to_timestamp},
+    proto_time::to_timestamp,
 };
 use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
     checkin::{CheckinMethod, CheckinRecorded},
     common::{GeoPoint, Jurisdiction},
-    registry::{self as pb, SuperviseeRegistered, SuperviseeSnapshot},
+    registry::{SuperviseeRegistered, SuperviseeSnapshot},
 };
 use prost::Message;
 use rdkafka::producer::FutureProducer;
@@ -43,26 +43,25 @@ async fn publish(
 fn registered(id: &str, n: usize, reported_at: chrono::DateTime<Utc>) -> Vec<u8> {
     SuperviseeRegistered {
         supervisee: Some(SuperviseeSnapshot {
-            supervisee_id: id.to_owned(),
             name: format!("基准{n}"),
-            category: pb::Category::Probation as i32,
-            term_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).map(to_date),
-            term_end: chrono::NaiveDate::from_ymd_opt(2028, 1, 1).map(to_date),
-            level: pb::SupervisionLevel::Normal as i32,
-            jurisdiction: Some(Jurisdiction {
-                township_code: "620702001".into(),
-                county_code: "620702".into(),
-            }),
-            officer_id: "officer-1".into(),
-            status: pb::SuperviseeStatus::Active as i32,
-            version: 1,
             reported_at: Some(to_timestamp(reported_at)),
-            needs_employment: false,
+            ..harness::supervisee_snapshot(id, 1)
         }),
         actor: None,
         handover_id: String::new(),
     }
     .encode_to_vec()
+}
+
+/// Fresh topics of four partitions; its databases go with it.
+async fn bench_mesh(infra: Infra, log_dir: &std::path::Path) -> anyhow::Result<Mesh> {
+    Mesh::builder()
+        .infra(infra)
+        .partitions(4)
+        .log_dir(log_dir)
+        .topics(Topics::unique("bench"))
+        .build()
+        .await
 }
 
 async fn inbox_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
@@ -94,13 +93,13 @@ async fn throughput(
 ) -> anyhow::Result<()> {
     // Throughput: check-ins only move deadlines (a policy far longer than the run).
     println!("== check-in throughput: {checkins} check-ins over {supervisees} supervisees ==");
-    let mut mesh = Mesh::with_topics(infra.clone(), 4, log_dir, Topics::unique("bench")).await?;
+    let mut mesh = bench_mesh(infra.clone(), log_dir).await?;
     let quiet_policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "1000h"),
         ("MESH_ABSCONDING_WARNING_AFTER", "2000h"),
     ];
     let risk = mesh.spawn("risk-alert", &quiet_policy).await?;
-    let pool = mesh.pool("risk-alert").await?;
+    let pool = mesh.pool("risk-alert")?;
     let ids: Vec<String> = (0..supervisees)
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
@@ -173,7 +172,7 @@ async fn latency(
 ) -> anyhow::Result<()> {
     // Latency: each supervisee's deadline passes 3 s after its report-in, grace 0.
     println!("\n== deadline → webhook delay: {deadlines} deadlines, default 500 ms scheduler tick ==");
-    let mut mesh = Mesh::with_topics(infra, 4, log_dir, Topics::unique("bench")).await?;
+    let mut mesh = bench_mesh(infra, log_dir).await?;
     let policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "3s"),
         ("MESH_POLICY_NORMAL_GRACE", "0s"),

@@ -75,12 +75,18 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let log_dir = std::env::temp_dir().join("mesh-demo");
     let topics = Topics::unique(&format!("demo.{run_id}"));
-    let mut mesh = Mesh::with_topics(infra.clone(), 2, &log_dir, topics)
+    let mut mesh = Mesh::builder()
+        .infra(infra.clone())
+        .log_dir(&log_dir)
+        .topics(topics)
+        .build()
         .await
         .context("creating topics: is the broker up? run scripts/infra up")?;
     for service in SERVICES {
         let database = format!("mesh_demo_{}", service.replace('-', "_"));
-        reset_database(&infra, &database).await?;
+        // A fresh start, kept afterwards for a look at what the run left.
+        infra.drop_database(&database).await?;
+        infra.ensure_database(&database).await?;
         mesh.use_database(service, &database);
     }
     println!(
@@ -593,18 +599,6 @@ async fn wait_until<T>(timeout: Duration, mut probe: impl AsyncFnMut() -> Option
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
-}
-
-async fn reset_database(infra: &Infra, database: &str) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&infra.database_url("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut conn)
-        .await?;
-    Ok(())
 }
 
 fn registration(name: &str, sequence: u16, level: pb::SupervisionLevel) -> pb::RegisterSuperviseeRequest {
