@@ -11,17 +11,16 @@ pub mod request;
 pub mod response;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use mesh_kit::{
-    CancellationToken,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
     grpc,
-    host::Host,
+    host::{Host, Served},
 };
 use mesh_proto::checkin::checkin_service_server::CheckinServiceServer;
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
 use crate::{
     domain::{AreaPolicy, Rules},
@@ -94,47 +93,30 @@ impl Settings {
 }
 
 /// A built check-in service: database migrated, listener bound, projection subscribed.
-pub struct Application {
-    host: Host,
-    api: api::Checkins,
+pub type Application = Served<CheckinServiceServer<api::Checkins>>;
+
+/// Builds the service on the system clock: database migrated, listener bound.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
-    }
-
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let mut host = Host::build("checkin", &settings.common, &MIGRATOR).await?;
-        host.consume(RegistryProjection, &[&settings.common.topics.registry])?;
-        let areas = AreaPolicy {
-            default_radius_m: settings.default_area_radius_m,
-        };
-        let api = api::Checkins::new(
-            host.changes(),
-            host.cursors(),
-            clock,
-            settings.common.topics.checkin.clone(),
-            settings.rules,
-            areas,
-        );
-        Ok(Self { host, api })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.host.local_addr()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        self.host.pool()
-    }
-
-    /// Serves until `shutdown`, then drains calls, stops the projection (committing what it
-    /// applied) and flushes the outbox.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = CheckinServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
-        self.host.serve(service, shutdown).await
-    }
+/// Builds the service on `clock` (tests move time instead of sleeping).
+pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
+    let mut host = Host::build("checkin", &settings.common, &MIGRATOR).await?;
+    host.consume(RegistryProjection, &[&settings.common.topics.registry])?;
+    let areas = AreaPolicy {
+        default_radius_m: settings.default_area_radius_m,
+    };
+    let api = api::Checkins::new(
+        host.changes(),
+        host.cursors(),
+        clock,
+        settings.common.topics.checkin.clone(),
+        settings.rules,
+        areas,
+    );
+    let server = CheckinServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    Ok(Served::new(host, server))
 }
 
 #[cfg(test)]

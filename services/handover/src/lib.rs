@@ -12,19 +12,17 @@ mod response;
 mod sealing;
 mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use mesh_kit::{
-    CancellationToken,
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, Reader, Source},
+    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
     grpc,
-    host::Host,
+    host::{Host, Served},
 };
 use mesh_proto::handover::handover_service_server::HandoverServiceServer;
-use secrecy::{ExposeSecret, SecretBox};
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
 use crate::domain::{DEFAULT_PAST_TOLERANCE_DAYS, Rules};
 
@@ -39,11 +37,8 @@ const MAX_PAST_TOLERANCE_DAYS: u32 = 30;
 /// Handover settings, read from the environment.
 pub struct Settings {
     pub common: CommonSettings,
-    /// AES-256 key for personal fields at rest (`MESH_FIELD_ENCRYPTION_KEY`, base64).
-    pub field_encryption_key: SecretBox<[u8; 32]>,
-    /// HMAC key for the national-ID blind index and request fingerprints
-    /// (`MESH_BLIND_INDEX_KEY`, base64).
-    pub blind_index_key: SecretBox<[u8; 32]>,
+    /// Keys of personal fields at rest.
+    pub field_keys: FieldKeys,
     /// Domain rules: `MESH_HANDOVER_PAST_TOLERANCE_DAYS`. (Report-in deadlines are
     /// risk-alert's: it owns every deadline of the mesh.)
     pub rules: Rules,
@@ -53,13 +48,7 @@ impl Settings {
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let mut reader = Reader::new(source);
         let common = CommonSettings::read(&mut reader, "handover", DEFAULT_PORT);
-        let field_encryption_key = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
-        let blind_index_key = reader.key_32("MESH_BLIND_INDEX_KEY");
-        if let (Some(a), Some(b)) = (&field_encryption_key, &blind_index_key)
-            && a.expose_secret() == b.expose_secret()
-        {
-            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
-        }
+        let field_keys = FieldKeys::read(&mut reader);
         let past_tolerance_days: u32 =
             reader.optional("MESH_HANDOVER_PAST_TOLERANCE_DAYS", DEFAULT_PAST_TOLERANCE_DAYS);
         if past_tolerance_days > MAX_PAST_TOLERANCE_DAYS {
@@ -68,11 +57,10 @@ impl Settings {
             ));
         }
         reader.finish()?;
-        match (common, field_encryption_key, blind_index_key) {
-            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => Ok(Self {
+        match (common, field_keys) {
+            (Some(common), Some(field_keys)) => Ok(Self {
                 common,
-                field_encryption_key,
-                blind_index_key,
+                field_keys,
                 rules: Rules { past_tolerance_days },
             }),
             _ => Err(ConfigError {
@@ -83,46 +71,30 @@ impl Settings {
 }
 
 /// A built handover service: database migrated, listener bound, ready to run.
-pub struct Application {
-    host: Host,
-    api: api::Handovers,
+pub type Application = Served<HandoverServiceServer<api::Handovers>>;
+
+/// Builds the service on the system clock: database migrated, listener bound.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
-    }
-
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let host = Host::build("handover", &settings.common, &MIGRATOR).await?;
-        let sealer = sealing::Sealer::new(FieldCrypto::new(
-            &settings.field_encryption_key,
-            settings.blind_index_key,
-        ));
-        let api = api::Handovers::new(
-            host.changes(),
-            host.cursors(),
-            sealer,
-            clock,
-            settings.common.topics.handover.clone(),
-            settings.rules,
-        );
-        Ok(Self { host, api })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.host.local_addr()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        self.host.pool()
-    }
-
-    /// Serves until `shutdown`, then drains calls and flushes the outbox.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = HandoverServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
-        self.host.serve(service, shutdown).await
-    }
+/// Builds the service on `clock` (tests move time instead of sleeping).
+pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
+    let host = Host::build("handover", &settings.common, &MIGRATOR).await?;
+    let sealer = sealing::Sealer::new(FieldCrypto::new(
+        &settings.field_keys.encryption,
+        settings.field_keys.blind_index,
+    ));
+    let api = api::Handovers::new(
+        host.changes(),
+        host.cursors(),
+        sealer,
+        clock,
+        settings.common.topics.handover.clone(),
+        settings.rules,
+    );
+    let server = HandoverServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    Ok(Served::new(host, server))
 }
 
 #[cfg(test)]

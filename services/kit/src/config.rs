@@ -289,6 +289,32 @@ pub fn exit_on_error<T>(result: Result<T, ConfigError>) -> T {
     }
 }
 
+/// The two keys of personal fields at rest: AES-256 for the fields
+/// (`MESH_FIELD_ENCRYPTION_KEY`) and HMAC for the national-ID blind index
+/// (`MESH_BLIND_INDEX_KEY`), both 32 bytes in base64. They must differ: a blind index keyed
+/// like the ciphertext would tie the two together.
+pub struct FieldKeys {
+    pub encryption: SecretBox<[u8; 32]>,
+    pub blind_index: SecretBox<[u8; 32]>,
+}
+
+impl FieldKeys {
+    /// Reads both keys, recording every problem in `reader`.
+    pub fn read(reader: &mut Reader<'_>) -> Option<Self> {
+        let encryption = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
+        let blind_index = reader.key_32("MESH_BLIND_INDEX_KEY");
+        if let (Some(a), Some(b)) = (&encryption, &blind_index)
+            && a.expose_secret() == b.expose_secret()
+        {
+            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
+        }
+        Some(Self {
+            encryption: encryption?,
+            blind_index: blind_index?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,3 +155,50 @@ impl Host {
         served
     }
 }
+
+/// A built service: its host and its gRPC API, database migrated and listener bound, ready
+/// to run. Each service's `Application` is this type over its generated server.
+pub struct Served<S> {
+    host: Host,
+    service: S,
+}
+
+impl<S> std::fmt::Debug for Served<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Served<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    pub fn new(host: Host, service: S) -> Self {
+        Self { host, service }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.host.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.host.pool()
+    }
+
+    /// Serves until `shutdown`; then drains calls, stops the workers (consumers commit
+    /// their offsets), flushes the outbox and closes the pool.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.host.serve(self.service, shutdown).await
+    }
+}

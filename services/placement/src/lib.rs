@@ -14,18 +14,17 @@ pub mod request;
 pub mod response;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use mesh_kit::{
-    CancellationToken,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, Reader, Source},
     grpc,
-    host::Host,
+    host::{Host, Served},
     jurisdiction::Directory,
 };
 use mesh_proto::placement::placement_service_server::PlacementServiceServer;
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
 use crate::{api::Api, projection::CandidateProjection};
 
@@ -55,43 +54,25 @@ impl Settings {
 }
 
 /// A built placement service: database migrated, listener bound, projection subscribed.
-pub struct Application {
-    host: Host,
-    api: Api,
+pub type Application = Served<PlacementServiceServer<Api>>;
+
+/// Builds the service on the system clock: database migrated, listener bound.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
-    }
-
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let mut host = Host::build("placement", &settings.common, &MIGRATOR).await?;
-        let topics = &settings.common.topics;
-        let projection = CandidateProjection {
-            clock: clock.clone(),
-            time_zone: Directory::get().time_zone,
-        };
-        host.consume(projection, &[topics.registry.as_str(), topics.handover.as_str()])?;
-        let api = Api::new(&host, clock);
-        Ok(Self { host, api })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.host.local_addr()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        self.host.pool()
-    }
-
-    /// Serves until `shutdown`, then drains calls, stops the projection (committing what it
-    /// applied) and flushes the outbox.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service =
-            PlacementServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
-        self.host.serve(service, shutdown).await
-    }
+/// Builds the service on `clock` (tests move time instead of sleeping).
+pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
+    let mut host = Host::build("placement", &settings.common, &MIGRATOR).await?;
+    let topics = &settings.common.topics;
+    let projection = CandidateProjection {
+        clock: clock.clone(),
+        time_zone: Directory::get().time_zone,
+    };
+    host.consume(projection, &[topics.registry.as_str(), topics.handover.as_str()])?;
+    let api = Api::new(&host, clock);
+    let server = PlacementServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    Ok(Served::new(host, server))
 }
 
 #[cfg(test)]

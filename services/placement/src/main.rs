@@ -7,6 +7,6 @@ async fn main() -> anyhow::Result<()> {
     exit_on_error(load_config_file());
     let settings = exit_on_error(placement::Settings::from_source(&ProcessEnv));
     let _telemetry = mesh_kit::telemetry::init("placement")?;
-    let app = placement::Application::build(settings).await?;
+    let app = placement::build(settings).await?;
     app.run_until_stopped(mesh_kit::grpc::shutdown_on_signal()).await
 }

@@ -18,18 +18,16 @@ pub mod response;
 pub mod sealing;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use mesh_kit::{
-    CancellationToken,
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, Reader, Source},
+    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
     grpc,
-    host::Host,
+    host::{Host, Served},
 };
 use mesh_proto::registry::registry_service_server::RegistryServiceServer;
-use secrecy::{ExposeSecret, SecretBox};
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
 /// The registry's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/registry");
@@ -40,30 +38,18 @@ pub const DEFAULT_PORT: u16 = 50051;
 /// Registry settings, read from the environment.
 pub struct Settings {
     pub common: CommonSettings,
-    /// AES-256 key for personal fields at rest (`MESH_FIELD_ENCRYPTION_KEY`, base64).
-    pub field_encryption_key: SecretBox<[u8; 32]>,
-    /// HMAC key for the national-ID blind index (`MESH_BLIND_INDEX_KEY`, base64).
-    pub blind_index_key: SecretBox<[u8; 32]>,
+    /// Keys of personal fields at rest.
+    pub field_keys: FieldKeys,
 }
 
 impl Settings {
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let mut reader = Reader::new(source);
         let common = CommonSettings::read(&mut reader, "registry", DEFAULT_PORT);
-        let field_encryption_key = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
-        let blind_index_key = reader.key_32("MESH_BLIND_INDEX_KEY");
-        if let (Some(a), Some(b)) = (&field_encryption_key, &blind_index_key)
-            && a.expose_secret() == b.expose_secret()
-        {
-            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
-        }
+        let field_keys = FieldKeys::read(&mut reader);
         reader.finish()?;
-        match (common, field_encryption_key, blind_index_key) {
-            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => Ok(Self {
-                common,
-                field_encryption_key,
-                blind_index_key,
-            }),
+        match (common, field_keys) {
+            (Some(common), Some(field_keys)) => Ok(Self { common, field_keys }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
             }),
@@ -72,44 +58,28 @@ impl Settings {
 }
 
 /// A built registry: database migrated, listener bound, ready to run.
-pub struct Application {
-    host: Host,
-    api: api::Registry,
+pub type Application = Served<RegistryServiceServer<api::Registry>>;
+
+/// Builds the service on the system clock: database migrated, listener bound.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
-    }
-
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let mut host = Host::build("registry", &settings.common, &MIGRATOR).await?;
-        let sealer = Arc::new(sealing::Sealer::new(
-            &settings.field_encryption_key,
-            settings.blind_index_key,
-        ));
-        let events = events::Events::new(settings.common.topics.registry.clone());
-        let report_ins = handover::ReportInHandler {
-            sealer: sealer.clone(),
-            events: events.clone(),
-            clock: clock.clone(),
-        };
-        host.consume(report_ins, &[settings.common.topics.handover.as_str()])?;
-        let api = api::Registry::new(host.changes(), host.cursors(), sealer, events, clock);
-        Ok(Self { host, api })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.host.local_addr()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        self.host.pool()
-    }
-
-    /// Serves until `shutdown`, then drains calls and flushes the outbox.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = RegistryServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
-        self.host.serve(service, shutdown).await
-    }
+/// Builds the service on `clock` (tests move time instead of sleeping).
+pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
+    let mut host = Host::build("registry", &settings.common, &MIGRATOR).await?;
+    let sealer = Arc::new(sealing::Sealer::new(
+        &settings.field_keys.encryption,
+        settings.field_keys.blind_index,
+    ));
+    let events = events::Events::new(settings.common.topics.registry.clone());
+    let report_ins = handover::ReportInHandler {
+        sealer: sealer.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+    };
+    host.consume(report_ins, &[settings.common.topics.handover.as_str()])?;
+    let api = api::Registry::new(host.changes(), host.cursors(), sealer, events, clock);
+    let server = RegistryServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    Ok(Served::new(host, server))
 }

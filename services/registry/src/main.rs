@@ -7,6 +7,6 @@ async fn main() -> anyhow::Result<()> {
     exit_on_error(load_config_file());
     let settings = exit_on_error(registry::Settings::from_source(&ProcessEnv));
     let _telemetry = mesh_kit::telemetry::init("registry")?;
-    let app = registry::Application::build(settings).await?;
+    let app = registry::build(settings).await?;
     app.run_until_stopped(mesh_kit::grpc::shutdown_on_signal()).await
 }

@@ -21,24 +21,22 @@ pub mod request;
 pub mod scheduler;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use domain::{
     compose::Composer,
     policy::{self, LevelPolicy, Obligation, Policy, Span},
 };
 use mesh_kit::{
-    CancellationToken,
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, Reader, Source},
+    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
     grpc,
-    host::Host,
+    host::{Host, Served},
     jurisdiction::Directory,
 };
 use mesh_proto::alert::alert_service_server::AlertServiceServer;
-use secrecy::{ExposeSecret, SecretBox};
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 use tokio::sync::broadcast;
 
 /// The risk-alert service's own schema.
@@ -57,8 +55,8 @@ pub struct Settings {
     /// Accept plain-http webhook URLs (development only; `MESH_WEBHOOK_ALLOW_HTTP`).
     pub allow_http: bool,
     /// Key sealing webhook secrets at rest (`MESH_FIELD_ENCRYPTION_KEY`).
-    pub field_encryption_key: SecretBox<[u8; 32]>,
-    pub blind_index_key: SecretBox<[u8; 32]>,
+    /// Keys of personal fields at rest.
+    pub field_keys: FieldKeys,
 }
 
 fn grace(reader: &mut Reader<'_>, name: &str, default: Duration) -> Duration {
@@ -144,23 +142,16 @@ impl Settings {
             batch_size: 50,
         };
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
-        let field_encryption_key = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
-        let blind_index_key = reader.key_32("MESH_BLIND_INDEX_KEY");
-        if let (Some(a), Some(b)) = (&field_encryption_key, &blind_index_key)
-            && a.expose_secret() == b.expose_secret()
-        {
-            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
-        }
+        let field_keys = FieldKeys::read(&mut reader);
         reader.finish()?;
-        match (common, field_encryption_key, blind_index_key) {
-            (Some(common), Some(field_encryption_key), Some(blind_index_key)) => Ok(Self {
+        match (common, field_keys) {
+            (Some(common), Some(field_keys)) => Ok(Self {
                 common,
                 policy,
                 tick: Duration::from_millis(tick_ms.max(20)),
                 delivery,
                 allow_http,
-                field_encryption_key,
-                blind_index_key,
+                field_keys,
             }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
@@ -170,86 +161,69 @@ impl Settings {
 }
 
 /// A built risk-alert service, ready to run.
-pub struct Application {
-    host: Host,
-    api: api::AlertApi,
+pub type Application = Served<AlertServiceServer<api::AlertApi>>;
+
+/// Builds the service on the system clock: database migrated, listener bound.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
-    }
+/// Builds the service on `clock` (tests move time instead of sleeping).
+pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
+    let mut host = Host::build("risk-alert", &settings.common, &MIGRATOR).await?;
+    let topics = &settings.common.topics;
+    let lifecycle = lifecycle::Lifecycle {
+        topic: topics.alert.clone(),
+    };
+    let composer = Composer {
+        policy: settings.policy,
+        tz: Directory::get().time_zone,
+    };
+    let crypto = Arc::new(FieldCrypto::new(
+        &settings.field_keys.encryption,
+        settings.field_keys.blind_index,
+    ));
+    let (live, woken) = broadcast::channel(1024);
 
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let mut host = Host::build("risk-alert", &settings.common, &MIGRATOR).await?;
-        let topics = &settings.common.topics;
-        let lifecycle = lifecycle::Lifecycle {
-            topic: topics.alert.clone(),
-        };
-        let composer = Composer {
-            policy: settings.policy,
-            tz: Directory::get().time_zone,
-        };
-        let crypto = Arc::new(FieldCrypto::new(
-            &settings.field_encryption_key,
-            settings.blind_index_key,
-        ));
-        let (live, woken) = broadcast::channel(1024);
+    let projection = projection::Projection {
+        policy: settings.policy,
+        tz: composer.tz,
+        clock: clock.clone(),
+        lifecycle: lifecycle.clone(),
+    };
+    host.consume(
+        projection,
+        &[
+            topics.registry.as_str(),
+            topics.checkin.as_str(),
+            topics.handover.as_str(),
+        ],
+    )?;
+    let scheduler = scheduler::Scheduler {
+        changes: host.changes(),
+        composer,
+        clock: clock.clone(),
+        lifecycle: lifecycle.clone(),
+        tick: settings.tick,
+    };
+    host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
+    let delivery =
+        delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
+    host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
+    let (pool, fanned_out) = (host.pool().clone(), live.clone());
+    host.spawn("alert fan-out", move |shutdown| {
+        fanout::run(pool, fanned_out, shutdown)
+    });
 
-        let projection = projection::Projection {
-            policy: settings.policy,
-            tz: composer.tz,
-            clock: clock.clone(),
-            lifecycle: lifecycle.clone(),
-        };
-        host.consume(
-            projection,
-            &[
-                topics.registry.as_str(),
-                topics.checkin.as_str(),
-                topics.handover.as_str(),
-            ],
-        )?;
-        let scheduler = scheduler::Scheduler {
-            changes: host.changes(),
-            composer,
-            clock: clock.clone(),
-            lifecycle: lifecycle.clone(),
-            tick: settings.tick,
-        };
-        host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
-        let delivery =
-            delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
-        host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
-        let (pool, fanned_out) = (host.pool().clone(), live.clone());
-        host.spawn("alert fan-out", move |shutdown| {
-            fanout::run(pool, fanned_out, shutdown)
-        });
-
-        let api = api::AlertApi {
-            changes: host.changes(),
-            cursors: host.cursors(),
-            clock,
-            lifecycle,
-            crypto,
-            live,
-            allow_http: settings.allow_http,
-        };
-        Ok(Self { host, api })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.host.local_addr()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        self.host.pool()
-    }
-
-    /// Serves until `shutdown`; then drains calls, stops the workers, commits consumer
-    /// offsets and flushes the outbox.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = AlertServiceServer::new(self.api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
-        self.host.serve(service, shutdown).await
-    }
+    let api = api::AlertApi {
+        changes: host.changes(),
+        cursors: host.cursors(),
+        clock,
+        lifecycle,
+        crypto,
+        live,
+        allow_http: settings.allow_http,
+    };
+    let server = AlertServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    Ok(Served::new(host, server))
 }
