@@ -82,7 +82,28 @@ pub struct Caller {
     pub prison: Option<String>,
 }
 
+/// Roles that work with people under supervision: everyone but prisons, which see only
+/// their own release notices.
+pub const SUPERVISION_ROLES: &[Role] = &[
+    Role::Officer,
+    Role::TownshipOffice,
+    Role::CountyBureau,
+    Role::Admin,
+    Role::System,
+];
+
 impl Caller {
+    /// A caller of `role` in the given township and county (no prison).
+    pub fn new(subject: &str, role: Role, township: Option<&str>, county: Option<&str>) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            role,
+            township: township.map(str::to_owned),
+            county: county.map(str::to_owned),
+            prison: None,
+        }
+    }
+
     /// Whether the caller may read or change data of the given township/county.
     pub fn can_access(&self, township_code: &str, county_code: &str) -> bool {
         match self.role {

@@ -22,6 +22,35 @@ use crate::{
     page::Cursors,
 };
 
+/// A generated gRPC server (`XServiceServer<Api>`) the host can serve.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 type Worker = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A service's runtime, built before its handlers (which take its pool, changes and cursors).
@@ -121,19 +150,7 @@ impl Host {
 
     /// Serves `service` until `shutdown`; then drains calls, stops the workers, flushes the
     /// outbox and closes the pool.
-    pub async fn serve<S>(self, service: S, shutdown: CancellationToken) -> anyhow::Result<()>
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub async fn serve<S: GrpcService>(self, service: S, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         let workers: Vec<_> = self
             .workers
@@ -171,19 +188,7 @@ impl<S> std::fmt::Debug for Served<S> {
     }
 }
 
-impl<S> Served<S>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: GrpcService> Served<S> {
     pub fn new(host: Host, service: S) -> Self {
         Self { host, service }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mesh_kit::{
-    auth::{self, Caller, Role},
+    auth::{self, Caller, Role, SUPERVISION_ROLES},
     change::{Change, Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
@@ -26,13 +26,7 @@ use crate::{
 };
 
 /// Roles that manage supervisees (prisons do not).
-const MANAGERS: &[Role] = &[
-    Role::Officer,
-    Role::TownshipOffice,
-    Role::CountyBureau,
-    Role::Admin,
-    Role::System,
-];
+const MANAGERS: &[Role] = SUPERVISION_ROLES;
 
 /// The registry's API.
 #[derive(Clone)]

@@ -3,18 +3,12 @@
 //! service's own: openings are read county-wide, and a placement is managed from both ends.
 
 use mesh_kit::{
-    auth::{Caller, Role},
+    auth::{Caller, Role, SUPERVISION_ROLES},
     error::ServiceError,
 };
 
 /// Roles that work with placements (prisons do not).
-pub const MANAGERS: &[Role] = &[
-    Role::Officer,
-    Role::TownshipOffice,
-    Role::CountyBureau,
-    Role::Admin,
-    Role::System,
-];
+pub const MANAGERS: &[Role] = SUPERVISION_ROLES;
 
 /// The caller may not touch this record; becomes `PermissionDenied`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,13 +55,7 @@ mod tests {
     use super::*;
 
     fn caller(role: Role, township: Option<&str>, county: Option<&str>) -> Caller {
-        Caller {
-            subject: "someone".into(),
-            role,
-            township: township.map(str::to_owned),
-            county: county.map(str::to_owned),
-            prison: None,
-        }
+        Caller::new("someone", role, township, county)
     }
 
     #[test]

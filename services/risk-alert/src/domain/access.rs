@@ -49,13 +49,7 @@ mod tests {
     use crate::domain::alert::tests::missed_checkin;
 
     fn caller(role: Role, township: Option<&str>, county: Option<&str>) -> Caller {
-        Caller {
-            subject: "someone".into(),
-            role,
-            township: township.map(str::to_owned),
-            county: county.map(str::to_owned),
-            prison: None,
-        }
+        Caller::new("someone", role, township, county)
     }
 
     fn place(township: &str, county: &str) -> Jurisdiction {
