@@ -73,9 +73,10 @@ pub async fn load_for_update(conn: &mut PgConnection, alert_id: Uuid) -> Result<
 /// The unresolved alerts about a subject, oldest first, locked for update.
 pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT body FROM alerts WHERE subject_id = $1 AND status <> 'resolved' ORDER BY raised_at FOR UPDATE",
+        "SELECT body FROM alerts WHERE subject_id = $1 AND status <> $2 ORDER BY raised_at FOR UPDATE",
     )
     .bind(subject_id)
+    .bind(AlertStatus::Resolved.as_str())
     .fetch_all(conn)
     .await?;
     Ok(decode_all(&bodies))
@@ -88,10 +89,11 @@ pub async fn current(
 ) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT body FROM alerts WHERE county_code = $1 AND ($2 = '' OR township_code = $2)
-           AND status <> 'resolved' ORDER BY raised_at",
+           AND status <> $3 ORDER BY raised_at",
     )
     .bind(&scope.county_code)
     .bind(&scope.township_code)
+    .bind(AlertStatus::Resolved.as_str())
     .fetch_all(executor)
     .await?;
     Ok(decode_all(&bodies))
