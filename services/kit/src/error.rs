@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The request is well formed but the record's state does not allow it now.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// The caller missed data it asked for (a live stream fell behind) and must start over.
+    #[error("data lost: {0}")]
+    DataLoss(String),
     /// A temporary infrastructure failure: the caller may retry the same request.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -81,6 +84,7 @@ impl ServiceError {
             Self::NotFound(_) => Code::NotFound,
             Self::Conflict(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::DataLoss(_) => Code::DataLoss,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -102,7 +106,8 @@ impl ServiceError {
             | Self::Denied(message)
             | Self::NotFound(message)
             | Self::Conflict(message)
-            | Self::FailedPrecondition(message) => message.clone(),
+            | Self::FailedPrecondition(message)
+            | Self::DataLoss(message) => message.clone(),
             Self::Unavailable(_) => "temporarily unavailable; retry".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
         }

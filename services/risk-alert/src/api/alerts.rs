@@ -125,8 +125,6 @@ pub(super) async fn stream(
 }
 
 /// A slow dashboard missed changes: it is told to reload rather than silently skip them.
-// Kit gap: `ServiceError` has no DataLoss kind, so this one status is made here (proposal:
-// `ServiceError::DataLoss(String)` → `Code::DataLoss`, not retryable as such).
 fn fell_behind() -> Status {
-    Status::data_loss("stream fell behind; reconnect with include_current")
+    ServiceError::DataLoss("stream fell behind; reconnect with include_current".into()).into()
 }
