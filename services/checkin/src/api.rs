@@ -85,9 +85,10 @@ fn rejection(error: &ServiceError) -> Option<(String, String)> {
         ServiceError::FailedPrecondition(_) | ServiceError::Denied(_) | ServiceError::NotFound(_) => {
             "supervisee_id"
         }
-        ServiceError::Unauthenticated(_) | ServiceError::Unavailable(_) | ServiceError::Internal(_) => {
-            return None;
-        }
+        ServiceError::Unauthenticated(_)
+        | ServiceError::DataLoss(_)
+        | ServiceError::Unavailable(_)
+        | ServiceError::Internal(_) => return None,
     };
     Some((error.public_message(), field.to_owned()))
 }
