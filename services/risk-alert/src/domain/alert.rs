@@ -22,6 +22,9 @@ mesh_kit::stored_enum!(AlertKind, pb::AlertKind, {
     HandoverNotAcknowledged = "handover_not_acknowledged" => HandoverNotAcknowledged,
     GateNotCollected = "gate_not_collected" => GateNotCollected,
     ReportInOverdue = "report_in_overdue" => ReportInOverdue,
+    CoverageGap = "coverage_gap" => CoverageGap,
+    DeadLetter = "dead_letter" => DeadLetter,
+    ConsumerStalled = "consumer_stalled" => ConsumerStalled,
 });
 
 mesh_kit::stored_enum!(AlertStatus, pb::AlertStatus, {

@@ -44,6 +44,12 @@ pub enum RuleId {
     GateNotCollected,
     /// `handover.report_in_overdue.<release category>`
     ReportInOverdue(ReleaseCategory),
+    /// `coverage.gap`: the registry's truth and the watch list diverged.
+    CoverageGap,
+    /// `operations.dead_letter`: an event was set aside as unusable.
+    DeadLetter,
+    /// `operations.consumer_stalled`: an event kept failing past the retry cap.
+    ConsumerStalled,
 }
 
 impl RuleId {
@@ -60,6 +66,9 @@ impl RuleId {
             RuleId::OutOfArea,
             RuleId::HandoverNotAcknowledged,
             RuleId::GateNotCollected,
+            RuleId::CoverageGap,
+            RuleId::DeadLetter,
+            RuleId::ConsumerStalled,
         ])
     }
 
@@ -80,6 +89,9 @@ impl fmt::Display for RuleId {
             RuleId::HandoverNotAcknowledged => f.write_str("handover.not_acknowledged"),
             RuleId::GateNotCollected => f.write_str("handover.gate_not_collected"),
             RuleId::ReportInOverdue(category) => write!(f, "handover.report_in_overdue.{category}"),
+            RuleId::CoverageGap => f.write_str("coverage.gap"),
+            RuleId::DeadLetter => f.write_str("operations.dead_letter"),
+            RuleId::ConsumerStalled => f.write_str("operations.consumer_stalled"),
         }
     }
 }
@@ -209,6 +221,48 @@ pub fn out_of_area() -> AlertSpec {
     }
 }
 
+const COVERAGE: &str = "《中华人民共和国社区矫正法》第二十三条、《社区矫正法实施办法》第三十四条：执行地社区矫正机构应当掌握社区矫正对象的活动情况，防止脱管、漏管";
+
+/// The spec of a coverage-gap alert: a person the registry holds as supervised (or a
+/// handover awaiting report-in) has no live deadline on a track that applies.
+pub fn coverage_gap() -> AlertSpec {
+    AlertSpec {
+        kind: AlertKind::CoverageGap,
+        severity: AlertSeverity::High,
+        target: EscalationTarget::CountyBureau,
+        measure: RecommendedMeasure::None,
+        rule_id: RuleId::CoverageGap,
+        description: "监管期限缺失：登记在册的对象没有有效的监管期限，已自动补建，请核实".to_owned(),
+        legal_basis: COVERAGE,
+    }
+}
+
+/// The spec of a dead-letter alert: what the set-aside event carried has not taken effect.
+pub fn dead_letter() -> AlertSpec {
+    AlertSpec {
+        kind: AlertKind::DeadLetter,
+        severity: AlertSeverity::High,
+        target: EscalationTarget::CountyBureau,
+        measure: RecommendedMeasure::None,
+        rule_id: RuleId::DeadLetter,
+        description: "系统事件无法处理，已搁置待人工修复后重放；其中的登记、签到或报到尚未生效".to_owned(),
+        legal_basis: COVERAGE,
+    }
+}
+
+/// The spec of a stalled-consumer alert: events behind the failing one wait.
+pub fn consumer_stalled() -> AlertSpec {
+    AlertSpec {
+        kind: AlertKind::ConsumerStalled,
+        severity: AlertSeverity::Critical,
+        target: EscalationTarget::CountyBureau,
+        measure: RecommendedMeasure::None,
+        rule_id: RuleId::ConsumerStalled,
+        description: "系统事件处理持续失败，后续签到、登记等事件积压，预警可能延迟".to_owned(),
+        legal_basis: COVERAGE,
+    }
+}
+
 /// The measure the absconding thresholds recommend after losing contact at `last_contact`:
 /// up to the first threshold an admonition, beyond it a warning, beyond the second a
 /// revocation proposal.
@@ -335,7 +389,7 @@ mod tests {
     #[test]
     fn rule_ids_read_back_from_their_text() {
         let texts: Vec<String> = RuleId::all().map(|rule| rule.to_string()).collect();
-        assert_eq!(texts.len(), 12);
+        assert_eq!(texts.len(), 15);
         for rule in RuleId::all() {
             assert_eq!(RuleId::parse(&rule.to_string()), Some(rule), "{rule}");
         }
