@@ -151,7 +151,8 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     assert!(
         resolved[0]
             .resolved_by_reference
-            .starts_with("handover.reported_in:")
+            .starts_with("supervisee.registered:"),
+        "the 漏管 alert closes when the registry has registered the person, not at the report-in"
     );
     let notified = receiver.wait_for(Duration::from_secs(10), |r| r.len() >= 2).await;
     assert_eq!(notified[1].event_type, "alert.resolved");

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{
-    consumer::HandleError,
+    consumer::{HandleError, InboundEvent},
     proto_time::{from_date, from_timestamp},
 };
 use mesh_proto::{checkin::CheckinRecorded, handover as handover_pb, registry as registry_pb};
@@ -75,6 +75,22 @@ pub fn checkin(checkin: CheckinRecorded) -> Result<Checkin, Unusable> {
         checkin_id: checkin.checkin_id,
         subject_id: checkin.supervisee_id,
     })
+}
+
+/// The handover a `supervisee.registered` event says the registration came from, if any.
+pub fn registered_handover(event: &InboundEvent) -> Result<Option<Uuid>, HandleError> {
+    if event.event_type != "supervisee.registered" {
+        return Ok(None);
+    }
+    let registered = event.decode::<registry_pb::SuperviseeRegistered>()?;
+    if registered.handover_id.is_empty() {
+        return Ok(None);
+    }
+    let id = registered
+        .handover_id
+        .parse()
+        .map_err(|_| Unusable("registration with a malformed handover_id"))?;
+    Ok(Some(id))
 }
 
 /// The handover id of a snapshot, read first: a stale snapshot is skipped before anything

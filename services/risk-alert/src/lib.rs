@@ -20,6 +20,7 @@ pub mod projection;
 pub mod request;
 pub mod scheduler;
 pub mod store;
+pub mod watchlist;
 
 use std::{sync::Arc, time::Duration};
 
@@ -185,9 +186,12 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     ));
     let (live, woken) = broadcast::channel(1024);
 
-    let projection = projection::Projection {
+    let watchlist = watchlist::Watchlist {
         policy: settings.policy,
         tz: composer.tz,
+    };
+    let projection = projection::Projection {
+        watchlist,
         clock: clock.clone(),
         lifecycle: lifecycle.clone(),
     };

@@ -18,18 +18,17 @@ use crate::{
     domain::{
         answers::{self, Answers, Contact, Withdrawal},
         compose,
-        policy::Policy,
         watch::{self, Checkin, HandoverSnapshot, SuperviseeSnapshot},
     },
     inbound,
     lifecycle::Lifecycle,
     store,
+    watchlist::Watchlist,
 };
 
 /// Applies events to the projection.
 pub struct Projection {
-    pub policy: Policy,
-    pub tz: chrono_tz::Tz,
+    pub watchlist: Watchlist,
     pub clock: SharedClock,
     pub lifecycle: Lifecycle,
 }
@@ -42,7 +41,15 @@ impl Handler for Projection {
             self.apply_checkin(conn, checkin).await
         } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
             let snapshot = inbound::supervisee(snapshot)?;
-            self.apply_supervisee(conn, snapshot, occurred_at).await
+            let id = snapshot.id;
+            let applied = self.apply_supervisee(conn, snapshot, occurred_at).await;
+            match inbound::registered_handover(event)? {
+                Some(handover_id) if applied.is_ok() => {
+                    let reference = format!("{}:{}", event.event_type, event.event_id);
+                    self.apply_registration(conn, handover_id, id, &reference).await
+                }
+                _ => applied,
+            }
         } else if let Some(snapshot) = events::handover_snapshot(event)? {
             // A stale snapshot is skipped before the rest of it is read, so an old one that
             // lacks what a current one needs is not dead-lettered.
@@ -78,7 +85,8 @@ impl Projection {
             return Ok(());
         }
         let first_contact = watch::first_contact(existing.as_ref(), &snapshot, occurred_at);
-        store::watch::save_supervisee(conn, &snapshot, first_contact).await?;
+        let episode = watch::episode(existing.as_ref(), &snapshot, occurred_at);
+        store::watch::save_supervisee(conn, &snapshot, first_contact, episode).await?;
 
         let now = self.clock.now();
         if watch::transferred(existing.as_ref(), &snapshot.jurisdiction) {
@@ -98,7 +106,8 @@ impl Projection {
                 .withdraw(conn, &snapshot.subject_id, &withdrawal, &reference, now)
                 .await?;
         }
-        self.reschedule_supervisee(conn, snapshot.id).await
+        self.watchlist.reschedule_supervisee(conn, snapshot.id).await?;
+        Ok(())
     }
 
     /// Applies a check-in: a verified one moves the last contact, resolves what it answers
@@ -119,7 +128,9 @@ impl Projection {
             self.lifecycle
                 .withdraw(conn, &checkin.subject_id, &answered, &reference, now)
                 .await?;
-            self.reschedule_supervisee(conn, checkin.supervisee).await?;
+            self.watchlist
+                .reschedule_supervisee(conn, checkin.supervisee)
+                .await?;
         }
         let name = existing.map(|watch| watch.name).unwrap_or_default();
         if let Some(draft) = compose::out_of_area_alert(&checkin, name) {
@@ -140,33 +151,50 @@ impl Projection {
         let redirected = watch::redirected(existing.as_ref(), &snapshot.destination);
         let ack_since = watch::ack_since(existing.as_ref(), redirected, snapshot.notified_at, occurred_at);
         store::watch::save_handover(conn, &snapshot, ack_since).await?;
+        let settled = store::watch::handover_for_update(conn, snapshot.id)
+            .await?
+            .is_some_and(|watch| watch.is_settled());
         let now = self.clock.now();
-        for withdrawal in answers::handover_withdrawals(&snapshot, redirected) {
+        for withdrawal in answers::handover_withdrawals(&snapshot, redirected, settled) {
             self.lifecycle
                 .withdraw(conn, &snapshot.subject_id, &withdrawal, reference, now)
                 .await?;
         }
-        self.reschedule_handover(conn, snapshot.id).await
+        self.watchlist.reschedule_handover(conn, snapshot.id).await?;
+        Ok(())
     }
 
-    /// Recomputes every deadline of a supervisee from its last contacts (none when it is
-    /// not watched).
-    async fn reschedule_supervisee(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), ServiceError> {
-        store::watch::clear_deadlines(conn, id).await?;
-        let Some(known) = store::watch::supervisee_for_update(conn, id).await? else {
+    /// Applies the registry's registration of the person a handover released: the handover
+    /// is settled (its 漏管 watch ends) once it was also reported in.
+    async fn apply_registration(
+        &self,
+        conn: &mut PgConnection,
+        handover_id: Uuid,
+        supervisee_id: Uuid,
+        reference: &str,
+    ) -> Result<(), ServiceError> {
+        let Some(handover) = store::watch::handover_for_update(conn, handover_id).await? else {
+            tracing::warn!(%handover_id, "registration names a handover not known here");
             return Ok(());
         };
-        let deadlines = watch::supervisee_deadlines(&self.policy, self.tz, &known);
-        store::watch::add_deadlines(conn, id, &deadlines).await
-    }
-
-    /// Recomputes an open handover's deadlines (amendments move them; closing removes them).
-    async fn reschedule_handover(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), ServiceError> {
-        store::watch::clear_deadlines(conn, id).await?;
-        let Some(known) = store::watch::handover_for_update(conn, id).await? else {
-            return Ok(());
+        store::watch::mark_registered(conn, handover_id, supervisee_id).await?;
+        let settled = watch::HandoverWatch {
+            registered: true,
+            ..handover
         };
-        let deadlines = watch::handover_deadlines(&self.policy.handover, self.tz, &known);
-        store::watch::add_deadlines(conn, id, &deadlines).await
+        if settled.is_settled() {
+            let now = self.clock.now();
+            self.lifecycle
+                .withdraw(
+                    conn,
+                    &handover_id.to_string(),
+                    &answers::registration_withdrawal(),
+                    reference,
+                    now,
+                )
+                .await?;
+        }
+        self.watchlist.reschedule_handover(conn, handover_id).await?;
+        Ok(())
     }
 }

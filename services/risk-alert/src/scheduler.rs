@@ -1,23 +1,31 @@
 //! The scheduler raises the alert of every deadline whose grace has passed, exactly once per
-//! dedup key however many replicas run or restarts happen: replicas claim due deadlines
-//! with `FOR UPDATE SKIP LOCKED` and delete them in the transaction that raises the alert,
-//! and a repeat after a crash finds the dedup key taken.
+//! dedup key however many replicas run or restarts happen, and never leaves a track without
+//! a deadline: a fired recurring deadline is rolled to its next period and a fired one-shot
+//! deadline stays, marked fired, in the transaction that raises the alert.
+//!
+//! Each subject is handled in a transaction of its own that first locks the subject's row
+//! without waiting (`SKIP LOCKED`), then its due deadlines: the consumer takes the same
+//! locks in the same order, so a check-in arriving as its deadline fires can neither
+//! deadlock with the scheduler nor abort anyone else's firing.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use mesh_kit::{CancellationToken, change::Changes, clock::SharedClock, error::ServiceError};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{
     domain::{
         compose::{Composer, DueDeadline},
-        policy::Track,
+        policy::Level,
+        schedule::{self, Scheduled},
     },
     lifecycle::Lifecycle,
-    store,
+    store::{self, deadlines::DueSubject, watch::Locked},
 };
 
-/// Deadlines claimed per round.
+/// Subjects looked at per round.
 const BATCH: i64 = 200;
 
 /// Fires due deadlines.
@@ -48,51 +56,100 @@ impl Scheduler {
         tracing::info!("deadline scheduler stopped");
     }
 
-    /// Raises the alerts of up to `batch` due deadlines; returns how many deadlines were
-    /// handled (so a full batch is followed at once by the next).
+    /// Fires the due deadlines of up to `batch` subjects; returns how many subjects had
+    /// deadlines fired (so a busy round is followed at once by the next). A subject whose
+    /// row is busy is left for the next round; one that fails is logged and does not stop
+    /// the others.
     pub async fn fire_due(&self, batch: i64) -> Result<usize, ServiceError> {
         let now = self.clock.now();
-        let mut change = self.changes.begin().await?;
-        let due = store::watch::claim_due(&mut change, now, batch).await?;
-        let mut raised = 0;
-        for row in &due {
-            store::watch::remove_deadline(&mut change, row.subject_id, &row.track).await?;
-            let Some(track) = Track::parse(&row.track) else {
-                continue;
-            };
-            let deadline = DueDeadline {
-                subject_id: row.subject_id,
-                track,
-                due_at: row.due_at,
-                grace_seconds: row.grace_seconds,
-                since_at: row.since_at,
-            };
-            let draft = if track.is_handover() {
-                store::watch::handover_for_update(&mut change, row.subject_id)
-                    .await?
-                    .and_then(|handover| self.composer.handover_alert(&deadline, &handover))
-            } else {
-                store::watch::supervisee_for_update(&mut change, row.subject_id)
-                    .await?
-                    .and_then(|supervisee| self.composer.supervisee_alert(&deadline, &supervisee, now))
-            };
-            // Each missed deadline starts a trace of its own, which the alert event and its
-            // notifications carry on.
-            let span =
-                tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %row.subject_id);
-            if let Some(draft) = draft
-                && self
-                    .lifecycle
-                    .raise(&mut change, draft, now)
-                    .instrument(span)
-                    .await?
-                    .is_some()
-            {
-                raised += 1;
+        let due = {
+            let mut change = self.changes.begin().await?;
+            let due = store::deadlines::due_subjects(&mut change, now, batch).await?;
+            change.commit().await?;
+            due
+        };
+        let mut fired = 0;
+        for subject in due {
+            match self.fire_subject(subject, now).await {
+                Ok(true) => fired += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
+                }
             }
+        }
+        Ok(fired)
+    }
+
+    /// Fires one subject's due deadlines; false when its row was busy.
+    async fn fire_subject(&self, subject: DueSubject, now: DateTime<Utc>) -> Result<bool, ServiceError> {
+        let mut change = self.changes.begin().await?;
+        let id = subject.subject_id;
+        // Lock order: the subject's row, then its deadlines (as the consumer does).
+        let watched = if subject.handover {
+            match store::watch::try_lock_handover(&mut change, id).await? {
+                Locked::Held(watch) => Some(Watched::Handover(watch)),
+                Locked::Busy => return Ok(false),
+                Locked::Missing => None,
+            }
+        } else {
+            match store::watch::try_lock_supervisee(&mut change, id).await? {
+                Locked::Held(watch) => Some(Watched::Supervisee(watch)),
+                Locked::Busy => return Ok(false),
+                Locked::Missing => None,
+            }
+        };
+        let due = store::deadlines::due_of_subject(&mut change, id, now).await?;
+        for row in &due {
+            self.fire(&mut change, id, row, watched.as_ref(), now).await?;
         }
         // Commit wakes the relay when an alert was raised.
         change.commit().await?;
-        Ok(due.len().max(raised))
+        Ok(!due.is_empty())
     }
+
+    /// Raises one missed deadline's alert and moves the deadline on.
+    async fn fire(
+        &self,
+        change: &mut mesh_kit::change::Change,
+        id: Uuid,
+        row: &Scheduled,
+        watched: Option<&Watched>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let track = row.deadline.track;
+        let deadline = DueDeadline {
+            subject_id: id,
+            track,
+            due_at: row.deadline.due,
+            grace_seconds: i64::try_from(row.deadline.grace.as_secs()).unwrap_or(i64::MAX),
+            since_at: row.deadline.since,
+        };
+        let (draft, level) = match watched {
+            Some(Watched::Supervisee(watch)) => {
+                (self.composer.supervisee_alert(&deadline, watch, now), watch.level)
+            }
+            Some(Watched::Handover(watch)) => (self.composer.handover_alert(&deadline, watch), None::<Level>),
+            None => (None, None),
+        };
+        if draft.is_none() {
+            // The coverage reconciliation reports what is wrong with this subject; the
+            // deadline still moves on so it is not fired again every round.
+            tracing::error!(subject_id = %id, track = track.as_str(), "due deadline without a subject to alert about");
+        }
+        // Each missed deadline starts a trace of its own, which the alert event and its
+        // notifications carry on.
+        let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %id);
+        if let Some(draft) = draft {
+            self.lifecycle.raise(change, draft, now).instrument(span).await?;
+        }
+        let next = schedule::after_firing(&self.composer.policy, level, row, now, self.composer.tz);
+        store::deadlines::put(change, id, &next).await
+    }
+}
+
+/// The locked subject a deadline belongs to.
+enum Watched {
+    Supervisee(crate::domain::watch::SuperviseeWatch),
+    Handover(crate::domain::watch::HandoverWatch),
 }

@@ -66,36 +66,53 @@ pub fn status_withdrawal(status: Option<SuperviseeStatus>) -> Option<Withdrawal>
     })
 }
 
-/// What a handover snapshot resolves, in order: everything when it was reported in,
-/// cancelled or sent to a new destination (deadlines restart there); then the
-/// acknowledgement and gate-collection alerts once those steps happened.
-pub fn handover_withdrawals(snapshot: &HandoverSnapshot, redirected: bool) -> Vec<Withdrawal> {
+/// What a handover snapshot resolves, in order: everything when it is settled (reported in
+/// and, where supervision follows, registered), cancelled or sent to a new destination
+/// (deadlines restart there); then the acknowledgement and gate-collection alerts once
+/// those steps happened or the person reported in. The 漏管 alert of a person who reported
+/// in but whom the registry has not registered stays open.
+pub fn handover_withdrawals(snapshot: &HandoverSnapshot, redirected: bool, settled: bool) -> Vec<Withdrawal> {
     let every = |note: &str| Withdrawal {
         answers: Answers::Every,
         note: note.to_owned(),
     };
     let mut withdrawals = Vec::new();
+    let reported_in = snapshot.status == HandoverStatus::ReportedIn;
     match snapshot.status {
-        HandoverStatus::ReportedIn => withdrawals.push(every("the person reported in (报到)")),
+        HandoverStatus::ReportedIn if settled => withdrawals.push(every("the person reported in (报到)")),
         HandoverStatus::Cancelled => withdrawals.push(every("release notice cancelled")),
         _ if redirected => withdrawals.push(every(
             "destination changed: deadlines restart at the new township",
         )),
         _ => {}
     }
-    if snapshot.acknowledged_at.is_some() {
+    if snapshot.acknowledged_at.is_some() || reported_in {
         withdrawals.push(Withdrawal {
             answers: Answers::Kind(AlertKind::HandoverNotAcknowledged),
             note: "notice acknowledged".to_owned(),
         });
     }
-    if snapshot.gate_collected_at.is_some() {
+    if snapshot.gate_collected_at.is_some() || reported_in {
         withdrawals.push(Withdrawal {
             answers: Answers::Kind(AlertKind::GateNotCollected),
-            note: "collected at the gate".to_owned(),
+            note: if snapshot.gate_collected_at.is_some() {
+                "collected at the gate"
+            } else {
+                "the person reported in (报到)"
+            }
+            .to_owned(),
         });
     }
     withdrawals
+}
+
+/// What the registry's registration of the person released under a handover resolves:
+/// everything left of the handover, the 漏管 alert included.
+pub fn registration_withdrawal() -> Withdrawal {
+    Withdrawal {
+        answers: Answers::Every,
+        note: "the person is registered in supervision".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +231,7 @@ mod tests {
     #[test]
     fn handover_progress_answers_its_steps() {
         let notes = |snapshot: &HandoverSnapshot, redirected: bool| -> Vec<(Answers, String)> {
-            handover_withdrawals(snapshot, redirected)
+            handover_withdrawals(snapshot, redirected, true)
                 .into_iter()
                 .map(|w| (w.answers, w.note))
                 .collect()
@@ -245,6 +262,18 @@ mod tests {
                     "collected at the gate".to_owned()
                 ),
             ]
+        );
+        let unregistered: Vec<_> = handover_withdrawals(&handover(HandoverStatus::ReportedIn), false, false)
+            .into_iter()
+            .map(|w| w.answers)
+            .collect();
+        assert_eq!(
+            unregistered,
+            [
+                Answers::Kind(AlertKind::HandoverNotAcknowledged),
+                Answers::Kind(AlertKind::GateNotCollected)
+            ],
+            "the 漏管 alert stays open until the registry registers the person"
         );
         assert_eq!(
             notes(&handover(HandoverStatus::Cancelled), true)[0].1,

@@ -74,7 +74,13 @@ impl Composer {
         }
         let subject_id = deadline.subject_id.to_string();
         Some(NewAlert {
-            dedup_key: rules::deadline_dedup_key(track, spec.kind, &subject_id, deadline.due_at),
+            dedup_key: rules::deadline_dedup_key(
+                track,
+                spec.kind,
+                &subject_id,
+                deadline.due_at,
+                watch.episode,
+            ),
             spec,
             subject: Subject {
                 kind: SubjectKind::Supervisee,
@@ -95,7 +101,7 @@ impl Composer {
     /// when its category is unknown.
     pub fn handover_alert(&self, deadline: &DueDeadline, watch: &HandoverWatch) -> Option<NewAlert> {
         let category = watch.category?;
-        if watch.status.is_some_and(|status| status.is_closed()) {
+        if watch.is_settled() {
             return None;
         }
         let spec = rules::for_track(deadline.track, About::Handover(category));
@@ -120,7 +126,7 @@ impl Composer {
         }
         let subject_id = deadline.subject_id.to_string();
         Some(NewAlert {
-            dedup_key: rules::deadline_dedup_key(deadline.track, spec.kind, &subject_id, deadline.due_at),
+            dedup_key: rules::deadline_dedup_key(deadline.track, spec.kind, &subject_id, deadline.due_at, 1),
             spec,
             subject: Subject {
                 kind: SubjectKind::Handover,

@@ -11,6 +11,7 @@ pub mod answers;
 pub mod compose;
 pub mod policy;
 pub mod rules;
+pub mod schedule;
 pub mod watch;
 
 use mesh_kit::auth::Caller;

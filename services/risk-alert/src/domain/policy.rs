@@ -42,6 +42,18 @@ impl Span {
     }
 }
 
+impl Span {
+    /// The deadline of the period after one that ended at `due`. A calendar deadline is the
+    /// first instant of the next local day, which belongs to the period that follows: the
+    /// next period is counted from the last day of this one, so a week stays a week.
+    pub fn following(self, due: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        match self {
+            Span::Seconds(_) => self.after(due, tz),
+            Span::EndOfDay(_) | Span::Months(_) => self.after(due - chrono::Duration::seconds(1), tz),
+        }
+    }
+}
+
 impl FromStr for Span {
     type Err = String;
     /// `30s`, `36h` (seconds-exact), `7d` (end of day), `1mo` (end of day, calendar months).

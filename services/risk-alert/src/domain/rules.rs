@@ -281,19 +281,30 @@ pub fn measure_for_lost_contact(
     }
 }
 
-/// Dedup key of a deadline alert: one alert per kind, subject and missed deadline. The kind
-/// is named by its stored text (e.g. `missed_checkin`); the in-person track gets its own
-/// suffix so it never collides with the check-in track.
-pub fn deadline_dedup_key(track: Track, kind: AlertKind, subject_id: &str, due: DateTime<Utc>) -> String {
-    let base = format!(
+/// Dedup key of a deadline alert: one alert per kind, subject, supervision episode and
+/// missed deadline. The kind is named by its stored text (e.g. `missed_checkin`); the
+/// in-person track gets its own suffix so it never collides with the check-in track, and an
+/// episode after the first (a reactivated supervision) its own, so an alert of an earlier
+/// episode never silences one of a later.
+pub fn deadline_dedup_key(
+    track: Track,
+    kind: AlertKind,
+    subject_id: &str,
+    due: DateTime<Utc>,
+    episode: i32,
+) -> String {
+    let mut key = format!(
         "{}:{subject_id}:{}",
         kind.as_str(),
         due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    match track {
-        Track::InPerson => format!("{base}:in_person"),
-        _ => base,
+    if track == Track::InPerson {
+        key.push_str(":in_person");
     }
+    if episode > 1 {
+        key.push_str(&format!(":episode{episode}"));
+    }
+    key
 }
 
 #[cfg(test)]
@@ -376,12 +387,17 @@ mod tests {
     fn dedup_keys_name_kind_subject_and_deadline() {
         let due = utc("2026-03-01T16:00:00Z");
         assert_eq!(
-            deadline_dedup_key(Track::Checkin, AlertKind::MissedCheckin, "s1", due),
+            deadline_dedup_key(Track::Checkin, AlertKind::MissedCheckin, "s1", due, 1),
             "missed_checkin:s1:2026-03-01T16:00:00Z"
         );
         assert_eq!(
-            deadline_dedup_key(Track::InPerson, AlertKind::MissedCheckin, "s1", due),
+            deadline_dedup_key(Track::InPerson, AlertKind::MissedCheckin, "s1", due, 1),
             "missed_checkin:s1:2026-03-01T16:00:00Z:in_person"
+        );
+        assert_eq!(
+            deadline_dedup_key(Track::InPerson, AlertKind::MissedCheckin, "s1", due, 2),
+            "missed_checkin:s1:2026-03-01T16:00:00Z:in_person:episode2",
+            "a reactivated supervision is a new episode"
         );
         assert_eq!(AlertKind::ReportInOverdue.as_str(), "report_in_overdue");
     }

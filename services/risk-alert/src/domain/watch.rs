@@ -58,9 +58,33 @@ impl SuperviseeStatus {
 }
 
 impl HandoverStatus {
-    /// A handover that was reported in or cancelled has no deadline left.
+    /// A handover that was reported in or cancelled needs no acknowledgement or gate
+    /// collection any more.
     pub fn is_closed(self) -> bool {
         matches!(self, HandoverStatus::ReportedIn | HandoverStatus::Cancelled)
+    }
+}
+
+impl ReleaseCategory {
+    /// Whether a released person of this category must be registered in supervision: a
+    /// sentence-completed release is a resettlement case, whose report-in closes the watch.
+    pub fn enters_supervision(self) -> bool {
+        self != ReleaseCategory::SentenceCompleted
+    }
+}
+
+impl HandoverWatch {
+    /// Whether nothing is left to watch: the notice was cancelled, or the person reported in
+    /// and, where supervision follows, the registry has registered him (a report-in the
+    /// registry could not register leaves the 漏管 watch running).
+    pub fn is_settled(&self) -> bool {
+        match self.status {
+            Some(HandoverStatus::Cancelled) => true,
+            Some(HandoverStatus::ReportedIn) => {
+                self.registered || !self.category.is_some_and(ReleaseCategory::enters_supervision)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -87,6 +111,11 @@ pub struct SuperviseeWatch {
     /// Last home visit or office report.
     pub last_in_person_at: Option<DateTime<Utc>>,
     pub last_checkin_id: Option<String>,
+    /// The supervision episode: 1 from the first report-in, one more at each reactivation
+    /// after a suspension (its alerts get dedup keys of their own).
+    pub episode: i32,
+    /// When the current episode began: deadlines never count from before it.
+    pub episode_since: Option<DateTime<Utc>>,
 }
 
 /// A registry snapshot of a supervisee, as far as deadlines are concerned.
@@ -152,6 +181,8 @@ pub struct HandoverWatch {
     pub actual_release_time: Option<DateTime<Utc>>,
     pub gate_collected_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// Whether the registry has registered the person from this handover.
+    pub registered: bool,
 }
 
 /// A handover snapshot from the handover service.
@@ -198,6 +229,39 @@ pub fn first_contact(
     )
 }
 
+/// A supervision episode: its number and when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Episode {
+    pub number: i32,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// The episode a snapshot leaves. A person who becomes watched again after supervision was
+/// paused (suspended) starts a new episode at the change: the deadlines count from the
+/// reactivation, neither from a contact before the pause nor across it. The first episode
+/// begins at the report-in (failing that, when supervision became active).
+pub fn episode(
+    existing: Option<&SuperviseeWatch>,
+    snapshot: &SuperviseeSnapshot,
+    occurred_at: DateTime<Utc>,
+) -> Episode {
+    let watched_now = snapshot.status.is_some_and(SuperviseeStatus::is_watched);
+    match existing {
+        Some(watch) if watched_now && watch.status == Some(SuperviseeStatus::Suspended) => Episode {
+            number: watch.episode + 1,
+            since: Some(occurred_at),
+        },
+        Some(watch) if watch.episode_since.is_some() || !watched_now => Episode {
+            number: watch.episode,
+            since: watch.episode_since,
+        },
+        _ => Episode {
+            number: existing.map_or(1, |watch| watch.episode),
+            since: watched_now.then(|| snapshot.reported_at.unwrap_or(occurred_at)),
+        },
+    }
+}
+
 /// Whether the snapshot moves a known supervisee to another township (its open alerts then
 /// follow it).
 pub fn transferred(existing: Option<&SuperviseeWatch>, to: &Jurisdiction) -> bool {
@@ -215,8 +279,11 @@ pub fn supervisee_deadlines(policy: &Policy, tz: Tz, watch: &SuperviseeWatch) ->
     if !watch.status.is_some_and(SuperviseeStatus::is_watched) {
         return Vec::new();
     }
-    let last_in_person = watch.last_in_person_at.unwrap_or(last_contact);
-    policy.deadlines(level, last_contact, last_in_person, tz)
+    // Nothing before the current episode counts: a contact before a suspension does not
+    // make the reactivated person overdue at once.
+    let not_before = |time: DateTime<Utc>| watch.episode_since.map_or(time, |since| time.max(since));
+    let last_in_person = not_before(watch.last_in_person_at.unwrap_or(last_contact));
+    policy.deadlines(level, not_before(last_contact), last_in_person, tz)
 }
 
 /// Whether the snapshot sends a known handover to another destination township.
@@ -246,7 +313,7 @@ pub fn handover_deadlines(policy: &HandoverPolicy, tz: Tz, watch: &HandoverWatch
     let Some(category) = watch.category else {
         return Vec::new();
     };
-    if watch.status.is_some_and(HandoverStatus::is_closed) {
+    if watch.is_settled() {
         return Vec::new();
     }
     // Without a confirmed release the period runs from the start of the expected day.
@@ -259,10 +326,12 @@ pub fn handover_deadlines(policy: &HandoverPolicy, tz: Tz, watch: &HandoverWatch
     let Some(release) = watch.actual_release_time.or(expected_release) else {
         return Vec::new();
     };
+    let reported_in = watch.status.is_some_and(HandoverStatus::is_closed);
     let facts = HandoverFacts {
         category,
-        key_target: watch.key_target,
-        awaiting_ack_since: if watch.acknowledged_at.is_none() {
+        // After the report-in only the registration is awaited.
+        key_target: watch.key_target && !reported_in,
+        awaiting_ack_since: if watch.acknowledged_at.is_none() && !reported_in {
             watch.ack_since
         } else {
             None
@@ -298,6 +367,8 @@ pub(crate) mod tests {
             last_contact_at: Some(utc(last_contact)),
             last_in_person_at: None,
             last_checkin_id: Some("c1".into()),
+            episode: 1,
+            episode_since: None,
         }
     }
 
@@ -316,6 +387,7 @@ pub(crate) mod tests {
             actual_release_time: Some(utc("2026-12-01T01:00:00Z")),
             gate_collected_at: None,
             version: 3,
+            registered: false,
         }
     }
 
@@ -430,7 +502,24 @@ pub(crate) mod tests {
             status: Some(HandoverStatus::ReportedIn),
             ..released.clone()
         };
-        assert!(handover_deadlines(&policy, Shanghai, &reported).is_empty());
+        let awaiting: Vec<_> = handover_deadlines(&policy, Shanghai, &reported)
+            .iter()
+            .map(|deadline| deadline.track)
+            .collect();
+        assert_eq!(awaiting, [Track::ReportIn], "reported in, not yet registered");
+        let registered = HandoverWatch {
+            registered: true,
+            ..reported.clone()
+        };
+        assert!(handover_deadlines(&policy, Shanghai, &registered).is_empty());
+        let resettled = HandoverWatch {
+            category: Some(ReleaseCategory::SentenceCompleted),
+            ..reported
+        };
+        assert!(
+            handover_deadlines(&policy, Shanghai, &resettled).is_empty(),
+            "a resettlement case is not registered in supervision"
+        );
         let unconfirmed = HandoverWatch {
             actual_release_time: None,
             ..released
@@ -439,5 +528,64 @@ pub(crate) mod tests {
         // 1 Dec 00:00 local is 30 Nov 16:00 UTC; ten days later by the end of 11 Dec local.
         assert_eq!(deadlines[0].since, utc("2026-11-30T16:00:00Z"));
         assert_eq!(deadlines[0].due, utc("2026-12-11T16:00:00Z"));
+    }
+
+    #[test]
+    fn a_reactivation_starts_a_new_episode_that_counts_from_it() {
+        let suspended = SuperviseeWatch {
+            status: Some(SuperviseeStatus::Suspended),
+            episode_since: Some(utc("2026-11-01T02:00:00Z")),
+            ..supervisee(Level::Normal, "2026-11-01T02:00:00Z")
+        };
+        let reactivated_at = utc("2026-11-20T02:00:00Z");
+        let active = snapshot(Some(SuperviseeStatus::Active), Some("2026-11-01T02:00:00Z"));
+        let episode = episode(Some(&suspended), &active, reactivated_at);
+        assert_eq!(
+            episode,
+            Episode {
+                number: 2,
+                since: Some(reactivated_at)
+            }
+        );
+        let watch = SuperviseeWatch {
+            status: Some(SuperviseeStatus::Active),
+            episode: episode.number,
+            episode_since: episode.since,
+            ..suspended
+        };
+        let deadlines = supervisee_deadlines(&Policy::default(), Shanghai, &watch);
+        assert!(
+            deadlines.iter().all(|deadline| deadline.since == reactivated_at),
+            "no track counts the suspended time: {deadlines:?}"
+        );
+    }
+
+    #[test]
+    fn an_episode_lasts_while_watched_and_the_first_begins_at_the_report_in() {
+        let occurred = utc("2026-11-26T05:00:00Z");
+        let reported = snapshot(Some(SuperviseeStatus::Active), Some("2026-11-26T02:00:00Z"));
+        assert_eq!(
+            episode(None, &reported, occurred),
+            Episode {
+                number: 1,
+                since: Some(utc("2026-11-26T02:00:00Z"))
+            }
+        );
+        let pending = snapshot(Some(SuperviseeStatus::PendingReportIn), None);
+        assert_eq!(episode(None, &pending, occurred).since, None);
+        let known = SuperviseeWatch {
+            episode: 3,
+            episode_since: Some(utc("2026-11-10T00:00:00Z")),
+            ..supervisee(Level::Normal, "2026-11-20T02:00:00Z")
+        };
+        let absconded = snapshot(Some(SuperviseeStatus::Absconded), None);
+        assert_eq!(
+            episode(Some(&known), &absconded, occurred),
+            Episode {
+                number: 3,
+                since: known.episode_since
+            },
+            "absconding does not pause supervision"
+        );
     }
 }

@@ -1,9 +1,10 @@
-//! The one place with SQL: the alerts (`alerts`), what is watched and its deadlines
-//! (`watch`), and webhook endpoints, notifications and delivery attempts (`webhooks`).
+//! The one place with SQL: the alerts (`alerts`), what is watched (`watch`) and its
+//! deadlines (`deadlines`), and webhook endpoints, notifications and delivery attempts (`webhooks`).
 //! Functions run on the connection or transaction they are given (the caller decides the
 //! transaction), return domain values or plain rows, and fail with `ServiceError` (database
 //! errors classified by the kit).
 
 pub mod alerts;
+pub mod deadlines;
 pub mod watch;
 pub mod webhooks;

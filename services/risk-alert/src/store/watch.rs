@@ -1,6 +1,7 @@
 //! What is watched: the supervisee and handover projections (`supervisees`, `handovers`),
-//! each row locked while an event or a deadline works on it, and the `deadlines` the
-//! scheduler claims with `FOR UPDATE SKIP LOCKED` so replicas never fire the same one.
+//! each row locked while an event or a deadline works on it. Whoever changes a subject's
+//! deadlines locks the subject's row first (`deadlines` lock after it), so the consumer and
+//! the scheduler never wait on each other in opposite orders.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::error::ServiceError;
@@ -9,10 +10,10 @@ use uuid::Uuid;
 
 use crate::domain::{
     Jurisdiction,
-    policy::{Deadline, Level, ReleaseCategory},
+    policy::{Level, ReleaseCategory},
     watch::{
-        Checkin, HandoverSnapshot, HandoverStatus, HandoverWatch, SuperviseeSnapshot, SuperviseeStatus,
-        SuperviseeWatch,
+        Checkin, Episode, HandoverSnapshot, HandoverStatus, HandoverWatch, SuperviseeSnapshot,
+        SuperviseeStatus, SuperviseeWatch,
     },
 };
 
@@ -27,6 +28,8 @@ struct SuperviseeRow {
     last_contact_at: Option<DateTime<Utc>>,
     last_in_person_at: Option<DateTime<Utc>>,
     last_checkin_id: Option<String>,
+    episode: i32,
+    episode_since: Option<DateTime<Utc>>,
 }
 
 impl From<SuperviseeRow> for SuperviseeWatch {
@@ -43,41 +46,102 @@ impl From<SuperviseeRow> for SuperviseeWatch {
             last_contact_at: row.last_contact_at,
             last_in_person_at: row.last_in_person_at,
             last_checkin_id: row.last_checkin_id,
+            episode: row.episode,
+            episode_since: row.episode_since,
         }
     }
 }
+
+const SUPERVISEE_COLUMNS: &str = "name, township_code, county_code, level, status, version, last_contact_at,
+    last_in_person_at, last_checkin_id, episode, episode_since";
 
 /// A supervisee as known, locked for the rest of the transaction.
 pub async fn supervisee_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<SuperviseeWatch>, ServiceError> {
-    let row: Option<SuperviseeRow> = sqlx::query_as(
-        "SELECT name, township_code, county_code, level, status, version, last_contact_at, last_in_person_at,
-                last_checkin_id
-         FROM supervisees WHERE supervisee_id = $1 FOR UPDATE",
-    )
+    let row: Option<SuperviseeRow> = sqlx::query_as(&format!(
+        "SELECT {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = $1 FOR UPDATE"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(SuperviseeWatch::from))
 }
 
-/// Applies a registry snapshot. A known last contact is kept; `first_contact` fills it (and
-/// the in-person one) only where none is known yet.
+/// A subject row the scheduler tried to lock without waiting.
+#[derive(Debug)]
+pub enum Locked<T> {
+    /// Locked for the rest of the transaction.
+    Held(T),
+    /// Another transaction holds it (an event is being applied): try again next round.
+    Busy,
+    /// No such row.
+    Missing,
+}
+
+async fn exists(conn: &mut PgConnection, table_and_key: &str, id: Uuid) -> Result<bool, ServiceError> {
+    Ok(
+        sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table_and_key} = $1)"))
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// A supervisee locked without waiting (the scheduler never queues behind the consumer).
+pub async fn try_lock_supervisee(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Locked<SuperviseeWatch>, ServiceError> {
+    let row: Option<SuperviseeRow> = sqlx::query_as(&format!(
+        "SELECT {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => Locked::Held(row.into()),
+        None if exists(conn, "supervisees WHERE supervisee_id", id).await? => Locked::Busy,
+        None => Locked::Missing,
+    })
+}
+
+/// A handover locked without waiting.
+pub async fn try_lock_handover(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Locked<HandoverWatch>, ServiceError> {
+    let row: Option<HandoverRow> = sqlx::query_as(&format!(
+        "SELECT {HANDOVER_COLUMNS} FROM handovers WHERE handover_id = $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => Locked::Held(row.into()),
+        None if exists(conn, "handovers WHERE handover_id", id).await? => Locked::Busy,
+        None => Locked::Missing,
+    })
+}
+
+/// Applies a registry snapshot and the episode it leaves. A known last contact is kept;
+/// `first_contact` fills it (and the in-person one) only where none is known yet.
 pub async fn save_supervisee(
     conn: &mut PgConnection,
     snapshot: &SuperviseeSnapshot,
     first_contact: Option<DateTime<Utc>>,
+    episode: Episode,
 ) -> Result<(), ServiceError> {
     sqlx::query(
         "INSERT INTO supervisees (supervisee_id, name, township_code, county_code, level, status, version,
-             last_contact_at, last_in_person_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, now())
+             last_contact_at, last_in_person_at, episode, episode_since, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, now())
          ON CONFLICT (supervisee_id) DO UPDATE SET name = $2, township_code = $3, county_code = $4,
              level = $5, status = $6, version = $7,
              last_contact_at = COALESCE(supervisees.last_contact_at, $8),
-             last_in_person_at = COALESCE(supervisees.last_in_person_at, $8), updated_at = now()",
+             last_in_person_at = COALESCE(supervisees.last_in_person_at, $8),
+             episode = $9, episode_since = $10, updated_at = now()",
     )
     .bind(snapshot.id)
     .bind(&snapshot.name)
@@ -87,6 +151,8 @@ pub async fn save_supervisee(
     .bind(snapshot.status.map(SuperviseeStatus::as_str))
     .bind(snapshot.version)
     .bind(first_contact)
+    .bind(episode.number)
+    .bind(episode.since)
     .execute(conn)
     .await?;
     Ok(())
@@ -134,6 +200,7 @@ struct HandoverRow {
     actual_release_time: Option<DateTime<Utc>>,
     gate_collected_at: Option<DateTime<Utc>>,
     version: i64,
+    registered: bool,
 }
 
 impl From<HandoverRow> for HandoverWatch {
@@ -155,20 +222,23 @@ impl From<HandoverRow> for HandoverWatch {
             actual_release_time: row.actual_release_time,
             gate_collected_at: row.gate_collected_at,
             version: row.version,
+            registered: row.registered,
         }
     }
 }
+
+const HANDOVER_COLUMNS: &str = "person_name, prison_id, prison_reference, category, township_code, county_code,
+    key_target, status, expected_release_date, ack_since, acknowledged_at, actual_release_time, gate_collected_at,
+    version, registered_supervisee_id IS NOT NULL AS registered";
 
 /// A handover as known, locked for the rest of the transaction.
 pub async fn handover_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<HandoverWatch>, ServiceError> {
-    let row: Option<HandoverRow> = sqlx::query_as(
-        "SELECT person_name, prison_id, prison_reference, category, township_code, county_code, key_target, status,
-                expected_release_date, ack_since, acknowledged_at, actual_release_time, gate_collected_at, version
-         FROM handovers WHERE handover_id = $1 FOR UPDATE",
-    )
+    let row: Option<HandoverRow> = sqlx::query_as(&format!(
+        "SELECT {HANDOVER_COLUMNS} FROM handovers WHERE handover_id = $1 FOR UPDATE"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await?;
@@ -213,75 +283,18 @@ pub async fn save_handover(
     Ok(())
 }
 
-/// Removes every deadline of a subject (before its new set is computed).
-pub async fn clear_deadlines(conn: &mut PgConnection, subject_id: Uuid) -> Result<(), ServiceError> {
-    sqlx::query("DELETE FROM deadlines WHERE subject_id = $1")
-        .bind(subject_id)
+/// Records that the registry registered `supervisee` from the handover; false when the
+/// handover is not known here.
+pub async fn mark_registered(
+    conn: &mut PgConnection,
+    handover_id: Uuid,
+    supervisee: Uuid,
+) -> Result<bool, ServiceError> {
+    let updated = sqlx::query("UPDATE handovers SET registered_supervisee_id = $2 WHERE handover_id = $1")
+        .bind(handover_id)
+        .bind(supervisee)
         .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Stores a subject's deadlines (after [`clear_deadlines`]).
-pub async fn add_deadlines(
-    conn: &mut PgConnection,
-    subject_id: Uuid,
-    deadlines: &[Deadline],
-) -> Result<(), ServiceError> {
-    for deadline in deadlines {
-        sqlx::query(
-            "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(subject_id)
-        .bind(deadline.track.as_str())
-        .bind(deadline.due)
-        .bind(i64::try_from(deadline.grace.as_secs()).unwrap_or(i64::MAX))
-        .bind(deadline.fires_at())
-        .bind(deadline.since)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// A deadline row whose time has come, as stored.
-#[derive(Debug, sqlx::FromRow)]
-pub struct DueRow {
-    pub subject_id: Uuid,
-    pub track: String,
-    pub due_at: DateTime<Utc>,
-    pub grace_seconds: i64,
-    pub since_at: DateTime<Utc>,
-}
-
-/// Claims up to `batch` deadlines due by `now`, earliest first, skipping rows another
-/// replica holds; they stay locked until the transaction ends.
-pub async fn claim_due(
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-    batch: i64,
-) -> Result<Vec<DueRow>, ServiceError> {
-    Ok(sqlx::query_as(
-        "SELECT subject_id, track, due_at, grace_seconds, since_at FROM deadlines
-         WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now)
-    .bind(batch)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Removes one claimed deadline (its alert carries it on).
-pub async fn remove_deadline(
-    conn: &mut PgConnection,
-    subject_id: Uuid,
-    track: &str,
-) -> Result<(), ServiceError> {
-    sqlx::query("DELETE FROM deadlines WHERE subject_id = $1 AND track = $2")
-        .bind(subject_id)
-        .bind(track)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    Ok(updated > 0)
 }

@@ -1,0 +1,158 @@
+//! The `deadlines` table: every subject's scheduled deadlines, one row per track, pending
+//! or (one-shot tracks) fired. Rows are changed only by a transaction that holds the
+//! subject's row lock (`store::watch`), which is what keeps replicas from firing one twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mesh_kit::error::ServiceError;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{
+    policy::{Deadline, Track},
+    schedule::Scheduled,
+};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    track: String,
+    due_at: DateTime<Utc>,
+    grace_seconds: i64,
+    since_at: DateTime<Utc>,
+    origin_due: DateTime<Utc>,
+    fired_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    /// The stored deadline; `None` for a track this version does not know.
+    fn scheduled(self) -> Option<Scheduled> {
+        Some(Scheduled {
+            deadline: Deadline {
+                track: Track::parse(&self.track)?,
+                due: self.due_at,
+                grace: Duration::from_secs(u64::try_from(self.grace_seconds).unwrap_or(0)),
+                since: self.since_at,
+            },
+            origin_due: self.origin_due,
+            fired_at: self.fired_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "track, due_at, grace_seconds, since_at, origin_due, fired_at";
+
+fn known(rows: Vec<Row>, subject_id: Uuid) -> Vec<Scheduled> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let track = row.track.clone();
+            let scheduled = row.scheduled();
+            if scheduled.is_none() {
+                tracing::error!(%subject_id, track, "deadline of an unknown track ignored");
+            }
+            scheduled
+        })
+        .collect()
+}
+
+/// Every stored deadline of a subject (the caller holds the subject's lock).
+pub async fn of_subject(conn: &mut PgConnection, subject_id: Uuid) -> Result<Vec<Scheduled>, ServiceError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deadlines WHERE subject_id = $1 ORDER BY track"
+    ))
+    .bind(subject_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(known(rows, subject_id))
+}
+
+/// The subject's pending deadlines whose time has come by `now`.
+pub async fn due_of_subject(
+    conn: &mut PgConnection,
+    subject_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Scheduled>, ServiceError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deadlines
+         WHERE subject_id = $1 AND fired_at IS NULL AND fire_at <= $2 ORDER BY fire_at FOR UPDATE"
+    ))
+    .bind(subject_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    Ok(known(rows, subject_id))
+}
+
+/// Replaces a subject's deadlines with `rows`.
+pub async fn replace(
+    conn: &mut PgConnection,
+    subject_id: Uuid,
+    rows: &[Scheduled],
+) -> Result<(), ServiceError> {
+    sqlx::query("DELETE FROM deadlines WHERE subject_id = $1")
+        .bind(subject_id)
+        .execute(&mut *conn)
+        .await?;
+    for row in rows {
+        put(conn, subject_id, row).await?;
+    }
+    Ok(())
+}
+
+/// Writes one row (the track's row is replaced).
+pub async fn put(conn: &mut PgConnection, subject_id: Uuid, row: &Scheduled) -> Result<(), ServiceError> {
+    let deadline = &row.deadline;
+    sqlx::query(
+        "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at, origin_due, fired_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (subject_id, track) DO UPDATE SET due_at = $3, grace_seconds = $4, fire_at = $5,
+             since_at = $6, origin_due = $7, fired_at = $8",
+    )
+    .bind(subject_id)
+    .bind(deadline.track.as_str())
+    .bind(deadline.due)
+    .bind(i64::try_from(deadline.grace.as_secs()).unwrap_or(i64::MAX))
+    .bind(deadline.fires_at())
+    .bind(deadline.since)
+    .bind(row.origin_due)
+    .bind(row.fired_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A subject with a pending deadline due by `now`, and whether it is a handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueSubject {
+    pub subject_id: Uuid,
+    pub handover: bool,
+}
+
+/// Up to `limit` subjects with deadlines due by `now`, earliest first. Nothing is locked
+/// here: the scheduler then locks each subject (skipping busy ones) and reads its due rows
+/// again, so a row another replica fired meanwhile is not fired twice.
+pub async fn due_subjects(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DueSubject>, ServiceError> {
+    let handover_tracks: Vec<&str> = Track::ALL
+        .iter()
+        .filter(|track| track.is_handover())
+        .map(|track| track.as_str())
+        .collect();
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "SELECT subject_id, bool_or(track = ANY($3)) FROM deadlines
+         WHERE fired_at IS NULL AND fire_at <= $1
+         GROUP BY subject_id ORDER BY min(fire_at) LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .bind(&handover_tracks)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(subject_id, handover)| DueSubject { subject_id, handover })
+        .collect())
+}

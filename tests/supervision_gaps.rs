@@ -1,0 +1,257 @@
+//! The paths by which a person could silently stop being watched (issue 9), each driven end
+//! to end against the real registry, handover and risk-alert processes with second-scale
+//! policies: a reactivated supervision, a missed deadline resolved by hand, and a report-in
+//! the registry could not register.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, Utc};
+use mesh_e2e::{
+    HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, eventually, home_jurisdiction,
+    home_officer, notice, prison, register, report_in_request, reported_in, submit_notice, today,
+    township_office, whole_seconds_ago,
+};
+use mesh_kit::proto_time::{from_timestamp, to_date, to_timestamp};
+use mesh_proto::{alert as pb, handover as handover_pb, registry as registry_pb};
+
+/// A normal-level person must check in every 3 s (1 s grace); ten days without contact is
+/// 8 s here; nothing else fires.
+const POLICY: &[(&str, &str)] = &[
+    ("MESH_POLICY_NORMAL_INTERVAL", "3s"),
+    ("MESH_POLICY_NORMAL_GRACE", "1s"),
+    ("MESH_POLICY_STRICT_INTERVAL", "1000h"),
+    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
+    ("MESH_ABSCONDING_WARNING_AFTER", "8s"),
+    ("MESH_ABSCONDING_REVOCATION_AFTER", "1000h"),
+    ("MESH_HANDOVER_ACK_PERIOD", "1000h"),
+    ("MESH_HANDOVER_GATE_GRACE", "1000h"),
+    ("MESH_ALERT_TICK_MS", "100"),
+];
+
+async fn start(services: &[&str]) -> Mesh {
+    Mesh::builder()
+        .env("risk-alert", POLICY)
+        .start(services)
+        .await
+        .expect("mesh")
+}
+
+async fn alerts_about(mesh: &Mesh, subject_id: &str) -> Vec<pb::Alert> {
+    mesh.risk_alert()
+        .list_alerts(authorized(
+            pb::ListAlertsRequest {
+                jurisdiction: Some(home_jurisdiction()),
+                subject_id: subject_id.to_owned(),
+                ..Default::default()
+            },
+            &mesh.token(&home_officer()),
+        ))
+        .await
+        .expect("alerts")
+        .into_inner()
+        .alerts
+}
+
+/// Waits for an open alert of `kind` about `subject_id` that `also` accepts.
+async fn open_alert(
+    mesh: &Mesh,
+    subject_id: &str,
+    kind: pb::AlertKind,
+    timeout: Duration,
+    also: impl Fn(&pb::Alert) -> bool,
+) -> pb::Alert {
+    eventually(&format!("an open {kind:?} alert"), timeout, async || {
+        alerts_about(mesh, subject_id)
+            .await
+            .into_iter()
+            .find(|a| a.kind() == kind && a.status() == pb::AlertStatus::Open && also(a))
+    })
+    .await
+}
+
+async fn change_status(mesh: &Mesh, id: &str, status: registry_pb::SuperviseeStatus) {
+    mesh.registry()
+        .change_status(authorized(
+            registry_pb::ChangeStatusRequest {
+                supervisee_id: id.to_owned(),
+                status: status as i32,
+                reason: "本人住院治疗".into(),
+                effective_at: None,
+            },
+            &mesh.token(&home_officer()),
+        ))
+        .await
+        .expect("status changed");
+}
+
+fn time(timestamp: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
+    timestamp.as_ref().and_then(from_timestamp).expect("timestamp")
+}
+
+#[tokio::test]
+async fn a_reactivated_supervision_is_watched_again_counting_from_the_reactivation() {
+    let mesh = start(&["registry", "risk-alert"]).await;
+    let id = register(&mesh, reported_in(91, Utc::now())).await;
+    let first = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+
+    // Suspended past the ten-day threshold (8 s here), then active again.
+    change_status(&mesh, &id, registry_pb::SuperviseeStatus::Suspended).await;
+    eventually("the withdrawal", Duration::from_secs(15), async || {
+        let alerts = alerts_about(&mesh, &id).await;
+        alerts
+            .iter()
+            .all(|a| a.status() == pb::AlertStatus::Resolved)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let reactivated_at = Utc::now();
+    change_status(&mesh, &id, registry_pb::SuperviseeStatus::Active).await;
+
+    // The new episode has its own missed check-in, counted from the reactivation …
+    let second = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |a| a.alert_id != first.alert_id,
+    )
+    .await;
+    let since = time(&second.evidence.as_ref().expect("evidence").last_contact_at);
+    assert!(
+        since >= reactivated_at - chrono::Duration::seconds(2),
+        "counted from {since}, reactivated at {reactivated_at}"
+    );
+    assert_ne!(second.dedup_key, first.dedup_key);
+    // … and the suspended time does not count towards lost contact: the ten-day threshold
+    // lies 8 s after the reactivation, not already behind it.
+    let absconding: Vec<_> = alerts_about(&mesh, &id)
+        .await
+        .into_iter()
+        .filter(|a| a.kind() == pb::AlertKind::AbscondingTenDays)
+        .collect();
+    assert!(absconding.is_empty(), "{absconding:?}");
+    let warning = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::AbscondingTenDays,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+    assert!(time(&warning.deadline) >= reactivated_at + chrono::Duration::seconds(6));
+}
+
+#[tokio::test]
+async fn a_missed_checkin_resolved_by_hand_is_followed_by_the_next_period() {
+    let mesh = start(&["registry", "risk-alert"]).await;
+    let id = register(&mesh, reported_in(92, Utc::now())).await;
+    let first = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+    mesh.risk_alert()
+        .resolve_alert(authorized(
+            pb::ResolveAlertRequest {
+                alert_id: first.alert_id.clone(),
+                note: "已电话联系本人，系手机损坏".into(),
+            },
+            &mesh.token(&home_officer()),
+        ))
+        .await
+        .expect("resolved");
+
+    // No check-in follows: the next period is missed too, and alerted.
+    let next = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |a| a.alert_id != first.alert_id,
+    )
+    .await;
+    assert!(time(&next.deadline) > time(&first.deadline));
+    assert_eq!(
+        next.evidence.as_ref().and_then(|e| e.last_contact_at),
+        first.evidence.as_ref().and_then(|e| e.last_contact_at),
+        "the evidence still names the last real contact"
+    );
+    let pending = count(
+        &mesh,
+        "risk-alert",
+        &format!("SELECT count(*) FROM deadlines WHERE subject_id = '{id}' AND track = 'checkin' AND fired_at IS NULL"),
+    )
+    .await;
+    assert_eq!(pending, 1, "the check-in track always has its next deadline");
+}
+
+#[tokio::test]
+async fn a_report_in_the_registry_could_not_register_keeps_the_missed_report_in_watch() {
+    let mesh = start(&["registry", "handover", "risk-alert"]).await;
+    let prison_token = mesh.token(&prison("prison-clerk-1", PRISON_A));
+    let office_token = mesh.token(&township_office(HOME_TOWNSHIP));
+    // The same person is already under active supervision, so the registry refuses to
+    // register the report-in a second time (an officer must reconcile the two).
+    register(&mesh, reported_in(93, Utc::now())).await;
+    let mut request = notice(93);
+    request.key_assistance_target = false;
+    request.expected_release_date = Some(to_date(today() + Days::new(1)));
+    let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
+    acknowledge(&mesh, &id, &office_token)
+        .await
+        .expect("acknowledged");
+    mesh.handover()
+        .confirm_release(authorized(
+            handover_pb::ConfirmReleaseRequest {
+                handover_id: id.clone(),
+                actual_release_time: Some(to_timestamp(whole_seconds_ago(1))),
+            },
+            &prison_token,
+        ))
+        .await
+        .expect("released");
+    mesh.handover()
+        .record_report_in(authorized(
+            report_in_request(&id, whole_seconds_ago(0)),
+            &office_token,
+        ))
+        .await
+        .expect("reported in");
+
+    let report_in_watch =
+        format!("SELECT count(*) FROM deadlines WHERE subject_id = '{id}' AND track = 'report_in'");
+    eventually(
+        "risk-alert to apply the report-in",
+        Duration::from_secs(20),
+        async || {
+            let applied = count(
+                &mesh,
+                "risk-alert",
+                &format!(
+                    "SELECT count(*) FROM handovers WHERE handover_id = '{id}' AND status = 'reported_in'"
+                ),
+            )
+            .await;
+            (applied == 1).then_some(())
+        },
+    )
+    .await;
+    // The registry has had time to refuse it by now as well.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&mesh, "risk-alert", &report_in_watch).await,
+        1,
+        "a report-in nobody registered must not end the 漏管 watch"
+    );
+}
