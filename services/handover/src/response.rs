@@ -84,3 +84,16 @@ pub fn handover(
         version: handover.version,
     })
 }
+
+/// A handover as the coverage reconciliation sees it: nothing sealed.
+pub fn awaiting_report_in(handover: &Handover) -> pb::AwaitingReportIn {
+    pb::AwaitingReportIn {
+        handover_id: handover.id.to_string(),
+        person_name: handover.person_name.clone(),
+        category: handover.category.to_proto() as i32,
+        status: handover.status.to_proto() as i32,
+        destination: Some(jurisdiction(&handover.destination)),
+        version: handover.version,
+        updated_at: Some(to_timestamp(handover.updated_at)),
+    }
+}

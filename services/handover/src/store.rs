@@ -436,3 +436,21 @@ pub async fn list(
     .fetch_all(conn)
     .await?)
 }
+
+/// Up to `limit` handovers still awaiting report-in (notified, acknowledged or released)
+/// after the id `after`, in id order, across every prison and township.
+pub async fn awaiting_report_in(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Handover>, ServiceError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM handovers
+         WHERE status IN ('notified', 'acknowledged', 'released') AND ($1::uuid IS NULL OR id > $1)
+         ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}

@@ -98,7 +98,14 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     let checkin = mesh.spawn("checkin", &[]).await?;
     let handover = mesh.spawn("handover", &[]).await?;
     let placement = mesh.spawn("placement", &[]).await?;
-    let risk = mesh.spawn("risk-alert", DEMO_POLICY).await?;
+    // Risk-alert reconciles its watch list with the registry's and the handover service's.
+    let (registry_url, handover_url) = (registry.endpoint(), handover.endpoint());
+    let mut risk_env = DEMO_POLICY.to_vec();
+    risk_env.extend([
+        ("MESH_REGISTRY_URL", registry_url.as_str()),
+        ("MESH_HANDOVER_URL", handover_url.as_str()),
+    ]);
+    let risk = mesh.spawn("risk-alert", &risk_env).await?;
     for service in [&registry, &checkin, &handover, &placement, &risk] {
         println!(
             "{:<10} up at {}  (log: {})",

@@ -346,6 +346,18 @@ impl Mesh {
             "MESH_CONSUMER_GROUP".to_owned(),
             format!("{service}-{}", self.topics.registry),
         );
+        // Risk-alert's coverage reconciliation reads the registry's and the handover
+        // service's truth, when the mesh runs them (started before it).
+        if service == "risk-alert" {
+            for (source, variable) in [
+                ("registry", "MESH_REGISTRY_URL"),
+                ("handover", "MESH_HANDOVER_URL"),
+            ] {
+                if let Some(running) = self.replicas(source).next() {
+                    env.insert(variable.to_owned(), running.process.endpoint());
+                }
+            }
+        }
         for (key, value) in extra_env {
             env.insert((*key).to_owned(), (*value).to_owned());
         }

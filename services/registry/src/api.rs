@@ -127,6 +127,29 @@ impl Registry {
         })
     }
 
+    /// Every person under supervision, for the coverage reconciliation (no personal data
+    /// is opened, so no audit record of a read of it either).
+    async fn under_supervision(
+        &self,
+        request: Request<pb::ListUnderSupervisionRequest>,
+    ) -> Result<pb::ListUnderSupervisionResponse, ServiceError> {
+        auth::caller(&request)?.ensure_role(&[Role::System, Role::Admin])?;
+        const SCOPE: &str = "registry.under_supervision";
+        let mut violations = mesh_kit::error::FieldViolations::new();
+        let page = self
+            .cursors
+            .page::<Uuid>(SCOPE, request.get_ref().page.as_ref(), &mut violations);
+        violations.into_result()?;
+        let mut change = self.changes.begin().await?;
+        let rows = store::under_supervision(&mut change, page.after, page.fetch_limit()).await?;
+        change.commit().await?;
+        let (rows, page) = self.cursors.finish(SCOPE, page.size, rows, |row| row.id);
+        Ok(pb::ListUnderSupervisionResponse {
+            supervisees: rows.iter().map(response::under_supervision).collect(),
+            page: Some(page),
+        })
+    }
+
     async fn set_level(
         &self,
         request: Request<pb::ChangeLevelRequest>,
@@ -251,6 +274,14 @@ impl RegistryService for Registry {
         request: Request<pb::ListSuperviseesRequest>,
     ) -> Result<Response<pb::ListSuperviseesResponse>, Status> {
         respond(self.list(request).await, std::convert::identity)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_under_supervision(
+        &self,
+        request: Request<pb::ListUnderSupervisionRequest>,
+    ) -> Result<Response<pb::ListUnderSupervisionResponse>, Status> {
+        respond(self.under_supervision(request).await, std::convert::identity)
     }
 
     #[tracing::instrument(skip_all)]

@@ -43,6 +43,20 @@ pub fn supervisee(sealer: &Sealer, supervisee: &Supervisee) -> Result<pb::Superv
     })
 }
 
+/// A supervisee as the coverage reconciliation sees it: nothing sealed is opened.
+pub fn under_supervision(supervisee: &Supervisee) -> pb::UnderSupervision {
+    pb::UnderSupervision {
+        supervisee_id: supervisee.id.to_string(),
+        name: supervisee.name.clone(),
+        level: supervisee.level.to_proto() as i32,
+        status: supervisee.status.to_proto() as i32,
+        jurisdiction: Some(jurisdiction(&supervisee.jurisdiction)),
+        version: supervisee.version,
+        updated_at: Some(to_timestamp(supervisee.updated_at)),
+        reported_at: supervisee.reported_at.map(to_timestamp),
+    }
+}
+
 pub fn jurisdiction(jurisdiction: &Jurisdiction) -> common::Jurisdiction {
     common::Jurisdiction {
         township_code: jurisdiction.township_code.clone(),

@@ -113,6 +113,25 @@ pub async fn list(
     rows.into_iter().map(Supervisee::try_from).collect()
 }
 
+/// Up to `limit` supervisees under supervision (active or absconded) after the id `after`,
+/// in id order, across every township.
+pub async fn under_supervision(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Supervisee>, ServiceError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM supervisees
+         WHERE status IN ('active', 'absconded') AND ($1::uuid IS NULL OR id > $1)
+         ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Supervisee::try_from).collect()
+}
+
 /// Whether the handover has already registered a supervisee.
 pub async fn registered_from_handover(
     conn: &mut PgConnection,

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod convert;
+pub mod coverage;
 pub mod delivery;
 pub mod domain;
 pub mod fanout;
@@ -29,6 +30,7 @@ use domain::{
     policy::{self, LevelPolicy, Obligation, Policy, Span},
 };
 use mesh_kit::{
+    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
@@ -58,6 +60,7 @@ pub struct Settings {
     /// Key sealing webhook secrets at rest (`MESH_FIELD_ENCRYPTION_KEY`).
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
+    pub coverage: coverage::CoverageConfig,
 }
 
 fn grace(reader: &mut Reader<'_>, name: &str, default: Duration) -> Duration {
@@ -143,6 +146,14 @@ impl Settings {
             batch_size: 50,
         };
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
+        // The coverage reconciliation asks the registry and the handover service for their
+        // truth; without their URLs it cannot run (and says so at start).
+        let coverage = coverage::CoverageConfig {
+            registry_url: reader.maybe("MESH_REGISTRY_URL"),
+            handover_url: reader.maybe("MESH_HANDOVER_URL"),
+            interval: Duration::from_millis(reader.optional("MESH_COVERAGE_INTERVAL_MS", 20_000u64).max(100)),
+            tolerance: Duration::from_millis(reader.optional("MESH_COVERAGE_TOLERANCE_MS", 30_000u64)),
+        };
         let field_keys = FieldKeys::read(&mut reader);
         reader.finish()?;
         match (common, field_keys) {
@@ -153,6 +164,7 @@ impl Settings {
                 delivery,
                 allow_http,
                 field_keys,
+                coverage,
             }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
@@ -195,6 +207,23 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         clock: clock.clone(),
         lifecycle: lifecycle.clone(),
     };
+    let reconciler = coverage::Reconciler {
+        config: settings.coverage.clone(),
+        changes: host.changes(),
+        projection: projection::Projection {
+            watchlist,
+            clock: clock.clone(),
+            lifecycle: lifecycle.clone(),
+        },
+        watchlist,
+        lifecycle: lifecycle.clone(),
+        clock: clock.clone(),
+        keys: TokenKeys::new(&settings.common.jwt_secret),
+        suspects: Default::default(),
+    };
+    host.spawn("coverage reconciliation", move |shutdown| {
+        reconciler.run(shutdown)
+    });
     host.consume(
         projection,
         &[

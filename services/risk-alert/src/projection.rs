@@ -74,7 +74,7 @@ impl Handler for Projection {
 
 impl Projection {
     /// Applies a registry snapshot unless a newer one was applied already.
-    async fn apply_supervisee(
+    pub(crate) async fn apply_supervisee(
         &self,
         conn: &mut PgConnection,
         snapshot: SuperviseeSnapshot,

@@ -246,4 +246,14 @@ impl pb::handover_service_server::HandoverService for Handovers {
         let caller = auth::caller(&request)?;
         Ok(Response::new(self.list(&caller, request.get_ref()).await?))
     }
+
+    async fn list_awaiting_report_in(
+        &self,
+        request: Request<pb::ListAwaitingReportInRequest>,
+    ) -> Result<Response<pb::ListAwaitingReportInResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(
+            self.awaiting_report_in(&caller, request.get_ref()).await?,
+        ))
+    }
 }

@@ -1,8 +1,13 @@
 //! Reading handovers: one by id, or a page of a prison's, a township's or a county's. Every
 //! read is audited (it shows personal data).
 
-use mesh_kit::{auth::Caller, change::Tx, error::ServiceError};
+use mesh_kit::{
+    auth::{Caller, Role},
+    change::Tx,
+    error::{FieldViolations, ServiceError},
+};
 use mesh_proto::handover as pb;
+use uuid::Uuid;
 
 use super::{Handovers, record_handover_id};
 use crate::{
@@ -72,6 +77,32 @@ impl Handovers {
             .collect::<Result<_, _>>()?;
         Ok(pb::ListHandoversResponse {
             handovers,
+            page: Some(page),
+        })
+    }
+
+    /// Every handover awaiting report-in, for the coverage reconciliation (system and
+    /// admin callers; nothing sealed is opened).
+    pub(super) async fn awaiting_report_in(
+        &self,
+        caller: &Caller,
+        request: &pb::ListAwaitingReportInRequest,
+    ) -> Result<pb::ListAwaitingReportInResponse, ServiceError> {
+        caller.ensure_role(&[Role::System, Role::Admin])?;
+        const SCOPE: &str = "handover.awaiting_report_in";
+        let mut violations = FieldViolations::new();
+        let page = self
+            .cursors
+            .page::<Uuid>(SCOPE, request.page.as_ref(), &mut violations);
+        violations.into_result()?;
+        let mut change = self.changes.begin().await?;
+        let rows = store::awaiting_report_in(&mut change, page.after, page.fetch_limit()).await?;
+        change.commit().await?;
+        let (rows, page) = self
+            .cursors
+            .finish(SCOPE, page.size, rows, |handover| handover.id);
+        Ok(pb::ListAwaitingReportInResponse {
+            handovers: rows.iter().map(response::awaiting_report_in).collect(),
             page: Some(page),
         })
     }

@@ -9,6 +9,7 @@ pub mod access;
 pub mod alert;
 pub mod answers;
 pub mod compose;
+pub mod coverage;
 pub mod policy;
 pub mod rules;
 pub mod schedule;

@@ -2,7 +2,7 @@
 //! or (one-shot tracks) fired. Rows are changed only by a transaction that holds the
 //! subject's row lock (`store::watch`), which is what keeps replicas from firing one twice.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use mesh_kit::error::ServiceError;
@@ -155,4 +155,23 @@ pub async fn due_subjects(
         .into_iter()
         .map(|(subject_id, handover)| DueSubject { subject_id, handover })
         .collect())
+}
+
+/// The tracks each of `ids` has a deadline on (pending or fired).
+pub async fn tracks(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Track>>, ServiceError> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT subject_id, track FROM deadlines WHERE subject_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    let mut tracks: HashMap<Uuid, Vec<Track>> = HashMap::new();
+    for (id, track) in rows {
+        if let Some(track) = Track::parse(&track) {
+            tracks.entry(id).or_default().push(track);
+        }
+    }
+    Ok(tracks)
 }

@@ -3,6 +3,8 @@
 //! deadlines locks the subject's row first (`deadlines` lock after it), so the consumer and
 //! the scheduler never wait on each other in opposite orders.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::error::ServiceError;
 use sqlx::PgConnection;
@@ -297,4 +299,53 @@ pub async fn mark_registered(
         .await?
         .rows_affected();
     Ok(updated > 0)
+}
+
+#[derive(sqlx::FromRow)]
+struct IdSupervisee {
+    supervisee_id: Uuid,
+    #[sqlx(flatten)]
+    row: SuperviseeRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct IdHandover {
+    handover_id: Uuid,
+    #[sqlx(flatten)]
+    row: HandoverRow,
+}
+
+/// The supervisees among `ids` that are known, unlocked (the coverage reconciliation reads
+/// many; it locks one only to act on it).
+pub async fn supervisees(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, SuperviseeWatch>, ServiceError> {
+    let rows: Vec<IdSupervisee> = sqlx::query_as(&format!(
+        "SELECT supervisee_id, {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.supervisee_id, row.row.into()))
+        .collect())
+}
+
+/// The handovers among `ids` that are known, unlocked.
+pub async fn handovers(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, HandoverWatch>, ServiceError> {
+    let rows: Vec<IdHandover> = sqlx::query_as(&format!(
+        "SELECT handover_id, {HANDOVER_COLUMNS} FROM handovers WHERE handover_id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.handover_id, row.row.into()))
+        .collect())
 }
