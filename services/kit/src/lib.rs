@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod host;
 pub mod jurisdiction;
 pub mod kafka;
+pub mod lag;
 pub mod national_id;
 pub mod outbox;
 pub mod page;

@@ -37,6 +37,7 @@ use mesh_kit::{
     grpc,
     host::{Host, Served},
     jurisdiction::Directory,
+    lag::LagMonitor,
 };
 use mesh_proto::alert::alert_service_server::AlertServiceServer;
 use sqlx::migrate::Migrator;
@@ -61,6 +62,11 @@ pub struct Settings {
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
     pub coverage: coverage::CoverageConfig,
+    /// How often the consumer's progress is probed, and how long a deadline waits at most
+    /// for events in flight (lag-aware firing).
+    pub lag_probe: Duration,
+    pub lag_settle: Duration,
+    pub max_defer: Duration,
 }
 
 fn grace(reader: &mut Reader<'_>, name: &str, default: Duration) -> Duration {
@@ -148,6 +154,9 @@ impl Settings {
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
         // The coverage reconciliation asks the registry and the handover service for their
         // truth; without their URLs it cannot run (and says so at start).
+        let lag_probe = Duration::from_millis(reader.optional("MESH_LAG_PROBE_MS", 1000u64).max(50));
+        let lag_settle = Duration::from_millis(reader.optional("MESH_LAG_SETTLE_MS", 10_000u64));
+        let max_defer = reader.seconds("MESH_LAG_MAX_DEFER_SECS", 600, 0);
         let coverage = coverage::CoverageConfig {
             registry_url: reader.maybe("MESH_REGISTRY_URL"),
             handover_url: reader.maybe("MESH_HANDOVER_URL"),
@@ -165,6 +174,9 @@ impl Settings {
                 allow_http,
                 field_keys,
                 coverage,
+                lag_probe,
+                lag_settle,
+                max_defer,
             }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
@@ -232,12 +244,28 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
             topics.handover.as_str(),
         ],
     )?;
+    let consumed = [
+        topics.registry.as_str(),
+        topics.checkin.as_str(),
+        topics.handover.as_str(),
+    ];
+    let monitor = LagMonitor::new(
+        &settings.common.kafka_brokers,
+        &settings.common.consumer_group,
+        &consumed,
+        clock.clone(),
+        (settings.lag_probe, settings.lag_settle),
+    )?;
+    let caught_up = monitor.caught_up();
+    host.spawn("consumer lag", move |shutdown| monitor.run(shutdown));
     let scheduler = scheduler::Scheduler {
         changes: host.changes(),
         composer,
         clock: clock.clone(),
         lifecycle: lifecycle.clone(),
         tick: settings.tick,
+        caught_up: Some(caught_up),
+        max_defer: settings.max_defer,
     };
     host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
     let delivery =

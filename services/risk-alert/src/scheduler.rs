@@ -3,6 +3,11 @@
 //! a deadline: a fired recurring deadline is rolled to its next period and a fired one-shot
 //! deadline stays, marked fired, in the transaction that raises the alert.
 //!
+//! A deadline is not fired while the events that could answer it may still be in flight:
+//! the scheduler fires only what falls before the consumer's `caught_up_at` (kit `lag`),
+//! or what has waited `max_defer` already, so an event lag delays an alert by at most the
+//! lag (bounded) and never produces a wave of false alerts.
+//!
 //! Each subject is handled in a transaction of its own that first locks the subject's row
 //! without waiting (`SKIP LOCKED`), then its due deadlines: the consumer takes the same
 //! locks in the same order, so a check-in arriving as its deadline fires can neither
@@ -11,7 +16,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mesh_kit::{CancellationToken, change::Changes, clock::SharedClock, error::ServiceError};
+use mesh_kit::{
+    CancellationToken,
+    change::Changes,
+    clock::SharedClock,
+    error::ServiceError,
+    lag::{self, CaughtUp},
+};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -36,6 +47,11 @@ pub struct Scheduler {
     pub lifecycle: Lifecycle,
     /// How often due deadlines are looked for.
     pub tick: Duration,
+    /// Until when the consumer has applied every event (`None`: not monitored). A
+    /// deadline after it waits, since an event in flight may answer it …
+    pub caught_up: Option<CaughtUp>,
+    /// … but never longer than this.
+    pub max_defer: Duration,
 }
 
 impl Scheduler {
@@ -62,15 +78,19 @@ impl Scheduler {
     /// the others.
     pub async fn fire_due(&self, batch: i64) -> Result<usize, ServiceError> {
         let now = self.clock.now();
+        let cutoff = match &self.caught_up {
+            Some(caught_up) => lag::firing_cutoff(now, *caught_up.borrow(), self.max_defer),
+            None => now,
+        };
         let due = {
             let mut change = self.changes.begin().await?;
-            let due = store::deadlines::due_subjects(&mut change, now, batch).await?;
+            let due = store::deadlines::due_subjects(&mut change, cutoff, batch).await?;
             change.commit().await?;
             due
         };
         let mut fired = 0;
         for subject in due {
-            match self.fire_subject(subject, now).await {
+            match self.fire_subject(subject, cutoff, now).await {
                 Ok(true) => fired += 1,
                 Ok(false) => {}
                 Err(error) => {
@@ -81,8 +101,13 @@ impl Scheduler {
         Ok(fired)
     }
 
-    /// Fires one subject's due deadlines; false when its row was busy.
-    async fn fire_subject(&self, subject: DueSubject, now: DateTime<Utc>) -> Result<bool, ServiceError> {
+    /// Fires one subject's deadlines due by `cutoff`; false when its row was busy.
+    async fn fire_subject(
+        &self,
+        subject: DueSubject,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
         let mut change = self.changes.begin().await?;
         let id = subject.subject_id;
         // Lock order: the subject's row, then its deadlines (as the consumer does).
@@ -99,7 +124,7 @@ impl Scheduler {
                 Locked::Missing => None,
             }
         };
-        let due = store::deadlines::due_of_subject(&mut change, id, now).await?;
+        let due = store::deadlines::due_of_subject(&mut change, id, cutoff).await?;
         for row in &due {
             self.fire(&mut change, id, row, watched.as_ref(), now).await?;
         }

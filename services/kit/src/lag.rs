@@ -1,0 +1,238 @@
+//! How far behind its topics a consumer group is, as one instant: `caught_up_at`, before
+//! which every record on those topics has been applied (committed) by the group. A
+//! deadline that falls after it may yet be answered by an event in flight, so the
+//! risk-alert scheduler waits for it (within a bound) instead of alerting on stale state.
+//!
+//! The monitor probes each partition's high watermark and the group's committed offset
+//! (broker-side, so every replica sees the same, whichever partitions it owns). A probe
+//! taken at `t` is passed once the group has committed past every watermark it saw: then
+//! everything produced before `t` has been applied. While the broker is unreachable no
+//! probe is passed and `caught_up_at` stays where it was; after it returns, probes count
+//! only once it has been reachable for `settle`, because the producers' outboxes need that
+//! long to hand over what they kept meanwhile (their lag is not the group's to see).
+
+use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaResult,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{clock::SharedClock, kafka};
+
+/// The instant before which the group has applied everything, if known.
+pub type CaughtUp = watch::Receiver<Option<DateTime<Utc>>>;
+
+/// Probes older than this many are dropped (the group is far behind; the oldest kept still
+/// bounds what is known).
+const MAX_PENDING: usize = 600;
+
+/// High watermarks seen at one instant, per (topic, partition).
+#[derive(Debug, Clone, PartialEq)]
+struct Probe {
+    at: DateTime<Utc>,
+    high: HashMap<(String, i32), i64>,
+}
+
+/// Which probes the committed offsets have passed; returns the newest passed instant.
+fn pass(pending: &mut VecDeque<Probe>, committed: &HashMap<(String, i32), i64>) -> Option<DateTime<Utc>> {
+    let mut passed = None;
+    while let Some(probe) = pending.front() {
+        let done = probe
+            .high
+            .iter()
+            .all(|(key, high)| committed.get(key).is_some_and(|offset| offset >= high));
+        if !done {
+            break;
+        }
+        passed = Some(probe.at);
+        pending.pop_front();
+    }
+    passed
+}
+
+/// Watches one group's progress on its topics.
+pub struct LagMonitor {
+    client: Arc<BaseConsumer>,
+    topics: Vec<String>,
+    clock: SharedClock,
+    interval: Duration,
+    settle: Duration,
+    sender: watch::Sender<Option<DateTime<Utc>>>,
+}
+
+impl LagMonitor {
+    /// A monitor of `group` on `topics`, probing every `interval`, trusting probes again
+    /// `settle` after an outage. It never joins the group: it only reads the group's
+    /// committed offsets.
+    pub fn new(
+        brokers: &str,
+        group: &str,
+        topics: &[&str],
+        clock: SharedClock,
+        (interval, settle): (Duration, Duration),
+    ) -> anyhow::Result<Self> {
+        let client: BaseConsumer =
+            kafka::consumer_config(brokers, group, Duration::from_secs(10)).create()?;
+        Ok(Self {
+            client: Arc::new(client),
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
+            clock,
+            interval,
+            settle,
+            sender: watch::channel(None).0,
+        })
+    }
+
+    /// What the monitor finds, as `caught_up_at` moves (`None` until the first pass).
+    pub fn caught_up(&self) -> CaughtUp {
+        self.sender.subscribe()
+    }
+
+    /// Probes until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let sender = self.sender.clone();
+        let mut pending = VecDeque::new();
+        let settle = chrono::Duration::from_std(self.settle).unwrap_or_default();
+        // At start only the group's own backlog is unknown, and the probes measure that.
+        let mut last_failure: Option<DateTime<Utc>> = None;
+        loop {
+            let at = self.clock.now();
+            let (client, topics) = (self.client.clone(), self.topics.clone());
+            let probed = tokio::task::spawn_blocking(move || probe(&client, &topics)).await;
+            match probed {
+                Ok(Ok((high, committed))) => {
+                    if last_failure.is_none_or(|failed| at - failed >= settle) {
+                        last_failure = None;
+                        pending.push_back(Probe { at, high });
+                        if pending.len() > MAX_PENDING {
+                            pending.pop_front();
+                        }
+                    }
+                    if let Some(passed) = pass(&mut pending, &committed) {
+                        sender.send_replace(Some(passed));
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(error = %error, "consumer lag not probed");
+                    last_failure = Some(at);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "consumer lag probe failed");
+                    last_failure = Some(at);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}
+
+type Offsets = HashMap<(String, i32), i64>;
+
+/// Each partition's high watermark and the group's committed offset (a partition the group
+/// never committed counts from its low watermark: nothing of it was applied).
+fn probe(client: &BaseConsumer, topics: &[String]) -> KafkaResult<(Offsets, Offsets)> {
+    let timeout = Duration::from_secs(5);
+    let mut high = HashMap::new();
+    let mut low = HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+            let (first, next) = client.fetch_watermarks(topic, partition.id(), timeout)?;
+            high.insert((topic.clone(), partition.id()), next);
+            low.insert((topic.clone(), partition.id()), first);
+            list.add_partition(topic, partition.id());
+        }
+    }
+    let committed = client.committed_offsets(list, timeout)?;
+    let committed = committed
+        .elements()
+        .iter()
+        .map(|element| {
+            let key = (element.topic().to_owned(), element.partition());
+            let offset = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => low.get(&key).copied().unwrap_or(0),
+            };
+            (key, offset)
+        })
+        .collect();
+    Ok((high, committed))
+}
+
+/// The instant up to which deadlines may fire at `now`: those the group's progress has
+/// passed, and any that has waited `max_defer` already (an outage delays alerts by at most
+/// that much, it never suppresses them).
+pub fn firing_cutoff(
+    now: DateTime<Utc>,
+    caught_up_at: Option<DateTime<Utc>>,
+    max_defer: Duration,
+) -> DateTime<Utc> {
+    let waited_enough = chrono::Duration::from_std(max_defer)
+        .ok()
+        .and_then(|bound| now.checked_sub_signed(bound))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let known = caught_up_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    now.min(known.max(waited_enough))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    fn offsets(values: &[(i32, i64)]) -> Offsets {
+        values
+            .iter()
+            .map(|&(partition, offset)| (("checkin".to_owned(), partition), offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_is_passed_once_every_partition_is_committed_past_it() {
+        let mut pending = VecDeque::from([
+            Probe {
+                at: at(0),
+                high: offsets(&[(0, 10), (1, 5)]),
+            },
+            Probe {
+                at: at(1),
+                high: offsets(&[(0, 12), (1, 5)]),
+            },
+        ]);
+        assert_eq!(pass(&mut pending, &offsets(&[(0, 10), (1, 4)])), None);
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pass(&mut pending, &offsets(&[(0, 11), (1, 5)])), Some(at(0)));
+        assert_eq!(pass(&mut pending, &offsets(&[(0, 12), (1, 5)])), Some(at(1)));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn deadlines_wait_for_the_lag_but_never_longer_than_the_bound() {
+        let bound = Duration::from_secs(60);
+        assert_eq!(firing_cutoff(at(100), Some(at(100)), bound), at(100), "caught up");
+        assert_eq!(firing_cutoff(at(100), Some(at(90)), bound), at(90), "10 s behind");
+        assert_eq!(
+            firing_cutoff(at(100), Some(at(10)), bound),
+            at(40),
+            "bounded wait"
+        );
+        assert_eq!(firing_cutoff(at(100), None, bound), at(40), "unknown lag");
+        assert_eq!(
+            firing_cutoff(at(100), Some(at(200)), bound),
+            at(100),
+            "never ahead of now"
+        );
+    }
+}
