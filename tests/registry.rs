@@ -539,3 +539,112 @@ async fn invalid_configuration_exits_64_with_one_message() {
     }
     assert!(!stderr.contains("too-short"), "secret echoed: {stderr}");
 }
+
+/// A date of the office calendar, `days` from today.
+fn day(days: i64) -> mesh_proto::common::Date {
+    mesh_kit::proto_time::to_date(mesh_e2e::today() + chrono::Duration::days(days))
+}
+
+#[tokio::test]
+async fn impossible_dates_are_refused_naming_the_field_and_change_nothing() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
+    let epoch = chrono::DateTime::from_timestamp(0, 0).expect("1970-01-01");
+    let date = |year, month, day| mesh_proto::common::Date { year, month, day };
+    type Mutation = Box<dyn Fn(&mut pb::RegisterSuperviseeRequest)>;
+    let cases: Vec<(&[&str], Mutation)> = vec![
+        // The report-in of 1970 that raised a revocation proposal at once.
+        (
+            &["reported_at"],
+            Box::new(move |r| r.reported_at = Some(prost_types_timestamp(epoch))),
+        ),
+        (
+            &["term_start", "reported_at"],
+            Box::new(move |r| {
+                r.term_start = Some(date(1970, 1, 1));
+                r.reported_at = Some(prost_types_timestamp(epoch));
+            }),
+        ),
+        (
+            &["term_start"],
+            Box::new(move |r| r.term_start = Some(date(1970, 1, 1))),
+        ),
+        (
+            &["term_start"],
+            Box::new(move |r| {
+                r.term_start = Some(date(2100, 1, 1));
+                r.term_end = Some(date(2101, 1, 1));
+            }),
+        ),
+        (
+            &["term_end"],
+            Box::new(move |r| r.term_end = Some(date(2090, 1, 1))),
+        ),
+        (
+            &["term_end"],
+            Box::new(|r| {
+                r.term_start = Some(day(-300));
+                r.term_end = Some(day(-1));
+            }),
+        ),
+        // Reported in before the term even started.
+        (
+            &["reported_at"],
+            Box::new(|r| {
+                r.term_start = Some(day(10));
+                r.reported_at = Some(prost_types_timestamp(chrono::Utc::now()));
+            }),
+        ),
+        // Three weeks ago: the watch would start with its absconding ladder passed.
+        (
+            &["reported_at"],
+            Box::new(|r| {
+                r.term_start = Some(day(-60));
+                r.reported_at = Some(prost_types_timestamp(
+                    chrono::Utc::now() - chrono::Duration::days(21),
+                ));
+            }),
+        ),
+    ];
+    for (fields, mutate) in cases {
+        let mut request = registration(30);
+        mutate(&mut request);
+        let status = mesh
+            .registry()
+            .register_supervisee(authorized(request, &token))
+            .await
+            .expect_err(&format!("{fields:?} case must be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{fields:?}: {status:?}");
+        assert_eq!(violated_fields(&status), fields, "{}", status.message());
+    }
+    assert_eq!(count_supervisees(&mesh).await, 0, "nothing stored");
+
+    // A status change dated in 1970, or before the term started, is refused the same way.
+    let mut request = registration(31);
+    request.term_start = Some(day(-3));
+    let id = register(&mesh, request).await;
+    for effective_at in [epoch, chrono::Utc::now() - chrono::Duration::days(5)] {
+        let status = mesh
+            .registry()
+            .change_status(authorized(
+                pb::ChangeStatusRequest {
+                    supervisee_id: id.clone(),
+                    status: pb::SuperviseeStatus::Active as i32,
+                    reason: "reported in".into(),
+                    effective_at: Some(prost_types_timestamp(effective_at)),
+                },
+                &token,
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(violated_fields(&status), ["effective_at"], "{}", status.message());
+    }
+    let stored: String = sqlx::query_scalar("SELECT status FROM supervisees")
+        .fetch_one(&mesh.pool("registry").expect("pool"))
+        .await
+        .expect("status");
+    assert_eq!(stored, "pending_report_in", "unchanged");
+    let events = count(&mesh, "registry", "SELECT count(*) FROM kit_outbox").await;
+    assert_eq!(events, 1, "only the valid registration published");
+    mesh.stop_all().await.expect("graceful stop");
+}

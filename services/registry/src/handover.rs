@@ -16,7 +16,9 @@ use mesh_proto::{
 };
 use sqlx::PgConnection;
 
-use crate::{domain::RegisterError, events::Events, registration, request, sealing::Sealer, store};
+use crate::{
+    dates::ReportedBy, domain::RegisterError, events::Events, registration, request, sealing::Sealer, store,
+};
 
 /// Consumes the handover topic.
 pub struct ReportInHandler {
@@ -82,7 +84,8 @@ impl Handler for ReportInHandler {
         let now = self.clock.now();
         // The same validation as a registration typed in by an officer; a report-in that
         // fails it needs a person, so it goes to the dead-letter topic with the reason.
-        let registration = request::registration(&registration_request(&report), now).map_err(|error| {
+        let registration = request::registration(&registration_request(&report), now, ReportedBy::Handover)
+            .map_err(|error| {
             HandleError::Permanent(format!(
                 "report-in cannot be registered: {}",
                 error.public_message()
