@@ -396,6 +396,44 @@ mod tests {
     }
 
     #[test]
+    fn impossible_dates_are_named_and_a_handovers_time_ahead_is_taken_as_now() {
+        let epoch = DateTime::from_timestamp(0, 0).expect("1970");
+        let request = pb::RegisterSuperviseeRequest {
+            term_start: NaiveDate::from_ymd_opt(1970, 1, 1).map(to_date),
+            reported_at: Some(to_timestamp(epoch)),
+            ..registration_request()
+        };
+        // A handover's report-in time is bounded by the term only, and this term is refused.
+        for (by, expected) in [
+            (ReportedBy::Officer, &["term_start", "reported_at"][..]),
+            (ReportedBy::Handover, &["term_start"][..]),
+        ] {
+            let Err(ServiceError::Invalid(violations)) = registration(&request, now(), by) else {
+                panic!("not a validation error");
+            };
+            assert_eq!(violations.fields(), expected, "{by:?}");
+        }
+        let valid_term = pb::RegisterSuperviseeRequest {
+            reported_at: Some(to_timestamp(epoch)),
+            ..registration_request()
+        };
+        assert_eq!(
+            fields(registration(&valid_term, now(), ReportedBy::Handover).expect_err("1970")),
+            "reported_at: must not be before term_start"
+        );
+        let ahead = pb::RegisterSuperviseeRequest {
+            reported_at: Some(to_timestamp(now() + chrono::Duration::minutes(10))),
+            ..registration_request()
+        };
+        assert_eq!(
+            fields(registration(&ahead, now(), ReportedBy::Officer).expect_err("future")),
+            "reported_at: must not be in the future"
+        );
+        let from_handover = registration(&ahead, now(), ReportedBy::Handover).expect("clamped");
+        assert_eq!(from_handover.reported_at, Some(now()));
+    }
+
+    #[test]
     fn a_status_change_takes_effect_now_unless_told_and_never_in_the_future() {
         let request = pb::ChangeStatusRequest {
             supervisee_id: Uuid::now_v7().to_string(),
