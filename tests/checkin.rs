@@ -387,7 +387,7 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
     let results = sync(&mesh, &home_officer(), batch.clone())
         .await
         .expect("batch answered");
-    use pb::SyncItemOutcome::{Accepted, Duplicate, Rejected};
+    use pb::SyncItemOutcome::{Accepted, Duplicate, Rejected, RetryLater};
     let expected = [
         (Accepted, ""),
         (Accepted, ""),
@@ -395,7 +395,8 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
         (Rejected, "device_time"),
         (Duplicate, ""),
         (Rejected, "position.latitude"),
-        (Rejected, "supervisee_id"),
+        // Perhaps registered a moment ago: the app keeps it and sends it again.
+        (RetryLater, "supervisee_id"),
         (Rejected, "checkin_id"),
     ];
     assert_eq!(results.len(), expected.len());
@@ -404,12 +405,9 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
         assert_eq!(result.checkin_id, batch[index].checkin_id);
         assert_eq!(result.outcome(), outcome, "item {index}: {result:?}");
         assert_eq!(result.reject_field, field, "item {index}: {result:?}");
-        assert_eq!(result.checkin.is_some(), outcome != Rejected, "item {index}");
-        assert_eq!(
-            result.reject_reason.is_empty(),
-            outcome != Rejected,
-            "item {index}"
-        );
+        let stored = matches!(outcome, Accepted | Duplicate);
+        assert_eq!(result.checkin.is_some(), stored, "item {index}");
+        assert_eq!(result.reject_reason.is_empty(), stored, "item {index}");
     }
     assert!(
         results[2].reject_reason.contains("72-hour"),
@@ -439,7 +437,7 @@ async fn offline_batch_accepts_items_inside_the_window_and_rejects_the_rest_one_
     assert_eq!(
         outcomes,
         [
-            Duplicate, Duplicate, Rejected, Rejected, Duplicate, Rejected, Rejected, Rejected
+            Duplicate, Duplicate, Rejected, Rejected, Duplicate, Rejected, RetryLater, Rejected
         ]
     );
     assert_eq!(stored_checkins(&mesh).await, 2);
@@ -512,7 +510,8 @@ async fn callers_outside_the_jurisdiction_are_refused() {
     let results = sync(&mesh, &neighbour, vec![theirs])
         .await
         .expect("batch answered");
-    assert_eq!(results[0].outcome(), pb::SyncItemOutcome::Rejected);
+    // Not stored; but a transfer to the neighbour may not have reached the service yet.
+    assert_eq!(results[0].outcome(), pb::SyncItemOutcome::RetryLater);
     assert_eq!(results[0].reject_field, "supervisee_id");
     let window = (Utc::now() - hours(24), Utc::now() + hours(1));
     for caller in [neighbour.clone(), county_bureau("bureau-minle", "620722")] {
@@ -572,13 +571,11 @@ async fn callers_outside_the_jurisdiction_are_refused() {
         .await
         .expect("transferred");
     wait_projected(&mesh, &id, 2).await;
-    let status = record(
-        &mesh,
-        &home_officer(),
-        home_visit(&id, chrono::Duration::minutes(1)),
-    )
-    .await
-    .expect_err("old township refused");
+    // (A contact the old township made before the transfer still counts: see
+    // `an_offline_contact_captured_before_a_transfer_counts_for_its_township`.)
+    let status = record(&mesh, &home_officer(), home_visit(&id, chrono::Duration::zero()))
+        .await
+        .expect_err("old township refused");
     assert_eq!(status.code(), Code::PermissionDenied);
     let mut new_home = home_visit(&id, chrono::Duration::minutes(1));
     new_home.recording_officer_id = "officer-9".into();
@@ -1158,4 +1155,167 @@ async fn projection_keeps_the_newest_snapshot_and_dead_letters_garbage() {
     }
     assert_eq!(latest, Some((3, "absconded".to_owned())));
     mesh.stop_all().await.expect("stops");
+}
+
+/// Transfers supervisee `id` from the home township to 620702002 (officer-9).
+async fn transfer_to_neighbour(mesh: &Mesh, id: &str) {
+    mesh.registry()
+        .transfer_supervisee(authorized(
+            registry_pb::TransferSuperviseeRequest {
+                supervisee_id: id.to_owned(),
+                to_township_code: "620702002".into(),
+                to_county_code: "620702".into(),
+                to_officer_id: "officer-9".into(),
+                reason: "moved house".into(),
+            },
+            &mesh.token(&home_officer()),
+        ))
+        .await
+        .expect("transferred");
+}
+
+#[tokio::test]
+async fn offline_sync_tells_the_app_to_keep_what_may_succeed_later() {
+    use pb::SyncItemOutcome::{Accepted, Rejected, RetryLater};
+    let mut mesh = start_registry_and_checkin().await;
+    let offline = |id: &str| pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(id, chrono::Duration::zero())
+    };
+
+    // Registered pending report-in; the officer's visit is synced before the activation
+    // reaches the check-in service.
+    let pending = register(&mesh, 40, false).await;
+    wait_projected(&mesh, &pending, 1).await;
+    let visit = offline(&pending);
+    // A person nobody has told the check-in service about yet.
+    let unknown = offline(&Uuid::new_v4().to_string());
+    // A supervision that has ended for good: that can never change.
+    let ended = register_active(&mesh, 41).await;
+    change_status(&mesh, &ended, registry_pb::SuperviseeStatus::Terminated).await;
+    wait_projected(&mesh, &ended, 2).await;
+    let after_the_end = offline(&ended);
+
+    let batch = vec![visit.clone(), unknown, after_the_end];
+    let results = sync(&mesh, &home_officer(), batch).await.expect("batch answered");
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|result| (result.outcome(), result.reject_field.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (RetryLater, "supervisee_id"),
+            (RetryLater, "supervisee_id"),
+            (Rejected, "supervisee_id"),
+        ]
+    );
+    assert!(
+        results[0].reject_reason.contains("pending_report_in"),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        results[1].reject_reason.contains("retry shortly"),
+        "{:?}",
+        results[1]
+    );
+    assert!(results.iter().all(|result| result.checkin.is_none()));
+    assert_eq!(stored_checkins(&mesh).await, 0);
+
+    // Once the registry's activation arrives, the same item sent again is stored.
+    change_status(&mesh, &pending, registry_pb::SuperviseeStatus::Active).await;
+    wait_projected(&mesh, &pending, 2).await;
+    let again = sync(&mesh, &home_officer(), vec![visit])
+        .await
+        .expect("batch answered");
+    assert_eq!(again[0].outcome(), Accepted, "{:?}", again[0]);
+    assert_eq!(stored_checkins(&mesh).await, 1);
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn an_offline_contact_captured_before_a_transfer_counts_for_its_township() {
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 42).await;
+    // The home officer visits offline; the person is transferred before the phone syncs.
+    let visit = pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(&id, chrono::Duration::zero())
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    transfer_to_neighbour(&mesh, &id).await;
+    wait_projected(&mesh, &id, 2).await;
+
+    let results = sync(&mesh, &home_officer(), vec![visit])
+        .await
+        .expect("batch answered");
+    assert_eq!(
+        results[0].outcome(),
+        pb::SyncItemOutcome::Accepted,
+        "{:?}",
+        results[0]
+    );
+    let stored = results[0].checkin.clone().expect("checkin");
+    assert_eq!(
+        stored.jurisdiction.expect("jurisdiction").township_code,
+        "620702001",
+        "recorded for the township it was captured in"
+    );
+
+    // A visit captured after the transfer is no longer the old township's to record.
+    let late = pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(&id, chrono::Duration::zero())
+    };
+    let results = sync(&mesh, &home_officer(), vec![late])
+        .await
+        .expect("batch answered");
+    assert_eq!(
+        results[0].outcome(),
+        pb::SyncItemOutcome::RetryLater,
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(stored_checkins(&mesh).await, 1);
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn an_offline_contact_captured_before_a_suspension_counts() {
+    let mut mesh = start_registry_and_checkin().await;
+    let id = register_active(&mesh, 43).await;
+    let visit = pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(&id, chrono::Duration::zero())
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    change_status(&mesh, &id, registry_pb::SuperviseeStatus::Suspended).await;
+    wait_projected(&mesh, &id, 2).await;
+    let results = sync(&mesh, &home_officer(), vec![visit])
+        .await
+        .expect("batch answered");
+    assert_eq!(
+        results[0].outcome(),
+        pb::SyncItemOutcome::Accepted,
+        "{:?}",
+        results[0]
+    );
+
+    // One captured during the suspension waits: the suspension may be lifted.
+    let during = pb::NewCheckin {
+        captured_offline: true,
+        ..home_visit(&id, chrono::Duration::zero())
+    };
+    let results = sync(&mesh, &home_officer(), vec![during])
+        .await
+        .expect("batch answered");
+    assert_eq!(
+        results[0].outcome(),
+        pb::SyncItemOutcome::RetryLater,
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(stored_checkins(&mesh).await, 1);
+    mesh.stop_all().await.expect("graceful stop");
 }

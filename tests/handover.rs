@@ -817,6 +817,20 @@ async fn bad_inputs_name_the_field_and_store_nothing() {
         .await
         .expect_err("unknown township");
     assert_eq!(violated_fields(&status), ["new_destination.township_code"]);
+    // A report-in whose term the registry would refuse is refused here, where the office can
+    // correct it, instead of being dead-lettered by the registry.
+    let mut impossible = report_in_request(&handover.handover_id, Utc::now());
+    impossible.term_start = Some(common::Date {
+        year: 1970,
+        month: 1,
+        day: 1,
+    });
+    let status = mesh
+        .handover()
+        .record_report_in(authorized(impossible, &mesh.token(&home_office())))
+        .await
+        .expect_err("term of 1970");
+    assert_eq!(violated_fields(&status), ["term_start"], "{}", status.message());
     let status = get(&mesh, "not-a-uuid", &token).await.expect_err("bad id");
     assert_eq!(violated_fields(&status), ["handover_id"]);
     mesh.stop_all().await.expect("graceful stop");

@@ -539,3 +539,276 @@ async fn invalid_configuration_exits_64_with_one_message() {
     }
     assert!(!stderr.contains("too-short"), "secret echoed: {stderr}");
 }
+
+/// A date of the office calendar, `days` from today.
+fn day(days: i64) -> mesh_proto::common::Date {
+    mesh_kit::proto_time::to_date(mesh_e2e::today() + chrono::Duration::days(days))
+}
+
+#[tokio::test]
+async fn impossible_dates_are_refused_naming_the_field_and_change_nothing() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let token = mesh.token(&home_officer());
+    let epoch = chrono::DateTime::from_timestamp(0, 0).expect("1970-01-01");
+    let date = |year, month, day| mesh_proto::common::Date { year, month, day };
+    type Mutation = Box<dyn Fn(&mut pb::RegisterSuperviseeRequest)>;
+    let cases: Vec<(&[&str], Mutation)> = vec![
+        // The report-in of 1970 that raised a revocation proposal at once.
+        (
+            &["reported_at"],
+            Box::new(move |r| r.reported_at = Some(prost_types_timestamp(epoch))),
+        ),
+        (
+            &["term_start", "reported_at"],
+            Box::new(move |r| {
+                r.term_start = Some(date(1970, 1, 1));
+                r.reported_at = Some(prost_types_timestamp(epoch));
+            }),
+        ),
+        (
+            &["term_start"],
+            Box::new(move |r| r.term_start = Some(date(1970, 1, 1))),
+        ),
+        (
+            &["term_start"],
+            Box::new(move |r| {
+                r.term_start = Some(date(2100, 1, 1));
+                r.term_end = Some(date(2101, 1, 1));
+            }),
+        ),
+        (
+            &["term_end"],
+            Box::new(move |r| r.term_end = Some(date(2090, 1, 1))),
+        ),
+        (
+            &["term_end"],
+            Box::new(|r| {
+                r.term_start = Some(day(-300));
+                r.term_end = Some(day(-1));
+            }),
+        ),
+        // Reported in before the term even started.
+        (
+            &["reported_at"],
+            Box::new(|r| {
+                r.term_start = Some(day(10));
+                r.reported_at = Some(prost_types_timestamp(chrono::Utc::now()));
+            }),
+        ),
+        // Three weeks ago: the watch would start with its absconding ladder passed.
+        (
+            &["reported_at"],
+            Box::new(|r| {
+                r.term_start = Some(day(-60));
+                r.reported_at = Some(prost_types_timestamp(
+                    chrono::Utc::now() - chrono::Duration::days(21),
+                ));
+            }),
+        ),
+    ];
+    for (fields, mutate) in cases {
+        let mut request = registration(30);
+        mutate(&mut request);
+        let status = mesh
+            .registry()
+            .register_supervisee(authorized(request, &token))
+            .await
+            .expect_err(&format!("{fields:?} case must be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{fields:?}: {status:?}");
+        assert_eq!(violated_fields(&status), fields, "{}", status.message());
+    }
+    assert_eq!(count_supervisees(&mesh).await, 0, "nothing stored");
+
+    // A status change dated in 1970, or before the term started, is refused the same way.
+    let mut request = registration(31);
+    request.term_start = Some(day(-3));
+    let id = register(&mesh, request).await;
+    for effective_at in [epoch, chrono::Utc::now() - chrono::Duration::days(5)] {
+        let status = mesh
+            .registry()
+            .change_status(authorized(
+                pb::ChangeStatusRequest {
+                    supervisee_id: id.clone(),
+                    status: pb::SuperviseeStatus::Active as i32,
+                    reason: "reported in".into(),
+                    effective_at: Some(prost_types_timestamp(effective_at)),
+                },
+                &token,
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(violated_fields(&status), ["effective_at"], "{}", status.message());
+    }
+    let stored: String = sqlx::query_scalar("SELECT status FROM supervisees")
+        .fetch_one(&mesh.pool("registry").expect("pool"))
+        .await
+        .expect("status");
+    assert_eq!(stored, "pending_report_in", "unchanged");
+    let events = count(&mesh, "registry", "SELECT count(*) FROM kit_outbox").await;
+    assert_eq!(events, 1, "only the valid registration published");
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+/// A prison's report-in of parolee `national_id` to the home township at `reported_in_at`,
+/// as the handover service publishes it.
+fn report_in_event(
+    national_id: &str,
+    reported_in_at: chrono::DateTime<chrono::Utc>,
+) -> mesh_proto::handover::HandoverReportedIn {
+    use mesh_proto::handover as handover_pb;
+    handover_pb::HandoverReportedIn {
+        handover: Some(handover_pb::HandoverSnapshot {
+            handover_id: uuid::Uuid::now_v7().to_string(),
+            prison_id: "zhangye-prison".into(),
+            prison_reference: format!("ZY-{}", uuid::Uuid::new_v4().simple()),
+            person_name: "刑释人员".into(),
+            category: handover_pb::ReleaseCategory::Parole as i32,
+            expected_release_date: Some(day(-1)),
+            destination: Some(mesh_e2e::home_jurisdiction()),
+            status: handover_pb::HandoverStatus::ReportedIn as i32,
+            reported_in_at: Some(prost_types_timestamp(reported_in_at)),
+            version: 4,
+            ..Default::default()
+        }),
+        national_id: national_id.to_owned(),
+        registry_category: pb::Category::Parole as i32,
+        supervision_level: pb::SupervisionLevel::Strict as i32,
+        officer_id: "officer-1".into(),
+        term_start: Some(day(-1)),
+        term_end: Some(day(365)),
+        phone: "13912345678".into(),
+        address: "甘州区东街 1 号".into(),
+        ..Default::default()
+    }
+}
+
+async fn publish_report_in(mesh: &Mesh, event: &mesh_proto::handover::HandoverReportedIn) -> String {
+    let handover_id = event.handover.as_ref().expect("handover").handover_id.clone();
+    mesh.publish(
+        &mesh.topics.handover,
+        &handover_id,
+        "handover.reported_in",
+        &event.encode_to_vec(),
+    )
+    .await
+    .expect("published");
+    handover_id
+}
+
+/// The supervisees stored: status, handover id, report-in time and version, in id order.
+async fn stored(mesh: &Mesh) -> Vec<(String, Option<String>, Option<chrono::DateTime<chrono::Utc>>, i64)> {
+    sqlx::query_as("SELECT status, handover_id, reported_at, version FROM supervisees ORDER BY id")
+        .fetch_all(&mesh.pool("registry").expect("pool"))
+        .await
+        .expect("rows")
+}
+
+#[tokio::test]
+async fn a_report_in_starts_the_pending_supervision_of_the_same_person() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    // The court's record came first: parole, pending report-in.
+    let mut court = registration(32);
+    court.category = pb::Category::Parole as i32;
+    court.term_start = Some(day(-1));
+    let id = register(&mesh, court.clone()).await;
+
+    let reported_in_at = mesh_e2e::whole_seconds_ago(600);
+    let handover_id = publish_report_in(&mesh, &report_in_event(&court.national_id, reported_in_at)).await;
+    let rows = mesh_e2e::eventually(
+        "the report-in to activate the record",
+        Duration::from_secs(30),
+        async || {
+            let rows = stored(&mesh).await;
+            (rows.first().is_some_and(|row| row.0 != "pending_report_in")).then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [(
+            "active".to_owned(),
+            Some(handover_id.clone()),
+            Some(reported_in_at),
+            2
+        )],
+        "one record, active, linked to the handover"
+    );
+
+    let events = mesh
+        .tap(&mesh.topics.registry)
+        .expect("tap")
+        .collect(2, Duration::from_secs(30))
+        .await
+        .expect("events");
+    assert_eq!(events[1].header("event_type"), Some("supervisee.status_changed"));
+    let changed = pb::SuperviseeStatusChanged::decode(events[1].payload.as_slice()).expect("decodes");
+    assert_eq!(changed.previous_status(), pb::SuperviseeStatus::PendingReportIn);
+    let snapshot = changed.supervisee.expect("snapshot");
+    assert_eq!(snapshot.supervisee_id, id);
+    assert_eq!(snapshot.status(), pb::SuperviseeStatus::Active);
+    assert_eq!(snapshot.handover_id, handover_id);
+    assert_eq!(snapshot.version, 2);
+    assert_eq!(snapshot.reported_at, Some(prost_types_timestamp(reported_in_at)));
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn a_report_in_never_replaces_a_running_supervision_and_says_why() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let mut running = mesh_e2e::reported_in(33, chrono::Utc::now() - chrono::Duration::days(1));
+    running.category = pb::Category::Parole as i32;
+    register(&mesh, running.clone()).await;
+    let before = stored(&mesh).await;
+
+    publish_report_in(
+        &mesh,
+        &report_in_event(&running.national_id, mesh_e2e::whole_seconds_ago(60)),
+    )
+    .await;
+    let dead = mesh
+        .tap(&mesh_kit::kafka::dead_letter_topic(&mesh.topics.handover))
+        .expect("dlq tap")
+        .collect(1, Duration::from_secs(30))
+        .await
+        .expect("dead letter");
+    let reason = dead[0]
+        .header(mesh_kit::kafka::headers::DLQ_REASON)
+        .expect("reason")
+        .to_owned();
+    assert!(
+        reason.contains("already has a supervision in status active"),
+        "{reason}"
+    );
+    assert_eq!(stored(&mesh).await, before, "the running supervision unchanged");
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn a_report_in_stamped_ahead_of_the_registrys_clock_registers_the_person() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    // The handover service's clock runs ten minutes ahead of the registry's.
+    let national_id = registration(34).national_id;
+    let ahead = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let handover_id = publish_report_in(&mesh, &report_in_event(&national_id, ahead)).await;
+    let rows = mesh_e2e::eventually(
+        "the person to be registered",
+        Duration::from_secs(30),
+        async || {
+            let rows = stored(&mesh).await;
+            (!rows.is_empty()).then_some(rows)
+        },
+    )
+    .await;
+    let (status, linked, reported_at, _) = &rows[0];
+    assert_eq!(
+        (status.as_str(), linked.as_deref()),
+        ("active", Some(handover_id.as_str()))
+    );
+    let reported_at = reported_at.expect("reported_at");
+    assert!(
+        reported_at < ahead,
+        "taken as the registry's now, not the future: {reported_at}"
+    );
+    assert!(reported_at > chrono::Utc::now() - chrono::Duration::minutes(1));
+    mesh.stop_all().await.expect("graceful stop");
+}

@@ -23,7 +23,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, AreaPolicy, Checkin, Jurisdiction, PermittedArea, RecordError, Rules},
+    domain::{
+        self, AreaPolicy, Checkin, Jurisdiction, PermittedArea, RecordError, Rules,
+        sync::{self, ItemFailure, Supervision},
+    },
     request, response, store,
 };
 
@@ -67,16 +70,57 @@ fn ensure_access(caller: &Caller, jurisdiction: &Jurisdiction) -> Result<(), Ser
     caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)
 }
 
+/// Why one check-in was not stored: a rule of check-ins (which an offline batch tells the app
+/// to drop or to retry), or any other error.
+#[derive(Debug)]
+enum Failure {
+    Record(RecordError),
+    Service(ServiceError),
+}
+
+impl From<RecordError> for Failure {
+    fn from(error: RecordError) -> Self {
+        Failure::Record(error)
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(error: ServiceError) -> Self {
+        Failure::Service(error)
+    }
+}
+
+impl From<Failure> for ServiceError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Record(error) => error.into(),
+            Failure::Service(error) => error,
+        }
+    }
+}
+
+/// How a batch item that was not stored is answered: rejected or retry later, with its
+/// reason and field; `None` fails the whole call (see [`rejection`]).
+fn item_failure(failure: &Failure) -> Option<(ItemFailure, String, String)> {
+    match failure {
+        Failure::Record(error) => Some((error.item_failure(), error.to_string(), error.field().to_owned())),
+        Failure::Service(error) => {
+            rejection(error).map(|(reason, field)| (ItemFailure::Rejected, reason, field))
+        }
+    }
+}
+
 /// Answers a check-in whose id is already stored: the stored one for a retry with the
 /// same content (to callers who may see it), `AlreadyExists` otherwise.
-fn replay(caller: &Caller, stored: Checkin, fingerprint: &[u8]) -> Result<Recorded, ServiceError> {
+fn replay(caller: &Caller, stored: Checkin, fingerprint: &[u8]) -> Result<Recorded, Failure> {
     domain::check_retry(&stored, fingerprint)?;
     ensure_access(caller, &stored.jurisdiction)?;
     Ok(Recorded::Duplicate(stored))
 }
 
-/// How a failed batch item is reported: its reason and the field it blames, or `None` for
-/// failures that are no fault of the item (infrastructure, authentication), which fail the
+/// How a batch item failing with anything but a check-in rule is reported: rejected (a bad
+/// field, say) with its reason and the field it blames, or `None` for failures that are no
+/// fault of the item (infrastructure, authentication), which fail the
 /// whole call so the client retries the batch (safe: items are idempotent).
 fn rejection(error: &ServiceError) -> Option<(String, String)> {
     let field = match error {
@@ -113,13 +157,8 @@ impl Checkins {
     }
 
     /// Records one check-in (RecordCheckin, or one item of an offline batch). Field paths in
-    /// errors start with `prefix`. Every error but an infrastructure one is final for the item.
-    async fn record(
-        &self,
-        caller: &Caller,
-        new: &pb::NewCheckin,
-        prefix: &str,
-    ) -> Result<Recorded, ServiceError> {
+    /// errors start with `prefix`.
+    async fn record(&self, caller: &Caller, new: &pb::NewCheckin, prefix: &str) -> Result<Recorded, Failure> {
         let fingerprint = request::fingerprint(new);
         // A retry answers from what is stored, whatever has changed since (the device-time
         // window has moved on, the supervisee's status has changed): same question, same answer.
@@ -137,24 +176,23 @@ impl Checkins {
         let supervisee = store::find_supervisee(&mut change, valid.supervisee_id)
             .await?
             .ok_or(RecordError::UnknownSupervisee)?;
-        ensure_access(caller, &supervisee.jurisdiction)?;
-        domain::check_under_supervision(supervisee.status)?;
+        let at_capture = store::supervision_at(&mut change, valid.supervisee_id, valid.device_time).await?;
+        let supervision = Supervision {
+            now: (supervisee.jurisdiction, supervisee.status),
+            at_capture: at_capture.map(|then| (then.jurisdiction, then.status)),
+        };
+        let jurisdiction = sync::attribute(&supervision, |jurisdiction| {
+            ensure_access(caller, jurisdiction).is_ok()
+        })?;
         // Without a position there is nothing to test against the area.
         let circles = match valid.position {
             Some(_) => {
-                let set = store::area_circles(&mut change, &supervisee.jurisdiction.township_code).await?;
-                self.areas.circles(set, &supervisee.jurisdiction.county_code)
+                let set = store::area_circles(&mut change, &jurisdiction.township_code).await?;
+                self.areas.circles(set, &jurisdiction.county_code)
             }
             None => Vec::new(),
         };
-        let checkin = domain::assess(
-            valid,
-            supervisee.jurisdiction,
-            &circles,
-            now,
-            &self.rules,
-            fingerprint,
-        );
+        let checkin = domain::assess(valid, jurisdiction, &circles, now, &self.rules, fingerprint);
         let Some(stored) = store::insert_checkin(&mut change, &checkin, caller).await? else {
             // A concurrent call with the same id committed first: answer as a retry would.
             drop(change);
@@ -223,7 +261,7 @@ impl Checkins {
         // Items are stored one by one, each in its own transaction: one bad item never
         // costs the others, and a batch cut short by an outage is simply sent again.
         let mut results = Vec::with_capacity(items.len());
-        let (mut accepted, mut duplicates, mut rejected) = (0u32, 0u32, 0u32);
+        let (mut accepted, mut duplicates, mut rejected, mut retry_later) = (0u32, 0u32, 0u32, 0u32);
         for (index, item) in items.iter().enumerate() {
             let mut result = pb::SyncItemResult {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -241,19 +279,34 @@ impl Checkins {
                     result.set_outcome(pb::SyncItemOutcome::Duplicate);
                     result.checkin = Some(response::checkin(&checkin));
                 }
-                Err(error) => {
-                    let Some((reason, field)) = rejection(&error) else {
-                        return Err(error);
+                Err(failure) => {
+                    let Some((outcome, reason, field)) = item_failure(&failure) else {
+                        return Err(failure.into());
                     };
-                    rejected += 1;
-                    result.set_outcome(pb::SyncItemOutcome::Rejected);
+                    let outcome = match outcome {
+                        ItemFailure::Rejected => {
+                            rejected += 1;
+                            pb::SyncItemOutcome::Rejected
+                        }
+                        ItemFailure::RetryLater => {
+                            retry_later += 1;
+                            pb::SyncItemOutcome::RetryLater
+                        }
+                    };
+                    result.set_outcome(outcome);
                     result.reject_reason = reason;
                     result.reject_field = field;
                 }
             }
             results.push(result);
         }
-        tracing::info!(accepted, duplicates, rejected, "offline batch synced");
+        tracing::info!(
+            accepted,
+            duplicates,
+            rejected,
+            retry_later,
+            "offline batch synced"
+        );
         Ok(pb::SyncOfflineBatchResponse { results })
     }
 
@@ -408,15 +461,43 @@ mod tests {
             rejection(&ServiceError::invalid("device_time", "too old")),
             Some(("device_time: too old".to_owned(), "device_time".to_owned()))
         );
-        for error in [
-            ServiceError::denied("no"),
-            ServiceError::not_found("no"),
-            RecordError::UnknownSupervisee.into(),
-        ] {
+        for error in [ServiceError::denied("no"), ServiceError::not_found("no")] {
             assert_eq!(
                 rejection(&error).map(|(_, field)| field),
                 Some("supervisee_id".to_owned())
             );
         }
+    }
+
+    #[test]
+    fn a_check_in_rule_decides_between_rejected_and_retry_later() {
+        let unknown = item_failure(&Failure::Record(RecordError::UnknownSupervisee));
+        assert_eq!(
+            unknown,
+            Some((
+                ItemFailure::RetryLater,
+                RecordError::UnknownSupervisee.to_string(),
+                "supervisee_id".to_owned()
+            ))
+        );
+        let reused = item_failure(&Failure::Record(RecordError::IdReused));
+        assert_eq!(
+            reused.map(|(failure, _, field)| (failure, field)),
+            Some((ItemFailure::Rejected, "checkin_id".to_owned()))
+        );
+        let invalid = item_failure(&Failure::Service(ServiceError::invalid("device_time", "too old")));
+        assert_eq!(
+            invalid.map(|(failure, _, _)| failure),
+            Some(ItemFailure::Rejected)
+        );
+        assert_eq!(
+            item_failure(&Failure::Service(ServiceError::Unavailable("x".into()))),
+            None
+        );
+        // The single-check-in RPC keeps its status codes.
+        assert!(matches!(
+            ServiceError::from(Failure::Record(RecordError::OutsideJurisdiction)),
+            ServiceError::Denied(_)
+        ));
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Every `supervisee.*` event carries a full snapshot with the record's version, so the
 //! projection simply keeps the newest snapshot: an older or repeated one (redelivery, replay
-//! after a restart, reordering across a rebalance) changes nothing.
+//! after a restart, reordering across a rebalance) changes nothing. Each applied snapshot is
+//! also kept with the time of its change, so a late offline check-in is judged by how the
+//! person was supervised when it was captured.
 
 use mesh_kit::consumer::{HandleError, Handler, InboundEvent};
 use sqlx::PgConnection;
@@ -25,6 +27,10 @@ impl Handler for RegistryProjection {
             .map_err(|reason| HandleError::Permanent(format!("{}: {reason}", event.event_type)))?;
         // A failed write is the database's trouble, never the event's: retry it.
         let applied = store::project_supervisee(conn, &supervisee)
+            .await
+            .map_err(HandleError::from)?;
+        // The history keeps every version, even one that arrives after a newer snapshot.
+        store::record_supervision(conn, &supervisee, event.occurred_at)
             .await
             .map_err(HandleError::from)?;
         if applied {

@@ -42,6 +42,47 @@ pub async fn project_supervisee(
     Ok(applied > 0)
 }
 
+/// Keeps how a just projected snapshot supervises the person, from `since` (the registry's
+/// change time; the projection's clock when the event carried none). A repeat is a no-op.
+pub async fn record_supervision(
+    conn: &mut PgConnection,
+    supervisee: &ProjectedSupervisee,
+    since: Option<DateTime<Utc>>,
+) -> Result<(), ServiceError> {
+    sqlx::query(
+        "INSERT INTO supervision_history (supervisee_id, version, township_code, county_code, status, since)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
+         ON CONFLICT (supervisee_id, version) DO NOTHING",
+    )
+    .bind(supervisee.id)
+    .bind(supervisee.version)
+    .bind(&supervisee.jurisdiction.township_code)
+    .bind(&supervisee.jurisdiction.county_code)
+    .bind(supervisee.status.as_str())
+    .bind(since)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How the supervisee was supervised at `at` (the newest snapshot of a change made by
+/// then), if this service has heard of one.
+pub async fn supervision_at(
+    conn: &mut PgConnection,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<Supervisee>, ServiceError> {
+    let row: Option<SuperviseeRow> = sqlx::query_as(
+        "SELECT township_code, county_code, status FROM supervision_history
+         WHERE supervisee_id = $1 AND since <= $2 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Supervisee::try_from).transpose()
+}
+
 /// A supervisee as projected from the registry.
 #[derive(sqlx::FromRow)]
 struct SuperviseeRow {
@@ -57,7 +98,13 @@ pub async fn find_supervisee(conn: &mut PgConnection, id: Uuid) -> Result<Option
             .bind(id)
             .fetch_optional(conn)
             .await?;
-    row.map(|row| {
+    row.map(Supervisee::try_from).transpose()
+}
+
+impl TryFrom<SuperviseeRow> for Supervisee {
+    type Error = ServiceError;
+
+    fn try_from(row: SuperviseeRow) -> Result<Self, ServiceError> {
         Ok(Supervisee {
             status: SuperviseeStatus::parse(&row.status)
                 .ok_or_else(|| ServiceError::internal("unknown projected supervisee status"))?,
@@ -66,8 +113,7 @@ pub async fn find_supervisee(conn: &mut PgConnection, id: Uuid) -> Result<Option
                 county_code: row.county_code,
             },
         })
-    })
-    .transpose()
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -25,6 +25,7 @@ pub mod page;
 pub mod proto_time;
 pub mod stored_enum;
 pub mod telemetry;
+pub mod term;
 pub mod validate;
 
 pub use tokio_util::sync::CancellationToken;

@@ -10,6 +10,7 @@ use mesh_kit::{
     change::{Change, Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
+    jurisdiction::Directory,
     page::Cursors,
 };
 use mesh_proto::registry::{self as pb, registry_service_server::RegistryService};
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    dates::{self, ReportedBy},
     domain::Supervisee,
     events::{Events, Published},
     registration, request, response,
@@ -61,7 +63,7 @@ impl Registry {
     ) -> Result<pb::Supervisee, ServiceError> {
         let caller = manager(&request)?;
         let now = self.clock.now();
-        let registration = request::registration(request.get_ref(), now)?;
+        let registration = request::registration(request.get_ref(), now, ReportedBy::Officer)?;
         let jurisdiction = &registration.jurisdiction;
         caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)?;
         let mut change = self.changes.begin().await?;
@@ -194,6 +196,12 @@ impl Registry {
         let input = request::status_change(request.get_ref(), now)?;
         let mut change = self.changes.begin().await?;
         let mut supervisee = self.lock(&mut change, &caller, input.id).await?;
+        dates::check_effective_in_term(
+            input.effective_at,
+            supervisee.term_start,
+            Directory::get().time_zone,
+        )
+        .map_err(|why| ServiceError::invalid("effective_at", why))?;
         let previous = supervisee.change_status(input.status, now)?;
         let supervisee = store::update(&mut change, &supervisee, now).await?;
         let published =

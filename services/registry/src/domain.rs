@@ -90,6 +90,8 @@ pub struct Supervisee {
     pub status: SupervisionStatus,
     pub needs_employment: bool,
     pub reported_at: Option<DateTime<Utc>>,
+    /// The prison handover whose report-in registered or activated the person, if any.
+    pub handover_id: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -140,7 +142,61 @@ impl From<RegisterError> for ServiceError {
     }
 }
 
+/// Why a handover's report-in cannot be taken as the report-in of the person's open
+/// supervision: each needs a person to reconcile the two records, and says what differs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The person is already under supervision (or suspended, absconded): a second report-in
+    /// is not a start, and nothing may silently replace the running supervision.
+    #[error("the person already has a supervision in status {0}, which a report-in cannot start")]
+    NotPending(SupervisionStatus),
+    #[error("the pending supervision is linked to another handover ({0})")]
+    OtherHandover(String),
+    #[error("the pending supervision is of category {record}, the handover of {report}")]
+    CategoryDiffers { record: Category, report: Category },
+    #[error("the pending supervision is in township {record}, the handover's destination is {report}")]
+    TownshipDiffers { record: String, report: String },
+}
+
 impl Supervisee {
+    /// Takes a prison handover's report-in as the report-in of this supervision, which a
+    /// court's record (for instance) registered before the prison's: the same person
+    /// (the caller found it by national ID), pending report-in, same category and township,
+    /// not linked to another handover. It becomes active at `reported_at`, linked to the
+    /// handover; returns the previous status. The record's own term, level and officer stay.
+    pub fn link_report_in(
+        &mut self,
+        handover_id: &str,
+        report: &Registration,
+        reported_at: DateTime<Utc>,
+    ) -> Result<SupervisionStatus, LinkError> {
+        if self.status != SupervisionStatus::PendingReportIn {
+            return Err(LinkError::NotPending(self.status));
+        }
+        if let Some(linked) = self
+            .handover_id
+            .as_deref()
+            .filter(|linked| *linked != handover_id)
+        {
+            return Err(LinkError::OtherHandover(linked.to_owned()));
+        }
+        if self.category != report.category {
+            return Err(LinkError::CategoryDiffers {
+                record: self.category,
+                report: report.category,
+            });
+        }
+        if self.jurisdiction.township_code != report.jurisdiction.township_code {
+            return Err(LinkError::TownshipDiffers {
+                record: self.jurisdiction.township_code.clone(),
+                report: report.jurisdiction.township_code.clone(),
+            });
+        }
+        self.reported_at = Some(reported_at);
+        self.handover_id = Some(handover_id.to_owned());
+        Ok(std::mem::replace(&mut self.status, SupervisionStatus::Active))
+    }
+
     /// Sets the supervision level; returns the previous one, or `None` when the level is
     /// already `to` (a retried request changes nothing and emits nothing).
     pub fn change_level(&mut self, to: Level) -> Result<Option<Level>, ChangeError> {
@@ -255,6 +311,7 @@ mod tests {
             status,
             needs_employment: false,
             reported_at: None,
+            handover_id: None,
             registered_at: time(0),
             updated_at: time(0),
             version: 1,
@@ -307,6 +364,92 @@ mod tests {
         assert_eq!(person.change_status(Absconded, time(2)), Ok(Active));
         assert_eq!(person.change_status(Active, time(3)), Ok(Absconded));
         assert_eq!(person.reported_at, Some(time(1)), "kept");
+    }
+
+    fn report(category: Category, township_code: &str) -> Registration {
+        Registration {
+            name: "测试人员".into(),
+            national_id: NationalId::parse(
+                &mesh_kit::national_id::synthesize(
+                    "620702",
+                    NaiveDate::from_ymd_opt(1990, 3, 7).expect("date"),
+                    1,
+                ),
+                NaiveDate::from_ymd_opt(2026, 11, 26).expect("date"),
+            )
+            .expect("valid id"),
+            category,
+            term_start: NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"),
+            term_end: NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"),
+            level: Level::Strict,
+            jurisdiction: jurisdiction(township_code),
+            officer_id: "officer-9".into(),
+            phone: "13900000000".into(),
+            address: "x".into(),
+            reported_at: Some(time(5)),
+            needs_employment: true,
+        }
+    }
+
+    #[test]
+    fn a_report_in_activates_a_compatible_pending_supervision_and_links_it() {
+        let mut person = supervisee(PendingReportIn);
+        let previous = person.link_report_in("h-1", &report(Category::Parole, "620702001"), time(5));
+        assert_eq!(previous, Ok(PendingReportIn));
+        assert_eq!(person.status, Active);
+        assert_eq!(person.reported_at, Some(time(5)));
+        assert_eq!(person.handover_id.as_deref(), Some("h-1"));
+        // The record's own level and officer stay: the court's record is the supervision.
+        assert_eq!(
+            (person.level, person.officer_id.as_str()),
+            (Level::Normal, "officer-1")
+        );
+    }
+
+    #[test]
+    fn a_report_in_never_replaces_a_running_or_different_supervision() {
+        let parole = report(Category::Parole, "620702001");
+        for status in [Active, Suspended, Absconded] {
+            let mut person = supervisee(status);
+            assert_eq!(
+                person.link_report_in("h-1", &parole, time(5)),
+                Err(LinkError::NotPending(status))
+            );
+            assert_eq!(
+                (person.status, person.handover_id.clone()),
+                (status, None),
+                "unchanged"
+            );
+        }
+        let mut linked = supervisee(PendingReportIn);
+        linked.handover_id = Some("h-0".into());
+        assert_eq!(
+            linked.link_report_in("h-1", &parole, time(5)),
+            Err(LinkError::OtherHandover("h-0".into()))
+        );
+        assert_eq!(
+            supervisee(PendingReportIn).link_report_in(
+                "h-1",
+                &report(Category::TemporaryExecutionOutsidePrison, "620702001"),
+                time(5)
+            ),
+            Err(LinkError::CategoryDiffers {
+                record: Category::Parole,
+                report: Category::TemporaryExecutionOutsidePrison
+            })
+        );
+        let elsewhere = supervisee(PendingReportIn).link_report_in(
+            "h-1",
+            &report(Category::Parole, "620702002"),
+            time(5),
+        );
+        assert_eq!(
+            elsewhere.map_err(|error| error.to_string()),
+            Err(
+                "the pending supervision is in township 620702001, the handover's destination is 620702002"
+                    .into()
+            )
+        );
     }
 
     #[test]

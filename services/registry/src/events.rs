@@ -163,5 +163,6 @@ fn snapshot(supervisee: &Supervisee) -> pb::SuperviseeSnapshot {
         version: supervisee.version,
         reported_at: supervisee.reported_at.map(to_timestamp),
         needs_employment: supervisee.needs_employment,
+        handover_id: supervisee.handover_id.clone().unwrap_or_default(),
     }
 }

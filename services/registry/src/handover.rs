@@ -2,9 +2,12 @@
 //! community-corrections category (parole, temporary execution outside prison) becomes a
 //! registration, so the check-in schedule starts without anyone typing the person in again.
 //! Sentence-completed releases are resettlement cases, not supervision: they are skipped here.
+//! When the person already has a pending supervision (a court's record entered before the
+//! prison's report-in arrived), the report-in starts that one instead of being refused.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use mesh_kit::{
     auth::{Caller, Role},
     clock::SharedClock,
@@ -16,7 +19,14 @@ use mesh_proto::{
 };
 use sqlx::PgConnection;
 
-use crate::{domain::RegisterError, events::Events, registration, request, sealing::Sealer, store};
+use crate::{
+    dates::ReportedBy,
+    domain::{RegisterError, Registration, Supervisee},
+    events::Events,
+    registration, request,
+    sealing::Sealer,
+    store,
+};
 
 /// Consumes the handover topic.
 pub struct ReportInHandler {
@@ -80,33 +90,83 @@ impl Handler for ReportInHandler {
             return Ok(());
         }
         let now = self.clock.now();
-        // The same validation as a registration typed in by an officer; a report-in that
-        // fails it needs a person, so it goes to the dead-letter topic with the reason.
-        let registration = request::registration(&registration_request(&report), now).map_err(|error| {
+        // The same validation as a registration typed in by an officer, except that a
+        // report-in time ahead of this clock is taken as now (see `ReportedBy::Handover`);
+        // a report-in that fails it needs a person, so it goes to the dead-letter topic.
+        let registration = request::registration(&registration_request(&report), now, ReportedBy::Handover)
+            .map_err(|error| {
             HandleError::Permanent(format!(
                 "report-in cannot be registered: {}",
                 error.public_message()
             ))
         })?;
+        let handover_id = handover.handover_id.as_str();
+        // Looked up before inserting: a refused insert would abort the transaction, and a
+        // pending record of the same person (the court's, say) is this report-in's to start.
+        let index = self.sealer.national_id_index(registration.national_id.expose());
+        if let Some(open) = store::open_of_person_for_update(conn, &index)
+            .await
+            .map_err(HandleError::from)?
+        {
+            return self.link(conn, open, &registration, handover_id, now).await;
+        }
         let registered = registration::register(
             conn,
             &self.sealer,
             &self.events,
             &registration,
             &handover_caller(),
-            Some(&handover.handover_id),
+            Some(handover_id),
             now,
         )
         .await;
         match registered {
             Ok(supervisee) => {
-                tracing::info!(supervisee_id = %supervisee.id, handover_id = %handover.handover_id, "registered from handover");
+                tracing::info!(supervisee_id = %supervisee.id, handover_id, "registered from handover");
                 Ok(())
             }
-            Err(RegisterError::AlreadyOpen) => Err(HandleError::Permanent(
-                "the person already has an open supervision; an officer must reconcile the report-in".into(),
-            )),
+            // An officer registered the person between the lookup and the insert: the
+            // retry finds the record and links to it.
+            Err(RegisterError::AlreadyOpen) => Err(HandleError::Transient(anyhow::anyhow!(
+                "the person was registered concurrently; retrying to link the report-in"
+            ))),
             Err(RegisterError::Service(error)) => Err(error.into()),
         }
+    }
+}
+
+impl ReportInHandler {
+    /// Takes the report-in as the start of the person's open supervision when it is the
+    /// pending one this report-in completes; anything else (a running supervision, another
+    /// category or township) is a conflict only a person can settle: dead-lettered with
+    /// what differs.
+    async fn link(
+        &self,
+        conn: &mut PgConnection,
+        mut open: Supervisee,
+        registration: &Registration,
+        handover_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandleError> {
+        let reported_at = registration.reported_at.unwrap_or(now);
+        let previous = open
+            .link_report_in(handover_id, registration, reported_at)
+            .map_err(|conflict| {
+                HandleError::Permanent(format!(
+                    "report-in of handover {handover_id} conflicts with supervisee {}: {conflict}; \
+                     an officer must reconcile the two records",
+                    open.id
+                ))
+            })?;
+        let linked = store::update(conn, &open, now).await.map_err(HandleError::from)?;
+        let caller = handover_caller();
+        let reason = format!("reported in (报到) on prison handover {handover_id}");
+        self.events
+            .status_changed(&linked, previous, &reason, reported_at, &caller)
+            .write(conn, &caller)
+            .await
+            .map_err(HandleError::from)?;
+        tracing::info!(supervisee_id = %linked.id, handover_id, "report-in linked to the pending supervision");
+        Ok(())
     }
 }

@@ -3,11 +3,12 @@
 //! It also registers the people prisons hand over, when they report in.
 //!
 //! Layers: `api` (gRPC handlers) → `request` (incoming protos → validated domain values) →
-//! `domain` (pure rules) and `store` (SQL), with `registration` the one path that registers
+//! `domain` and `dates` (pure rules) and `store` (SQL), with `registration` the one path that registers
 //! a person for the API and for the `handover` consumer alike; `response` and `events` are
 //! what goes out, `sealing` keeps personal data encrypted at rest.
 
 pub mod api;
+pub mod dates;
 pub mod domain;
 pub mod enums;
 pub mod events;

@@ -13,13 +13,13 @@ use mesh_kit::{
 use mesh_proto::registry as pb;
 use uuid::Uuid;
 
-use crate::domain::{
-    Category, Jurisdiction, Level, MAX_ADDRESS_CHARS, MAX_NAME_CHARS, MAX_OFFICER_ID_CHARS, MAX_REASON_CHARS,
-    Registration, SupervisionStatus,
+use crate::{
+    dates::{self, ReportedBy},
+    domain::{
+        Category, Jurisdiction, Level, MAX_ADDRESS_CHARS, MAX_NAME_CHARS, MAX_OFFICER_ID_CHARS,
+        MAX_REASON_CHARS, Registration, SupervisionStatus,
+    },
 };
-
-/// How far ahead of the server's clock a reported time may be (devices' clocks drift).
-const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// A request's `supervisee_id` (a request with no other field).
 pub fn supervisee_id(value: &str) -> Result<Uuid, ServiceError> {
@@ -27,13 +27,16 @@ pub fn supervisee_id(value: &str) -> Result<Uuid, ServiceError> {
     parse_id(&mut violations, value).ok_or(ServiceError::Invalid(violations))
 }
 
-/// Validates a registration (typed in by an officer, or built from a handover's report-in).
+/// Validates a registration (typed in by an officer, or built from a handover's report-in:
+/// `by` says which, for the report-in time's rules, see [`ReportedBy`]).
 pub fn registration(
     request: &pb::RegisterSuperviseeRequest,
     now: DateTime<Utc>,
+    by: ReportedBy,
 ) -> Result<Registration, ServiceError> {
     let mut violations = FieldViolations::new();
-    let today = now.with_timezone(&Directory::get().time_zone).date_naive();
+    let time_zone = Directory::get().time_zone;
+    let today = now.with_timezone(&time_zone).date_naive();
     let name = check_text(&mut violations, "name", &request.name, MAX_NAME_CHARS);
     let national_id = NationalId::parse(&request.national_id, today)
         .map_err(|error| violations.add("national_id", error.to_string()))
@@ -56,11 +59,7 @@ pub fn registration(
         request.term_end.as_ref().and_then(from_date),
         "must be a valid date",
     );
-    if let (Some(start), Some(end)) = (term_start, term_end)
-        && end < start
-    {
-        violations.add("term_end", "must not be before term_start");
-    }
+    let term = dates::check_term(&mut violations, term_start, term_end, today);
     let level = required(
         &mut violations,
         "level",
@@ -82,14 +81,15 @@ pub fn registration(
     );
     let phone = check_phone(&mut violations, &request.phone);
     let address = check_text(&mut violations, "address", &request.address, MAX_ADDRESS_CHARS);
-    let reported_at = match &request.reported_at {
+    let reported_at = match request.reported_at.as_ref().map(from_timestamp) {
         None => None,
-        Some(timestamp) => required(
-            &mut violations,
-            "reported_at",
-            not_in_future(from_timestamp(timestamp), now),
-            "must be a valid time, not in the future",
-        ),
+        Some(None) => {
+            violations.add("reported_at", "must be a valid time");
+            None
+        }
+        Some(Some(time)) => dates::check_reported_at(time, term, now, time_zone, by)
+            .map_err(|why| violations.add("reported_at", why))
+            .ok(),
     };
     match (national_id, category, term_start, term_end, level) {
         (Some(national_id), Some(category), Some(term_start), Some(term_end), Some(level))
@@ -257,15 +257,17 @@ pub fn status_change(
         "must be a known status",
     );
     let reason = check_text(&mut violations, "reason", &request.reason, MAX_REASON_CHARS);
-    let effective_at = required(
-        &mut violations,
-        "effective_at",
-        match &request.effective_at {
-            None => Some(now),
-            Some(timestamp) => not_in_future(from_timestamp(timestamp), now),
-        },
-        "must be a valid time, not in the future",
-    );
+    let effective_at = match request.effective_at.as_ref().map(from_timestamp) {
+        None => Some(now),
+        Some(None) => {
+            violations.add("effective_at", "must be a valid time");
+            None
+        }
+        Some(Some(time)) => dates::check_effective_at(time, now)
+            .map(|()| time)
+            .map_err(|why| violations.add("effective_at", why))
+            .ok(),
+    };
     match (id, status, effective_at) {
         (Some(id), Some(status), Some(effective_at)) if violations.is_empty() => Ok(StatusChange {
             id,
@@ -291,11 +293,6 @@ fn parse_id(violations: &mut FieldViolations, value: &str) -> Option<Uuid> {
 fn required<T>(violations: &mut FieldViolations, field: &str, value: Option<T>, why: &str) -> Option<T> {
     violations.require(value.is_some(), field, why);
     value
-}
-
-/// A valid time no further ahead of `now` than clock skew explains.
-fn not_in_future(time: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    time.filter(|time| *time <= now + CLOCK_SKEW)
 }
 
 fn check_phone(violations: &mut FieldViolations, phone: &str) -> String {
@@ -348,7 +345,7 @@ mod tests {
 
     #[test]
     fn a_valid_registration_is_complete_and_trimmed() {
-        let registration = registration(&registration_request(), now()).expect("valid");
+        let registration = registration(&registration_request(), now(), ReportedBy::Officer).expect("valid");
         assert_eq!(registration.name, "测试人员");
         assert_eq!(registration.level, Level::Normal);
         assert_eq!(registration.jurisdiction.township_code, "620702001");
@@ -368,7 +365,8 @@ mod tests {
             reported_at: Some(to_timestamp(now() + chrono::Duration::minutes(6))),
             ..registration_request()
         };
-        let Err(ServiceError::Invalid(violations)) = registration(&request, now()) else {
+        let Err(ServiceError::Invalid(violations)) = registration(&request, now(), ReportedBy::Officer)
+        else {
             panic!("not a validation error");
         };
         assert_eq!(
@@ -392,9 +390,47 @@ mod tests {
             ..registration_request()
         };
         assert_eq!(
-            fields(registration(&request, now()).expect_err("invalid")),
+            fields(registration(&request, now(), ReportedBy::Officer).expect_err("invalid")),
             "term_end: must not be before term_start"
         );
+    }
+
+    #[test]
+    fn impossible_dates_are_named_and_a_handovers_time_ahead_is_taken_as_now() {
+        let epoch = DateTime::from_timestamp(0, 0).expect("1970");
+        let request = pb::RegisterSuperviseeRequest {
+            term_start: NaiveDate::from_ymd_opt(1970, 1, 1).map(to_date),
+            reported_at: Some(to_timestamp(epoch)),
+            ..registration_request()
+        };
+        // A handover's report-in time is bounded by the term only, and this term is refused.
+        for (by, expected) in [
+            (ReportedBy::Officer, &["term_start", "reported_at"][..]),
+            (ReportedBy::Handover, &["term_start"][..]),
+        ] {
+            let Err(ServiceError::Invalid(violations)) = registration(&request, now(), by) else {
+                panic!("not a validation error");
+            };
+            assert_eq!(violations.fields(), expected, "{by:?}");
+        }
+        let valid_term = pb::RegisterSuperviseeRequest {
+            reported_at: Some(to_timestamp(epoch)),
+            ..registration_request()
+        };
+        assert_eq!(
+            fields(registration(&valid_term, now(), ReportedBy::Handover).expect_err("1970")),
+            "reported_at: must not be before term_start"
+        );
+        let ahead = pb::RegisterSuperviseeRequest {
+            reported_at: Some(to_timestamp(now() + chrono::Duration::minutes(10))),
+            ..registration_request()
+        };
+        assert_eq!(
+            fields(registration(&ahead, now(), ReportedBy::Officer).expect_err("future")),
+            "reported_at: must not be in the future"
+        );
+        let from_handover = registration(&ahead, now(), ReportedBy::Handover).expect("clamped");
+        assert_eq!(from_handover.reported_at, Some(now()));
     }
 
     #[test]
@@ -416,7 +452,7 @@ mod tests {
         };
         assert_eq!(
             fields(status_change(&future, now()).expect_err("invalid")),
-            "status: must be a known status; effective_at: must be a valid time, not in the future"
+            "status: must be a known status; effective_at: must not be in the future"
         );
         let bad_id = pb::ChangeStatusRequest {
             supervisee_id: "nope".into(),
@@ -425,7 +461,7 @@ mod tests {
         assert_eq!(
             fields(status_change(&bad_id, now()).expect_err("invalid")),
             "supervisee_id: must be a UUID; status: must be a known status; \
-             effective_at: must be a valid time, not in the future"
+             effective_at: must not be in the future"
         );
     }
 

@@ -55,6 +55,11 @@ impl Sealer {
         (sealed, self.0.blind_index(national_id, NATIONAL_ID))
     }
 
+    /// The national ID's blind index alone, to find the person's open supervision.
+    pub fn national_id_index(&self, national_id: &str) -> Vec<u8> {
+        self.0.blind_index(national_id, NATIONAL_ID)
+    }
+
     /// Opens stored personal fields; failing means a wrong key or corrupted data (internal).
     pub fn open(&self, sealed: &Sealed) -> Result<Personal, ServiceError> {
         let open = |value: &[u8], context| self.0.open(value, context).map_err(ServiceError::internal);

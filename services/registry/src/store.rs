@@ -28,14 +28,15 @@ struct Row {
     status: String,
     needs_employment: bool,
     reported_at: Option<DateTime<Utc>>,
+    handover_id: Option<String>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
 }
 
 const COLUMNS: &str = "id, name, national_id_sealed, category, term_start, term_end, level, township_code, \
-     county_code, officer_id, phone_sealed, address_sealed, status, needs_employment, reported_at, registered_at, \
-     updated_at, version";
+     county_code, officer_id, phone_sealed, address_sealed, status, needs_employment, reported_at, handover_id, \
+     registered_at, updated_at, version";
 
 impl TryFrom<Row> for Supervisee {
     type Error = ServiceError;
@@ -63,6 +64,7 @@ impl TryFrom<Row> for Supervisee {
             status: SupervisionStatus::parse(&row.status).ok_or_else(|| unknown("status"))?,
             needs_employment: row.needs_employment,
             reported_at: row.reported_at,
+            handover_id: row.handover_id,
             registered_at: row.registered_at,
             updated_at: row.updated_at,
             version: row.version,
@@ -132,6 +134,22 @@ pub async fn under_supervision(
     rows.into_iter().map(Supervisee::try_from).collect()
 }
 
+/// The person's open (not final) supervision, locked until the transaction ends, found by
+/// the national ID's blind index: at most one exists (a unique index keeps it so).
+pub async fn open_of_person_for_update(
+    conn: &mut PgConnection,
+    national_id_index: &[u8],
+) -> Result<Option<Supervisee>, ServiceError> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM supervisees
+         WHERE national_id_index = $1 AND status NOT IN ('terminated', 'revoked', 'deceased') FOR UPDATE"
+    ))
+    .bind(national_id_index)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Supervisee::try_from).transpose()
+}
+
 /// Whether the handover has already registered a supervisee.
 pub async fn registered_from_handover(
     conn: &mut PgConnection,
@@ -193,7 +211,8 @@ pub async fn insert(
     }
 }
 
-/// Writes a changed supervisee's level, jurisdiction, officer and status (the row must be
+/// Writes a changed supervisee's level, jurisdiction, officer, status, report-in time and
+/// handover link (the row must be
 /// locked by [`get_for_update`] in the same transaction), stamping `now` and a new version.
 pub async fn update(
     conn: &mut PgConnection,
@@ -202,7 +221,7 @@ pub async fn update(
 ) -> Result<Supervisee, ServiceError> {
     let row: Row = sqlx::query_as(&format!(
         "UPDATE supervisees SET level = $2, township_code = $3, county_code = $4, officer_id = $5, status = $6,
-             reported_at = $7, updated_at = $8, version = version + 1
+             reported_at = $7, handover_id = $9, updated_at = $8, version = version + 1
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(supervisee.id)
@@ -213,6 +232,7 @@ pub async fn update(
     .bind(supervisee.status.as_str())
     .bind(supervisee.reported_at)
     .bind(now)
+    .bind(&supervisee.handover_id)
     .fetch_one(conn)
     .await?;
     row.try_into()

@@ -77,17 +77,24 @@ pub fn checkin(checkin: CheckinRecorded) -> Result<Checkin, Unusable> {
     })
 }
 
-/// The handover a `supervisee.registered` event says the registration came from, if any.
-pub fn registered_handover(event: &InboundEvent) -> Result<Option<Uuid>, HandleError> {
-    if event.event_type != "supervisee.registered" {
+/// The handover the registry's supervision came from, if any: every snapshot of such a
+/// supervision names it (`handover_id`); a `supervisee.registered` of an older registry says
+/// it beside the snapshot.
+pub fn registered_handover(
+    event: &InboundEvent,
+    snapshot: &registry_pb::SuperviseeSnapshot,
+) -> Result<Option<Uuid>, HandleError> {
+    let named = if !snapshot.handover_id.is_empty() {
+        snapshot.handover_id.clone()
+    } else if event.event_type == "supervisee.registered" {
+        event.decode::<registry_pb::SuperviseeRegistered>()?.handover_id
+    } else {
+        String::new()
+    };
+    if named.is_empty() {
         return Ok(None);
     }
-    let registered = event.decode::<registry_pb::SuperviseeRegistered>()?;
-    if registered.handover_id.is_empty() {
-        return Ok(None);
-    }
-    let id = registered
-        .handover_id
+    let id = named
         .parse()
         .map_err(|_| Unusable("registration with a malformed handover_id"))?;
     Ok(Some(id))

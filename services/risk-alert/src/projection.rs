@@ -18,7 +18,7 @@ use crate::{
     domain::{
         answers::{self, Answers, Contact, Withdrawal},
         compose,
-        watch::{self, Checkin, HandoverSnapshot, SuperviseeSnapshot},
+        watch::{self, Checkin, HandoverSnapshot, SuperviseeSnapshot, SuperviseeStatus},
     },
     inbound,
     lifecycle::Lifecycle,
@@ -40,11 +40,17 @@ impl Handler for Projection {
             let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
             self.apply_checkin(conn, checkin).await
         } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
+            let from_handover = inbound::registered_handover(event, &snapshot)?;
             let snapshot = inbound::supervisee(snapshot)?;
-            let id = snapshot.id;
+            let (id, supervised) = (
+                snapshot.id,
+                snapshot.status.is_some_and(SuperviseeStatus::is_watched),
+            );
             let applied = self.apply_supervisee(conn, snapshot, occurred_at).await;
-            match inbound::registered_handover(event)? {
-                Some(handover_id) if applied.is_ok() => {
+            // The 漏管 watch ends once the person is under supervision (a pending record
+            // linked to the handover is not yet).
+            match from_handover {
+                Some(handover_id) if applied.is_ok() && supervised => {
                     let reference = format!("{}:{}", event.event_type, event.event_id);
                     self.apply_registration(conn, handover_id, id, &reference).await
                 }

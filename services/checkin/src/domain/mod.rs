@@ -10,6 +10,7 @@ use mesh_proto::{checkin as pb, registry as registry_pb};
 use uuid::Uuid;
 
 pub mod area;
+pub mod sync;
 
 pub use self::area::{
     AreaCheck, AreaPolicy, AreaVersion, Circle, MAX_AREA_CIRCLES, MAX_RADIUS_M, MIN_RADIUS_M,
@@ -238,6 +239,10 @@ pub enum RecordError {
     UnknownSupervisee,
     #[error("supervisee is not under active supervision (status {0})")]
     NotUnderSupervision(SuperviseeStatus),
+    /// The caller supervises the person neither now nor when the check-in was captured, as
+    /// far as this service knows (a transfer to the caller may not have reached it yet).
+    #[error("supervisee is not in the caller's jurisdiction")]
+    OutsideJurisdiction,
 }
 
 impl From<RecordError> for ServiceError {
@@ -247,6 +252,7 @@ impl From<RecordError> for ServiceError {
             RecordError::UnknownSupervisee | RecordError::NotUnderSupervision(_) => {
                 ServiceError::precondition(error.to_string())
             }
+            RecordError::OutsideJurisdiction => ServiceError::denied(error.to_string()),
         }
     }
 }

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use mesh_kit::{
     error::{FieldViolations, ServiceError},
+    jurisdiction::Directory,
     proto_time::from_date,
+    term::check_term,
     validate::check_text,
 };
 use mesh_proto::handover as pb;
@@ -126,11 +128,10 @@ pub fn report_in(
         let end = request.term_end.as_ref().and_then(from_date);
         violations.require(start.is_some(), "term_start", "must be a valid date");
         violations.require(end.is_some(), "term_end", "must be a valid date");
-        if let (Some(start), Some(end)) = (start, end)
-            && end < start
-        {
-            violations.add("term_end", "must not be before term_start");
-        }
+        // The registry's rule: a term it would refuse is refused here, where a person can
+        // correct it, instead of dead-lettering the report-in there.
+        let today = now.with_timezone(&Directory::get().time_zone).date_naive();
+        check_term(&mut violations, start, end, today);
         (start, end)
     } else {
         violations.require(
@@ -204,6 +205,24 @@ mod tests {
             ..request.clone()
         };
         assert!(report_in(&resettlement, ReleaseCategory::SentenceCompleted, None, now).is_ok());
+        // A term the registry would refuse is refused here, not dead-lettered there.
+        let impossible = pb::RecordReportInRequest {
+            term_start: Some(to_date(date(1970, 1, 1))),
+            term_end: Some(to_date(date(2026, 1, 1))),
+            ..request.clone()
+        };
+        assert_eq!(
+            refused_fields(report_in(&impossible, ReleaseCategory::Parole, None, now)),
+            ["term_start"]
+        );
+        let over = pb::RecordReportInRequest {
+            term_start: Some(to_date(date(2026, 1, 1))),
+            ..impossible
+        };
+        assert_eq!(
+            refused_fields(report_in(&over, ReleaseCategory::Parole, None, now)),
+            ["term_end"]
+        );
         // Community corrections need everything the registry needs.
         assert_eq!(
             refused_fields(report_in(&resettlement, ReleaseCategory::Parole, None, now)),

@@ -110,6 +110,7 @@ pub fn supervisee_snapshot(id: &str, version: i64) -> registry_pb::SuperviseeSna
         version,
         reported_at: Some(mesh_kit::proto_time::to_timestamp(Utc::now())),
         needs_employment: false,
+        handover_id: String::new(),
     }
 }
 
