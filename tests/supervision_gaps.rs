@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Days, Utc};
 use mesh_e2e::{
     HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, eventually, home_jurisdiction,
-    home_officer, notice, prison, register, report_in_request, reported_in, submit_notice, today,
-    township_office, whole_seconds_ago,
+    home_officer, jurisdiction, notice, prison, register, report_in_request, reported_in, submit_notice,
+    today, township_office, whole_seconds_ago,
 };
 use mesh_kit::proto_time::{from_timestamp, to_date, to_timestamp};
 use mesh_proto::{alert as pb, handover as handover_pb, registry as registry_pb};
@@ -253,5 +253,100 @@ async fn a_report_in_the_registry_could_not_register_keeps_the_missed_report_in_
         count(&mesh, "risk-alert", &report_in_watch).await,
         1,
         "a report-in nobody registered must not end the 漏管 watch"
+    );
+}
+
+/// The notice goes to another township: the old one is told (its open alert is resolved,
+/// and its webhook hears it) and the new one gets the full acknowledgement period.
+#[tokio::test]
+async fn an_amended_destination_restarts_the_acknowledgement_watch_at_the_new_township() {
+    let mesh = Mesh::builder()
+        .env(
+            "risk-alert",
+            &[
+                ("MESH_HANDOVER_ACK_PERIOD", "3s"),
+                ("MESH_HANDOVER_GATE_GRACE", "1000h"),
+                ("MESH_ALERT_TICK_MS", "100"),
+                ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
+            ],
+        )
+        .start(&["handover", "risk-alert"])
+        .await
+        .expect("mesh");
+    let receiver = mesh.receiver();
+    mesh.register_webhook()
+        .await
+        .expect("endpoint of the old township");
+    let prison_token = mesh.token(&prison("prison-clerk-1", PRISON_A));
+    let mut request = notice(94);
+    request.expected_release_date = Some(to_date(today() + Days::new(20)));
+    let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
+    let old = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::HandoverNotAcknowledged,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+
+    let new_township = jurisdiction("620702002", "620702");
+    let amended_at = Utc::now();
+    mesh.handover()
+        .amend_release_notice(authorized(
+            handover_pb::AmendReleaseNoticeRequest {
+                handover_id: id.clone(),
+                new_expected_release_date: None,
+                new_destination: Some(new_township.clone()),
+                reason: "家属变更居住地".into(),
+            },
+            &prison_token,
+        ))
+        .await
+        .expect("amended");
+
+    // The old township hears that the alert left it.
+    let told = receiver
+        .wait_for(Duration::from_secs(15), |received| {
+            received.iter().any(|r| r.event_type == "alert.resolved")
+        })
+        .await;
+    assert!(told.iter().any(|r| r.event_type == "alert.resolved"));
+    // The new township gets its own acknowledgement deadline, counted from the amendment.
+    let alerts_of_new = |mesh: &Mesh| {
+        let token = mesh.token(&township_office("620702002"));
+        let mut client = mesh.risk_alert();
+        let id = id.clone();
+        let new_township = new_township.clone();
+        async move {
+            client
+                .list_alerts(authorized(
+                    pb::ListAlertsRequest {
+                        jurisdiction: Some(new_township),
+                        subject_id: id,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .expect("alerts")
+                .into_inner()
+                .alerts
+        }
+    };
+    let new = eventually("the new township's alert", Duration::from_secs(15), async || {
+        alerts_of_new(&mesh)
+            .await
+            .into_iter()
+            .find(|a| a.kind() == pb::AlertKind::HandoverNotAcknowledged && a.alert_id != old.alert_id)
+    })
+    .await;
+    assert!(
+        time(&new.evidence.as_ref().expect("evidence").last_contact_at)
+            >= amended_at - chrono::Duration::seconds(2)
+    );
+    assert_eq!(
+        new.jurisdiction.as_ref().map(|j| j.township_code.as_str()),
+        Some("620702002")
     );
 }

@@ -9,7 +9,8 @@
 //! everything produced before `t` has been applied. While the broker is unreachable no
 //! probe is passed and `caught_up_at` stays where it was; after it returns, probes count
 //! only once it has been reachable for `settle`, because the producers' outboxes need that
-//! long to hand over what they kept meanwhile (their lag is not the group's to see).
+//! long to hand over what they kept meanwhile (their lag is not the group's to see). A
+//! process that starts treats its start the same way.
 
 use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 
@@ -26,6 +27,9 @@ use crate::{clock::SharedClock, kafka};
 
 /// The instant before which the group has applied everything, if known.
 pub type CaughtUp = watch::Receiver<Option<DateTime<Utc>>>;
+
+/// How long one broker request of a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Probes older than this many are dropped (the group is far behind; the oldest kept still
 /// bounds what is known).
@@ -98,14 +102,32 @@ impl LagMonitor {
         let sender = self.sender.clone();
         let mut pending = VecDeque::new();
         let settle = chrono::Duration::from_std(self.settle).unwrap_or_default();
-        // At start only the group's own backlog is unknown, and the probes measure that.
-        let mut last_failure: Option<DateTime<Utc>> = None;
+        // A process may start during or just after an outage (restarted by an operator or
+        // an orchestrator): until the broker has been reachable for `settle`, producers'
+        // outboxes may still hold what answers a deadline, as after an outage seen here.
+        let mut last_failure: Option<DateTime<Utc>> = Some(self.clock.now());
+        let mut known_partitions: Vec<(String, i32)> = Vec::new();
+        let mut rounds: u64 = 0;
         loop {
             let at = self.clock.now();
             let (client, topics) = (self.client.clone(), self.topics.clone());
-            let probed = tokio::task::spawn_blocking(move || probe(&client, &topics)).await;
+            let known = std::mem::take(&mut known_partitions);
+            let probed = tokio::task::spawn_blocking(move || {
+                let partitions = if known.is_empty() {
+                    partitions(&client, &topics)?
+                } else {
+                    known
+                };
+                probe(&client, &partitions).map(|offsets| (partitions, offsets))
+            })
+            .await;
             match probed {
-                Ok(Ok((high, committed))) => {
+                Ok(Ok((partitions, (high, committed)))) => {
+                    rounds += 1;
+                    // Asked again now and then, in case partitions were added.
+                    if rounds % 300 != 0 {
+                        known_partitions = partitions;
+                    }
                     if last_failure.is_none_or(|failed| at - failed >= settle) {
                         last_failure = None;
                         pending.push_back(Probe { at, high });
@@ -115,6 +137,8 @@ impl LagMonitor {
                     }
                     if let Some(passed) = pass(&mut pending, &committed) {
                         sender.send_replace(Some(passed));
+                    } else if let Some(oldest) = pending.front() {
+                        tracing::debug!(waiting_since = %oldest.at, high = ?oldest.high, committed = ?committed, "consumer behind");
                     }
                 }
                 Ok(Err(error)) => {
@@ -136,35 +160,56 @@ impl LagMonitor {
 
 type Offsets = HashMap<(String, i32), i64>;
 
-/// Each partition's high watermark and the group's committed offset (a partition the group
-/// never committed counts from its low watermark: nothing of it was applied).
-fn probe(client: &BaseConsumer, topics: &[String]) -> KafkaResult<(Offsets, Offsets)> {
-    let timeout = Duration::from_secs(5);
-    let mut high = HashMap::new();
-    let mut low = HashMap::new();
-    let mut list = TopicPartitionList::new();
+/// The partitions of `topics` (they change rarely; the monitor asks again now and then).
+fn partitions(client: &BaseConsumer, topics: &[String]) -> KafkaResult<Vec<(String, i32)>> {
+    let mut partitions = Vec::new();
     for topic in topics {
-        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        let metadata = client.fetch_metadata(Some(topic), PROBE_TIMEOUT)?;
         for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
-            let (first, next) = client.fetch_watermarks(topic, partition.id(), timeout)?;
-            high.insert((topic.clone(), partition.id()), next);
-            low.insert((topic.clone(), partition.id()), first);
-            list.add_partition(topic, partition.id());
+            partitions.push((topic.clone(), partition.id()));
         }
     }
-    let committed = client.committed_offsets(list, timeout)?;
-    let committed = committed
-        .elements()
+    Ok(partitions)
+}
+
+/// Offsets of `partitions` at `position` (`Offset::End`: the high watermark), in one
+/// request per broker.
+fn offsets_at(client: &BaseConsumer, partitions: &[(String, i32)], position: Offset) -> KafkaResult<Offsets> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition_offset(topic, *partition, position)?;
+    }
+    Ok(offsets(&client.offsets_for_times(list, PROBE_TIMEOUT)?))
+}
+
+fn offsets(list: &TopicPartitionList) -> Offsets {
+    list.elements()
         .iter()
-        .map(|element| {
-            let key = (element.topic().to_owned(), element.partition());
-            let offset = match element.offset() {
-                Offset::Offset(offset) => offset,
-                _ => low.get(&key).copied().unwrap_or(0),
-            };
-            (key, offset)
+        .filter_map(|element| match element.offset() {
+            Offset::Offset(offset) => Some(((element.topic().to_owned(), element.partition()), offset)),
+            _ => None,
         })
+        .collect()
+}
+
+/// Each partition's high watermark and the group's committed offset (a partition the group
+/// never committed counts from its low watermark: nothing of it was applied). Two or three
+/// requests whatever the number of partitions, so probing stays cheap for the broker.
+fn probe(client: &BaseConsumer, partitions: &[(String, i32)]) -> KafkaResult<(Offsets, Offsets)> {
+    let high = offsets_at(client, partitions, Offset::End)?;
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let mut committed = offsets(&client.committed_offsets(list, PROBE_TIMEOUT)?);
+    let never: Vec<(String, i32)> = partitions
+        .iter()
+        .filter(|key| !committed.contains_key(*key))
+        .cloned()
         .collect();
+    if !never.is_empty() {
+        committed.extend(offsets_at(client, &never, Offset::Beginning)?);
+    }
     Ok((high, committed))
 }
 

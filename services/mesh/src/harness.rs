@@ -616,7 +616,7 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
         ("MESH_OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
         // Second-scale policies: the consumer's progress is probed often, and producers'
         // outboxes (polled every 100 ms) flush well within the settle time after an outage.
-        ("MESH_LAG_PROBE_MS".to_owned(), "200".to_owned()),
+        ("MESH_LAG_PROBE_MS".to_owned(), "250".to_owned()),
         ("MESH_LAG_SETTLE_MS".to_owned(), "2000".to_owned()),
         // Tansu cannot take idempotent producers across a broker restart (see kit::kafka).
         ("MESH_KAFKA_IDEMPOTENT_PRODUCER".to_owned(), "false".to_owned()),

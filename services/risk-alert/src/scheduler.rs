@@ -165,7 +165,8 @@ impl Scheduler {
         // Each missed deadline starts a trace of its own, which the alert event and its
         // notifications carry on.
         let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %id);
-        if let Some(draft) = draft {
+        let open = store::alerts::open_for_subject(change, &id.to_string()).await?;
+        if let Some(draft) = draft.filter(|_| !schedule::still_alerted(track, &open)) {
             self.lifecycle.raise(change, draft, now).instrument(span).await?;
         }
         let next = schedule::after_firing(&self.composer.policy, level, row, now, self.composer.tz);

@@ -6,7 +6,11 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::policy::{Deadline, Level, Policy, Track};
+use super::{
+    alert::{Alert, AlertKind},
+    policy::{Deadline, Level, Policy, Track},
+    rules::RuleId,
+};
 
 /// A deadline as stored: where it stands now (`deadline`, rolled forward after each miss),
 /// the deadline its contact set before any rolling (`origin_due`), and when a one-shot
@@ -98,6 +102,19 @@ pub fn after_firing(
         origin_due: fired.origin_due,
         fired_at: None,
     }
+}
+
+/// Whether an alert of `track` is still open among a subject's open alerts: a rolled
+/// deadline of a recurring track then raises nothing new (the open alert still says the
+/// contact is missing, and the absconding thresholds escalate it); once a person resolved
+/// it, the next missed period is alerted again.
+pub fn still_alerted(track: Track, open: &[Alert]) -> bool {
+    open.iter().any(|alert| match track {
+        Track::Checkin => matches!(alert.rule.id, RuleId::MissedCheckin(_)),
+        Track::InPerson => alert.rule.id == RuleId::MissedInPerson,
+        Track::HandoverAck => alert.kind == AlertKind::HandoverNotAcknowledged,
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -227,5 +244,14 @@ mod tests {
             "a stricter period is not kept"
         );
         assert_eq!(merged[2], stored[1], "the absconding threshold is the same");
+    }
+
+    #[test]
+    fn a_rolled_deadline_is_not_alerted_again_while_its_alert_is_open() {
+        let open = crate::domain::alert::tests::missed_checkin();
+        assert!(still_alerted(Track::Checkin, std::slice::from_ref(&open)));
+        assert!(!still_alerted(Track::InPerson, std::slice::from_ref(&open)));
+        assert!(!still_alerted(Track::AbscondingWarning, std::slice::from_ref(&open)));
+        assert!(!still_alerted(Track::Checkin, &[]), "resolved: the next period alerts");
     }
 }
