@@ -125,12 +125,13 @@ impl Host {
     }
 
     /// Consumes `topics` in the service's group with `handler`; events the handler writes to
-    /// the outbox leave as soon as each record's transaction commits.
+    /// the outbox leave as soon as each record's transaction commits. Records it can never
+    /// apply are set aside in this service's `kit_dead_letters`, replayed on request.
     pub fn consume<H: Handler>(&mut self, handler: H, topics: &[&str]) -> anyhow::Result<()> {
         let consumer = EventConsumer::new(
             self.pool.clone(),
             handler,
-            ConsumerConfig::from_settings(&self.common, topics),
+            ConsumerConfig::from_settings(&self.common, self.name, topics),
         )?
         .waking(self.signal.clone());
         self.spawn("consumer", move |shutdown| consumer.run(shutdown));
