@@ -566,7 +566,9 @@ impl<H: Handler> EventConsumer<H> {
     /// the row kept. Returns whether there was one.
     async fn replay_next(&self) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = dead_letter::next_requested(&mut tx, &self.config.group_id).await? else {
+        let Some(row) =
+            dead_letter::next_requested(&mut tx, &self.config.group_id, &self.config.topics).await?
+        else {
             return Ok(false);
         };
         let outcome = match row.to_event() {

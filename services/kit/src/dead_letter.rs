@@ -140,15 +140,22 @@ fn stripped(headers: &HashMap<String, String>) -> HashMap<String, String> {
         .collect()
 }
 
-/// The oldest dead letter of `consumer` whose replay was requested, locked for the caller's
-/// transaction (replicas skip each other's).
-pub async fn next_requested(conn: &mut PgConnection, consumer: &str) -> sqlx::Result<Option<DeadLetter>> {
+/// The oldest dead letter of `consumer` from one of `topics` whose replay was requested,
+/// locked for the caller's transaction (replicas skip each other's). The topics tell apart
+/// the handlers of a service that runs several consumers in one group.
+pub async fn next_requested(
+    conn: &mut PgConnection,
+    consumer: &str,
+    topics: &[String],
+) -> sqlx::Result<Option<DeadLetter>> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM kit_dead_letters
-         WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
+         WHERE consumer = $1 AND source_topic = ANY($2)
+           AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(consumer)
+    .bind(topics)
     .fetch_optional(conn)
     .await
 }

@@ -138,6 +138,21 @@ impl Host {
         Ok(())
     }
 
+    /// [`Host::consume`] in a group of its own, `<service group>.<suffix>`: for a consumer
+    /// whose progress must not wait on the service's main one (the operations topic).
+    pub fn consume_apart<H: Handler>(
+        &mut self,
+        suffix: &str,
+        handler: H,
+        topics: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut config = ConsumerConfig::from_settings(&self.common, self.name, topics);
+        config.group_id = format!("{}.{suffix}", config.group_id);
+        let consumer = EventConsumer::new(self.pool.clone(), handler, config)?.waking(self.signal.clone());
+        self.spawn("consumer", move |shutdown| consumer.run(shutdown));
+        Ok(())
+    }
+
     /// Runs a background worker from start to shutdown; it must return soon after
     /// `shutdown` is cancelled.
     pub fn spawn<F, Fut>(&mut self, name: &'static str, worker: F)
