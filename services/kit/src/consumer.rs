@@ -142,17 +142,13 @@ impl From<ServiceError> for HandleError {
     /// else is retried: a record not found or in the wrong state may be found or change once
     /// a projection catches up, and an outage passes.
     fn from(error: ServiceError) -> Self {
-        let permanent = match &error {
-            ServiceError::Invalid(_) | ServiceError::Conflict(_) => true,
-            ServiceError::Internal(inner) => inner
-                .downcast_ref::<sqlx::Error>()
-                .is_some_and(is_permanent_data_error),
-            _ => false,
-        };
-        if permanent {
-            HandleError::Permanent(format!("{error:#}"))
-        } else {
-            HandleError::Transient(error.into())
+        match error {
+            ServiceError::Invalid(_) | ServiceError::Conflict(_) => HandleError::Permanent(error.to_string()),
+            ServiceError::Internal(inner) => match inner.downcast::<sqlx::Error>() {
+                Ok(database) => HandleError::from(database),
+                Err(inner) => HandleError::Transient(ServiceError::Internal(inner).into()),
+            },
+            other => HandleError::Transient(other.into()),
         }
     }
 }
