@@ -605,7 +605,7 @@ struct Stall {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::database_error;
+    use crate::error::tests::database_error;
 
     #[test]
     fn data_exceptions_and_constraint_violations_are_permanent() {

@@ -277,7 +277,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -346,39 +346,38 @@ mod tests {
         }
         assert!(!is_permanent_data_error(&sqlx::Error::PoolTimedOut));
     }
-}
 
-/// A database error with a chosen SQLSTATE, for classification tests here and in the
-/// consumer (sqlx offers no public constructor for PostgreSQL's own).
-#[cfg(test)]
-pub(crate) fn database_error(code: &str) -> sqlx::Error {
-    #[derive(Debug)]
-    struct Fake(String);
-    impl std::fmt::Display for Fake {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "fake database error {}", self.0)
+    /// A database error with a chosen SQLSTATE, for classification tests here and in the
+    /// consumer (sqlx offers no public constructor for PostgreSQL's own).
+    pub(crate) fn database_error(code: &str) -> sqlx::Error {
+        #[derive(Debug)]
+        struct Fake(String);
+        impl std::fmt::Display for Fake {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "fake database error {}", self.0)
+            }
         }
+        impl std::error::Error for Fake {}
+        impl sqlx::error::DatabaseError for Fake {
+            fn message(&self) -> &str {
+                "fake database error"
+            }
+            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(std::borrow::Cow::Borrowed(&self.0))
+            }
+            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+                self
+            }
+            fn kind(&self) -> sqlx::error::ErrorKind {
+                sqlx::error::ErrorKind::Other
+            }
+        }
+        sqlx::Error::Database(Box::new(Fake(code.to_owned())))
     }
-    impl std::error::Error for Fake {}
-    impl sqlx::error::DatabaseError for Fake {
-        fn message(&self) -> &str {
-            "fake database error"
-        }
-        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-            Some(std::borrow::Cow::Borrowed(&self.0))
-        }
-        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::Other
-        }
-    }
-    sqlx::Error::Database(Box::new(Fake(code.to_owned())))
 }
