@@ -75,15 +75,12 @@ impl Handler for Operations {
             ops::CONSUMER_RECOVERED => {
                 let message = event.decode::<pb::ConsumerRecovered>()?;
                 let record = record(message.record);
-                let stall = Stall {
-                    whose: None,
-                    reason: String::new(),
-                    failing_since: time(message.failing_since, now),
-                    record,
-                };
-                let resolution = operations::recovered(&stall.record);
-                self.resolve(conn, &operations::stall_key(&stall), resolution, now)
-                    .await?;
+                let stalls = operations::stalls_of(&record);
+                for alert in store::alerts::open_by_dedup_prefix_for_update(conn, &stalls).await? {
+                    self.lifecycle
+                        .resolve(conn, alert, operations::recovered(&record), now)
+                        .await?;
+                }
             }
             // Types added later are someone else's to read.
             _ => {}

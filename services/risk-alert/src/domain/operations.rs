@@ -58,14 +58,19 @@ pub fn dead_letter_key(consumer: &str, dead_letter_id: i64) -> String {
 /// The one alert of one stall of one record (a record that stalls again after recovering
 /// is a new stall).
 pub fn stall_key(stall: &Stall) -> String {
-    let record = &stall.record;
     format!(
-        "consumer_stalled:{}:{}:{}:{}:{}",
-        record.consumer,
-        record.topic,
-        record.partition,
-        record.offset,
+        "{}{}",
+        stalls_of(&stall.record),
         stall.failing_since.timestamp_micros()
+    )
+}
+
+/// What the keys of every stall of one record start with: its recovery resolves them all,
+/// also one reported by an earlier process that stopped while the record was failing.
+pub fn stalls_of(record: &ConsumedRecord) -> String {
+    format!(
+        "consumer_stalled:{}:{}:{}:{}:",
+        record.consumer, record.topic, record.partition, record.offset
     )
 }
 
@@ -261,6 +266,12 @@ mod tests {
         assert_eq!(alert.subject.id, "p-1");
         assert_ne!(alert.dedup_key, stalled_alert(&again).dedup_key);
         assert_eq!(stall_key(&stall), alert.dedup_key);
+        assert!(alert.dedup_key.starts_with(&stalls_of(&stall.record)));
+        assert!(
+            stalled_alert(&again)
+                .dedup_key
+                .starts_with(&stalls_of(&stall.record))
+        );
     }
 
     #[test]

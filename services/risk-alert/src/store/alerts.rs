@@ -83,6 +83,23 @@ pub async fn by_dedup_key_for_update(
     Ok(body.and_then(|body| alert_from_body(&body)))
 }
 
+/// The unresolved alerts whose dedup key starts with `prefix`, oldest first, locked for
+/// update (every stall of one record).
+pub async fn open_by_dedup_prefix_for_update(
+    conn: &mut PgConnection,
+    prefix: &str,
+) -> Result<Vec<Alert>, ServiceError> {
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT body FROM alerts WHERE left(dedup_key, length($1)) = $1 AND status <> $2
+         ORDER BY raised_at FOR UPDATE",
+    )
+    .bind(prefix)
+    .bind(AlertStatus::Resolved.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(decode_all(&bodies))
+}
+
 /// The unresolved alerts about a subject, oldest first, locked for update.
 pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
