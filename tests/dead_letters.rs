@@ -9,7 +9,7 @@
 use std::{process::Command, time::Duration};
 
 use chrono::{DateTime, Utc};
-use mesh::harness::binary_path;
+use mesh::harness::{binary_path, publish_record};
 use mesh_e2e::{HOME_COUNTY, Mesh, authorized, county_bureau, eventually, home_jurisdiction, jurisdiction};
 use mesh_kit::{
     auth::{Caller, Role},
@@ -199,6 +199,16 @@ async fn a_refused_checkin_is_set_aside_at_once_alerts_the_county_and_replays_af
     publish_checkin(&mesh, &person, "good", 30).await;
     publish_checkin(&mesh, &person, "blocked", 20).await;
     publish_checkin(&mesh, &person, "older", 50).await;
+    // And a record that names nobody: no headers at all.
+    publish_record(
+        mesh.producer().expect("producer"),
+        &mesh.topics.checkin,
+        &person,
+        &[],
+        b"not an event",
+    )
+    .await
+    .expect("published");
 
     // Before, the NUL byte held the partition at 30 s backoff forever.
     eventually(
@@ -207,14 +217,20 @@ async fn a_refused_checkin_is_set_aside_at_once_alerts_the_county_and_replays_af
         async || (last_checkin(&mesh, "supervisees", &person).await.as_deref() == Some("good")).then_some(()),
     )
     .await;
-    let rows = eventually("both dead letters", Duration::from_secs(15), async || {
+    let rows = eventually("the three dead letters", Duration::from_secs(15), async || {
         let rows = dead_letters(&mesh).await;
-        (rows.len() == 2).then_some(rows)
+        (rows.len() == 3).then_some(rows)
     })
     .await;
-    assert!(rows[0].reason.contains("database refused"), "{rows:?}");
-    assert!(rows[1].reason.contains("test_refuses_blocked"), "{rows:?}");
-    let (nul, blocked) = (rows[0].id, rows[1].id);
+    let id_of = |needle: &str| {
+        rows.iter()
+            .find(|row| row.reason.contains(needle))
+            .unwrap_or_else(|| panic!("no dead letter for {needle}: {rows:?}"))
+            .id
+    };
+    let nul = id_of("invalid byte sequence");
+    let blocked = id_of("test_refuses_blocked");
+    let headerless = id_of("missing event_id header");
 
     // The county bureau of the person's county and the operators each see both alerts.
     let bureau = county_bureau("bureau-1", HOME_COUNTY);
@@ -242,6 +258,29 @@ async fn a_refused_checkin_is_set_aside_at_once_alerts_the_county_and_replays_af
         2,
         "the operators see them too"
     );
+    // The record naming nobody is the operators' alone.
+    let nobody = jurisdiction("", "");
+    let operators = eventually("the operators' dead-letter alert", WAIT, async || {
+        let listed = alerts(&mesh, &admin(), nobody.clone(), pb::AlertKind::DeadLetter).await;
+        (listed.len() == 1).then_some(listed)
+    })
+    .await;
+    assert_eq!(
+        fact(&operators[0], "dead_letter_id"),
+        Some(headerless.to_string().as_str())
+    );
+    let denied = mesh
+        .risk_alert()
+        .list_alerts(authorized(
+            pb::ListAlertsRequest {
+                jurisdiction: Some(nobody),
+                ..Default::default()
+            },
+            &mesh.token(&bureau),
+        ))
+        .await
+        .expect_err("not the bureau's");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
     // Listed; a replay before the fix fails, is recorded and keeps the row.
     let listing = mesh_dlq(&mesh, &["list"]);
