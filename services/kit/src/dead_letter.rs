@@ -226,3 +226,81 @@ pub async fn request_replay(
     .fetch_all(executor)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::headers;
+
+    fn row() -> DeadLetter {
+        DeadLetter {
+            id: 1,
+            service: "registry".into(),
+            consumer: "registry".into(),
+            source_topic: "handover.events".into(),
+            source_partition: 0,
+            source_offset: 9,
+            event_key: Some("h-1".into()),
+            headers: serde_json::json!({
+                headers::EVENT_ID: "0190d5e0-0000-7000-8000-000000000001",
+                headers::EVENT_TYPE: "handover.reported_in",
+            }),
+            payload: b"payload".to_vec(),
+            event_type: Some("handover.reported_in".into()),
+            event_id: None,
+            reason: "the person already has an open supervision".into(),
+            dead_lettered_at: Utc::now(),
+            replay_requested_at: None,
+            replayed_at: None,
+            last_replay_error: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_record_becomes_the_event_it_was() {
+        let event = row().to_event().expect("an event");
+        assert_eq!(event.event_type, "handover.reported_in");
+        assert_eq!((event.topic.as_str(), event.offset), ("handover.events", 9));
+        assert_eq!(event.key.as_deref(), Some("h-1"));
+        let headerless = DeadLetter {
+            headers: serde_json::json!({}),
+            ..row()
+        };
+        assert!(headerless.to_event().is_err());
+        let garbage = DeadLetter {
+            headers: serde_json::json!([1, 2]),
+            ..row()
+        };
+        assert!(garbage.to_event().is_err());
+    }
+
+    #[test]
+    fn the_replay_state_says_where_a_dead_letter_stands() {
+        assert_eq!(row().replay_state(), "set aside");
+        let requested = DeadLetter {
+            replay_requested_at: Some(Utc::now()),
+            ..row()
+        };
+        assert_eq!(requested.replay_state(), "replay requested");
+        let failed = DeadLetter {
+            last_replay_error: Some("still refused".into()),
+            ..row()
+        };
+        assert_eq!(failed.replay_state(), "replay failed: still refused");
+        let replayed = DeadLetter {
+            replayed_at: Some(Utc::now()),
+            ..row()
+        };
+        assert!(replayed.replay_state().starts_with("replayed "));
+    }
+
+    #[test]
+    fn nul_bytes_never_make_a_dead_letter_unstorable() {
+        assert_eq!(strip_nul("a\0b"), "a\u{FFFD}b");
+        let headers = HashMap::from([("k\0".to_owned(), "v\0".to_owned())]);
+        assert_eq!(
+            stripped(&headers),
+            HashMap::from([("k\u{FFFD}".to_owned(), "v\u{FFFD}".to_owned())])
+        );
+    }
+}
