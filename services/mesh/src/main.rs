@@ -69,18 +69,24 @@ enum Command {
 enum DlqCommand {
     /// Lists dead letters not yet replayed (with --all, every one).
     List {
+        /// Only this service's dead letters.
         #[arg(long, default_value = "")]
         service: String,
+        /// Also those replayed already.
         #[arg(long)]
         all: bool,
     },
     /// Asks the service's consumer to apply dead letter <ID> again (or, with --all, every
     /// one of --service), after the cause was fixed.
     Replay {
+        /// The dead letter's id, as `mesh dlq list` prints it.
         #[arg(required_unless_present = "all")]
         id: Option<i64>,
+        /// The service whose dead letter(s) to replay (needed with --all, or when one id is
+        /// in several of the databases given).
         #[arg(long, default_value = "")]
         service: String,
+        /// Every dead letter of --service not yet replayed.
         #[arg(long, requires = "service", conflicts_with = "id")]
         all: bool,
     },
