@@ -36,6 +36,29 @@ pub struct Operations {
 
 impl Handler for Operations {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
+        match self.apply(conn, event).await {
+            // The dead letter of an operational event is announced on this very topic: were
+            // its alert refused for good too, each refusal would announce another, without
+            // end. Held and retried instead, the failure stalls this consumer loudly.
+            Err(HandleError::Permanent(reason)) if about_this_topic(event) => Err(HandleError::Transient(
+                anyhow::anyhow!("the alert of an operational event's own dead letter was refused: {reason}"),
+            )),
+            outcome => outcome,
+        }
+    }
+}
+
+/// Whether `event` is about a record of the topic it came on (the operations topic).
+fn about_this_topic(event: &InboundEvent) -> bool {
+    let record = match event.event_type.as_str() {
+        ops::DEAD_LETTERED => event.decode::<pb::DeadLettered>().ok().and_then(|m| m.record),
+        _ => None,
+    };
+    record.is_some_and(|record| record.topic == event.topic)
+}
+
+impl Operations {
+    async fn apply(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         let now = self.clock.now();
         match event.event_type.as_str() {
             ops::DEAD_LETTERED => {
@@ -87,9 +110,7 @@ impl Handler for Operations {
         }
         Ok(())
     }
-}
 
-impl Operations {
     /// Resolves the alert with `key`, if it was raised (an event of a stall or dead letter
     /// raised before this consumer existed has none).
     async fn resolve(
@@ -230,6 +251,31 @@ mod tests {
             ("p-2", "张三")
         );
         assert_eq!(whose.jurisdiction.township_code, "620702001");
+    }
+
+    #[test]
+    fn only_a_dead_letter_of_this_topic_is_about_this_topic() {
+        let event = |topic: &str| InboundEvent {
+            topic: "ops.events".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            event_id: Uuid::nil(),
+            event_type: ops::DEAD_LETTERED.into(),
+            occurred_at: None,
+            producer: None,
+            payload: pb::DeadLettered {
+                record: Some(pb::ConsumedRecord {
+                    topic: topic.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            headers: HashMap::new(),
+        };
+        assert!(about_this_topic(&event("ops.events")));
+        assert!(!about_this_topic(&event("checkin.events")));
     }
 
     #[test]
