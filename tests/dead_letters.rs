@@ -396,3 +396,45 @@ async fn a_consumer_failing_for_a_passing_reason_stalls_loudly_keeps_the_record_
     .await;
     assert!(dead_letters(&mesh).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_stall_reported_before_a_restart_is_resolved_by_the_process_that_gets_past_it() {
+    let mut mesh = risk_alert().await;
+    let pool = mesh.pool("risk-alert").expect("pool");
+    let person = registered_person(&mesh).await;
+    sqlx::query("ALTER TABLE supervisees RENAME TO supervisees_away")
+        .execute(&pool)
+        .await
+        .expect("renamed");
+    publish_checkin(&mesh, &person, "during", 5).await;
+    let bureau = county_bureau("bureau-1", HOME_COUNTY);
+    let county = jurisdiction("", HOME_COUNTY);
+    eventually("the stalled-consumer alert", WAIT, async || {
+        let listed = alerts(&mesh, &bureau, county.clone(), pb::AlertKind::ConsumerStalled).await;
+        listed.into_iter().next()
+    })
+    .await;
+
+    // The process that saw the stall is gone (stopped: a killed one's group membership
+    // would hold the partition for the broker's session timeout); its successor applies the
+    // record at once.
+    mesh.stop("risk-alert").await.expect("stopped");
+    sqlx::query("ALTER TABLE supervisees_away RENAME TO supervisees")
+        .execute(&pool)
+        .await
+        .expect("renamed back");
+    mesh.launch("risk-alert").await.expect("restarted");
+    eventually("the held check-in applied", WAIT, async || {
+        (last_checkin(&mesh, "supervisees", &person).await.as_deref() == Some("during")).then_some(())
+    })
+    .await;
+    eventually("the stalled-consumer alert resolved", WAIT, async || {
+        let listed = alerts(&mesh, &bureau, county.clone(), pb::AlertKind::ConsumerStalled).await;
+        (!listed.is_empty()
+            && listed
+                .iter()
+                .all(|alert| alert.status == pb::AlertStatus::Resolved as i32))
+        .then_some(())
+    })
+    .await;
+}

@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -32,6 +32,7 @@ use crate::{
     error::{ServiceError, is_permanent_data_error},
     kafka,
     ops::{Origin, Reporter},
+    stalls::{self, Place},
     telemetry,
 };
 
@@ -254,6 +255,9 @@ pub struct EventConsumer<H: Handler> {
     reporter: Reporter,
     /// Woken after each commit, so events the handler wrote to the outbox leave at once.
     outbox: Option<crate::outbox::OutboxSignal>,
+    /// The records this consumer group reported stalled on and has not got past (a copy of
+    /// `kit_consumer_stalls`, refreshed by the replay loop), with when each began failing.
+    stalled: Mutex<HashMap<Place, DateTime<Utc>>>,
 }
 
 impl<H: Handler> EventConsumer<H> {
@@ -275,6 +279,7 @@ impl<H: Handler> EventConsumer<H> {
             config,
             reporter,
             outbox: None,
+            stalled: Mutex::default(),
         })
     }
 
@@ -286,6 +291,8 @@ impl<H: Handler> EventConsumer<H> {
 
     /// Consumes and replays until `shutdown`, then commits what it has applied.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Before the first record, so a stall an earlier process reported is recognised.
+        self.refresh_stalls().await;
         tokio::join!(self.consume(&shutdown), self.replay(&shutdown));
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %error, "nothing to commit at shutdown");
@@ -357,11 +364,11 @@ impl<H: Handler> EventConsumer<H> {
         );
         telemetry::set_parent_from_headers(&span, &event.headers);
         let mut backoff = Duration::from_millis(100);
-        let mut stall = Stall::default();
+        let mut failing_since = None;
         loop {
             match self.apply(&event).instrument(span.clone()).await {
                 Ok(()) => {
-                    self.recover(&event, &stall).await;
+                    self.recover(&event).await;
                     break;
                 }
                 Err(HandleError::Permanent(reason)) => {
@@ -373,12 +380,13 @@ impl<H: Handler> EventConsumer<H> {
                         return false;
                     }
                     // Set aside, it no longer holds the partition up.
-                    self.recover(&event, &stall).await;
+                    self.recover(&event).await;
                     break;
                 }
                 Err(HandleError::Transient(error)) => {
                     tracing::warn!(parent: &span, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "event not applied; retrying");
-                    self.check_stall(&event, &mut stall, &error).await;
+                    let since = *failing_since.get_or_insert_with(|| (Instant::now(), Utc::now()));
+                    self.check_stall(&event, since, &error).await;
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
@@ -390,19 +398,32 @@ impl<H: Handler> EventConsumer<H> {
         self.store_offset(message)
     }
 
-    /// Writes `ops.consumer_stalled` once the record has failed for longer than the cap.
-    /// Best effort: when the database is what fails, the next retry tries again.
-    async fn check_stall(&self, event: &InboundEvent, stall: &mut Stall, error: &anyhow::Error) {
-        let since = *stall.since.get_or_insert_with(|| (Instant::now(), Utc::now()));
-        if stall.reported || since.0.elapsed() < self.config.stall_after {
+    /// Writes `ops.consumer_stalled` once the record has failed for longer than the cap
+    /// (`since`: when it began failing here), unless a stall on it is known already. Best
+    /// effort: when the database is what fails, the next retry tries again.
+    async fn check_stall(
+        &self,
+        event: &InboundEvent,
+        since: (Instant, DateTime<Utc>),
+        error: &anyhow::Error,
+    ) {
+        let place = place(event);
+        if since.0.elapsed() < self.config.stall_after || self.known_stall(&place).is_some() {
             return;
         }
         let report = self
             .reporter
             .stalled(event, &format!("{error:#}"), since.1, Utc::now());
-        match self.report(report).await {
+        let written = async {
+            let mut tx = self.pool.begin().await?;
+            crate::outbox::enqueue(&mut tx, report).await?;
+            stalls::record(&mut tx, &self.config.group_id, &place, since.1).await?;
+            tx.commit().await
+        };
+        match written.await {
             Ok(()) => {
-                stall.reported = true;
+                self.wake_outbox();
+                self.stalls().insert(place, since.1);
                 tracing::error!(topic = %event.topic, partition = event.partition, offset = event.offset, "consumer stalled: one record keeps failing; every record behind it waits");
             }
             Err(report_error) => {
@@ -411,28 +432,49 @@ impl<H: Handler> EventConsumer<H> {
         }
     }
 
-    /// Writes `ops.consumer_recovered` when a stall was reported for this record.
-    async fn recover(&self, event: &InboundEvent, stall: &Stall) {
-        let (true, Some((_, since))) = (stall.reported, stall.since) else {
+    /// Writes `ops.consumer_recovered` when a stall on this record was reported (by this
+    /// process or an earlier one).
+    async fn recover(&self, event: &InboundEvent) {
+        let place = place(event);
+        let Some(since) = self.known_stall(&place) else {
             return;
         };
-        if let Err(error) = self
-            .report(self.reporter.recovered(event, since, Utc::now()))
-            .await
-        {
-            tracing::error!(error = %error, topic = %event.topic, offset = event.offset, "consumer recovered but the recovery could not be reported");
-        } else {
-            tracing::info!(topic = %event.topic, offset = event.offset, "consumer recovered");
+        let report = self.reporter.recovered(event, since, Utc::now());
+        let written = async {
+            let mut tx = self.pool.begin().await?;
+            crate::outbox::enqueue(&mut tx, report).await?;
+            stalls::clear(&mut tx, &self.config.group_id, &place).await?;
+            tx.commit().await
+        };
+        match written.await {
+            Ok(()) => {
+                self.wake_outbox();
+                self.stalls().remove(&place);
+                tracing::info!(topic = %event.topic, offset = event.offset, "consumer recovered");
+            }
+            Err(error) => {
+                tracing::error!(error = %error, topic = %event.topic, offset = event.offset, "consumer recovered but the recovery could not be reported; its stall alert stays open");
+            }
         }
     }
 
-    /// Writes one operational event in its own transaction.
-    async fn report(&self, event: crate::outbox::NewEvent) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        crate::outbox::enqueue(&mut tx, event).await?;
-        tx.commit().await?;
-        self.wake_outbox();
-        Ok(())
+    fn stalls(&self) -> std::sync::MutexGuard<'_, HashMap<Place, DateTime<Utc>>> {
+        self.stalled.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn known_stall(&self, place: &Place) -> Option<DateTime<Utc>> {
+        self.stalls().get(place).copied()
+    }
+
+    /// Reloads the reported stalls of this group, which another process (before a restart,
+    /// or the replica that had the partition before a rebalance) may have written.
+    async fn refresh_stalls(&self) {
+        match stalls::open(&self.pool, &self.config.group_id, &self.config.topics).await {
+            Ok(open) => *self.stalls() = open,
+            Err(error) => {
+                tracing::warn!(error = %error, group = %self.config.group_id, "reported stalls not read; retrying")
+            }
+        }
     }
 
     fn wake_outbox(&self) {
@@ -544,6 +586,7 @@ impl<H: Handler> EventConsumer<H> {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.config.replay_poll) => {}
             }
+            self.refresh_stalls().await;
             loop {
                 match self.replay_next().await {
                     Ok(true) if !shutdown.is_cancelled() => {}
@@ -595,11 +638,9 @@ impl<H: Handler> EventConsumer<H> {
     }
 }
 
-/// How long the record being retried has been failing, and whether that was reported.
-#[derive(Debug, Default)]
-struct Stall {
-    since: Option<(Instant, DateTime<Utc>)>,
-    reported: bool,
+/// Where a record is: its topic, partition and offset.
+fn place(event: &InboundEvent) -> Place {
+    (event.topic.clone(), event.partition, event.offset)
 }
 
 #[cfg(test)]

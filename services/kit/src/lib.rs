@@ -24,6 +24,7 @@ pub mod ops;
 pub mod outbox;
 pub mod page;
 pub mod proto_time;
+pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;
 pub mod validate;

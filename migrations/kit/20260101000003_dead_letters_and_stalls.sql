@@ -27,3 +27,15 @@ CREATE TABLE kit_dead_letters (
 -- What each consumer's replay worker looks for.
 CREATE INDEX kit_dead_letters_replay ON kit_dead_letters (consumer, id)
     WHERE replay_requested_at IS NOT NULL AND replayed_at IS NULL;
+
+-- Records a consumer reported stalled on (`ops.consumer_stalled`) and has not yet got past.
+-- Kept here rather than in the process alone, so whichever process applies the record at
+-- last (after a restart, or on another replica after a rebalance) writes the recovery.
+CREATE TABLE kit_consumer_stalls (
+    consumer         TEXT        NOT NULL,
+    source_topic     TEXT        NOT NULL,
+    source_partition INTEGER     NOT NULL,
+    source_offset    BIGINT      NOT NULL,
+    failing_since    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (consumer, source_topic, source_partition, source_offset)
+);
