@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -27,12 +27,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod replay;
+mod stall;
+
 use crate::{
     dead_letter,
     error::{ServiceError, is_permanent_data_error},
     kafka,
     ops::{Origin, Reporter},
-    stalls::{self, Place},
+    stalls::Place,
     telemetry,
 };
 
@@ -398,85 +401,6 @@ impl<H: Handler> EventConsumer<H> {
         self.store_offset(message)
     }
 
-    /// Writes `ops.consumer_stalled` once the record has failed for longer than the cap
-    /// (`since`: when it began failing here), unless a stall on it is known already. Best
-    /// effort: when the database is what fails, the next retry tries again.
-    async fn check_stall(
-        &self,
-        event: &InboundEvent,
-        since: (Instant, DateTime<Utc>),
-        error: &anyhow::Error,
-    ) {
-        let place = place(event);
-        if since.0.elapsed() < self.config.stall_after || self.known_stall(&place).is_some() {
-            return;
-        }
-        let report = self
-            .reporter
-            .stalled(event, &format!("{error:#}"), since.1, Utc::now());
-        let written = async {
-            let mut tx = self.pool.begin().await?;
-            crate::outbox::enqueue(&mut tx, report).await?;
-            stalls::record(&mut tx, &self.config.group_id, &place, since.1).await?;
-            tx.commit().await
-        };
-        match written.await {
-            Ok(()) => {
-                self.wake_outbox();
-                self.stalls().insert(place, since.1);
-                tracing::error!(topic = %event.topic, partition = event.partition, offset = event.offset, "consumer stalled: one record keeps failing; every record behind it waits");
-            }
-            Err(report_error) => {
-                tracing::error!(error = %report_error, topic = %event.topic, offset = event.offset, "consumer stalled and the stall could not be reported; retrying");
-            }
-        }
-    }
-
-    /// Writes `ops.consumer_recovered` when a stall on this record was reported (by this
-    /// process or an earlier one).
-    async fn recover(&self, event: &InboundEvent) {
-        let place = place(event);
-        let Some(since) = self.known_stall(&place) else {
-            return;
-        };
-        let report = self.reporter.recovered(event, since, Utc::now());
-        let written = async {
-            let mut tx = self.pool.begin().await?;
-            crate::outbox::enqueue(&mut tx, report).await?;
-            stalls::clear(&mut tx, &self.config.group_id, &place).await?;
-            tx.commit().await
-        };
-        match written.await {
-            Ok(()) => {
-                self.wake_outbox();
-                self.stalls().remove(&place);
-                tracing::info!(topic = %event.topic, offset = event.offset, "consumer recovered");
-            }
-            Err(error) => {
-                tracing::error!(error = %error, topic = %event.topic, offset = event.offset, "consumer recovered but the recovery could not be reported; its stall alert stays open");
-            }
-        }
-    }
-
-    fn stalls(&self) -> std::sync::MutexGuard<'_, HashMap<Place, DateTime<Utc>>> {
-        self.stalled.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn known_stall(&self, place: &Place) -> Option<DateTime<Utc>> {
-        self.stalls().get(place).copied()
-    }
-
-    /// Reloads the reported stalls of this group, which another process (before a restart,
-    /// or the replica that had the partition before a rebalance) may have written.
-    async fn refresh_stalls(&self) {
-        match stalls::open(&self.pool, &self.config.group_id, &self.config.topics).await {
-            Ok(open) => *self.stalls() = open,
-            Err(error) => {
-                tracing::warn!(error = %error, group = %self.config.group_id, "reported stalls not read; retrying")
-            }
-        }
-    }
-
     fn wake_outbox(&self) {
         if let Some(outbox) = &self.outbox {
             outbox.notify();
@@ -577,64 +501,6 @@ impl<H: Handler> EventConsumer<H> {
                 }
             }
         }
-    }
-
-    /// Applies the dead letters whose replay was requested, until `shutdown`.
-    async fn replay(&self, shutdown: &CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.config.replay_poll) => {}
-            }
-            self.refresh_stalls().await;
-            loop {
-                match self.replay_next().await {
-                    Ok(true) if !shutdown.is_cancelled() => {}
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::warn!(error = %error, group = %self.config.group_id, "replay worker failed; retrying");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Replays the oldest requested dead letter, if any: applied like a live record (inbox,
-    /// handler) and marked replayed in one transaction; on failure the error is recorded and
-    /// the row kept. Returns whether there was one.
-    async fn replay_next(&self) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) =
-            dead_letter::next_requested(&mut tx, &self.config.group_id, &self.config.topics).await?
-        else {
-            return Ok(false);
-        };
-        let outcome = match row.to_event() {
-            Ok(event) => self.apply_in(&mut tx, &event).await,
-            Err(reason) => Err(HandleError::Permanent(reason)),
-        };
-        match outcome {
-            Ok(()) => {
-                let now = Utc::now();
-                dead_letter::mark_replayed(&mut tx, row.id, now).await?;
-                crate::outbox::enqueue(
-                    &mut tx,
-                    self.reporter.dead_letter_replayed(row.id, &row.origin(), now),
-                )
-                .await?;
-                tx.commit().await?;
-                self.wake_outbox();
-                tracing::info!(dead_letter_id = row.id, "dead letter replayed");
-            }
-            Err(error) => {
-                tx.rollback().await?;
-                let error = format!("{error:#}");
-                tracing::warn!(dead_letter_id = row.id, error = %error, "dead letter replay failed; kept");
-                dead_letter::replay_failed(&self.pool, row.id, &error).await?;
-            }
-        }
-        Ok(true)
     }
 }
 
