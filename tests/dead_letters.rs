@@ -1,6 +1,7 @@
 //! Dead letters are never silent, and a failing consumer is never silently stuck: risk-alert
-//! against real Kafka and PostgreSQL. A check-in the database refuses (a NUL byte, a
-//! constraint violation) is set aside at once and the next one on its partition applies; the
+//! against real Kafka and PostgreSQL. A check-in or registration the database refuses (a NUL
+//! byte, a constraint violation, a timestamp out of its range) is set aside at once and the
+//! next one on its partition applies; the
 //! dead letter raises an alert for the county bureau and the operators, `mesh dlq` lists and
 //! replays it after the fix, and the replay resolves the alert. A check-in that fails for a
 //! passing reason (its table is gone for a while) is retried, never skipped, and raises a
@@ -437,4 +438,48 @@ async fn a_stall_reported_before_a_restart_is_resolved_by_the_process_that_gets_
         .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_registration_out_of_the_databases_range_is_set_aside_and_the_next_one_applies() {
+    let mesh = risk_alert().await;
+    let person = uuid::Uuid::now_v7().to_string();
+    let registered = |reported_at: prost_types::Timestamp, version: i64| {
+        registry_pb::SuperviseeRegistered {
+            supervisee: Some(registry_pb::SuperviseeSnapshot {
+                reported_at: Some(reported_at),
+                ..mesh_e2e::supervisee_snapshot(&person, version)
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // About 5000 BC: a valid protobuf timestamp, before PostgreSQL's first (SQLSTATE 22008).
+    let ancient = prost_types::Timestamp {
+        seconds: -220_000_000_000,
+        nanos: 0,
+    };
+    for payload in [registered(ancient, 1), registered(to_timestamp(Utc::now()), 2)] {
+        mesh.publish(&mesh.topics.registry, &person, "supervisee.registered", &payload)
+            .await
+            .expect("published");
+    }
+    let pool = mesh.pool("risk-alert").expect("pool");
+    eventually(
+        "the registration behind it",
+        Duration::from_secs(15),
+        async || {
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM supervisees WHERE supervisee_id = $1::uuid")
+                    .bind(&person)
+                    .fetch_optional(&pool)
+                    .await
+                    .expect("query");
+            (version == Some(2)).then_some(())
+        },
+    )
+    .await;
+    let rows = dead_letters(&mesh).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].reason.contains("out of range"), "{rows:?}");
 }
