@@ -1,6 +1,7 @@
-//! The kit's at-least-once consumer against real Kafka and PostgreSQL: poison records go to
-//! the dead-letter topic and the consumer keeps going; redelivered events apply once;
-//! infrastructure errors are retried, never skipped.
+//! The kit's at-least-once consumer against real Kafka and PostgreSQL: poison records and
+//! records the database refuses (a constraint violation) are set aside in the service's
+//! `kit_dead_letters` with an `ops.dead_lettered` event and the consumer keeps going;
+//! redelivered events apply once; infrastructure errors are retried, never skipped.
 
 use std::{
     sync::{
@@ -14,7 +15,7 @@ use mesh::harness::{Mesh, publish_record};
 use mesh_kit::{
     CancellationToken,
     consumer::{ConsumerConfig, EventConsumer, HandleError, Handler, InboundEvent},
-    kafka::{dead_letter_topic, headers},
+    kafka::headers,
 };
 use sqlx::PgConnection;
 
@@ -61,8 +62,8 @@ async fn send(mesh: &Mesh, event_id: Option<&str>, payload: &str) {
     .expect("produced");
 }
 
-/// The topic the consumer reads: any fresh topic of the mesh with its dead-letter topic
-/// serves, as no service of the mesh runs to read it.
+/// The topic the consumer reads: any fresh topic of the mesh serves, as no service of the
+/// mesh runs to read it.
 fn topic(mesh: &Mesh) -> &str {
     &mesh.topics.registry
 }
@@ -76,7 +77,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
     mesh_kit::db::migrate(&pool, &mesh_kit::db::KIT_MIGRATOR)
         .await
         .expect("kit tables");
-    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL)")
+    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL CHECK (value >= 0))")
         .execute(&pool)
         .await
         .expect("table");
@@ -86,18 +87,23 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
     send(&mesh, Some(&first_id), "ok:1").await;
     send(&mesh, None, "ok:999").await; // no event id: poison
     send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "garbage").await; // handler refuses
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:-5").await; // CHECK violated
     send(&mesh, Some(&first_id), "ok:1").await; // redelivery of the first event
     send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:2").await;
 
     let attempts = Arc::new(AtomicUsize::new(0));
     let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
+    let config = ConsumerConfig {
+        ops_topic: mesh.topics.ops.clone(),
+        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
+    };
     let consumer = EventConsumer::new(
         pool.clone(),
         RecordingHandler {
             attempts: attempts.clone(),
             flaky: 2,
         },
-        ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()]),
+        config.clone(),
     )
     .expect("consumer");
     let shutdown = CancellationToken::new();
@@ -120,25 +126,31 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
         "both good events applied once, despite the simulated outage"
     );
 
-    let dead = mesh
-        .tap(&dead_letter_topic(&topic))
-        .expect("dlq tap")
-        .collect(2, Duration::from_secs(20))
-        .await
-        .expect("dead letters");
-    assert_eq!(dead.len(), 2);
-    assert_eq!(
-        dead[0].header(headers::DLQ_REASON),
-        Some("missing event_id header")
-    );
-    assert_eq!(dead[0].payload, b"ok:999");
+    let dead: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT source_offset, reason, consumer, event_type FROM kit_dead_letters ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("dead letters");
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!((dead[0].0, dead[0].1.as_str()), (1, "missing event_id header"));
+    assert!(dead[1].1.contains("unexpected payload"), "{dead:?}");
+    assert_eq!(dead[1].0, 2);
+    assert_eq!(dead[1].2, group);
+    assert_eq!(dead[1].3.as_deref(), Some("test.event"));
     assert!(
-        dead[1]
-            .header(headers::DLQ_REASON)
-            .is_some_and(|r| r.contains("unexpected payload"))
+        dead[2].1.contains("database refused the record"),
+        "a constraint violation is set aside at once: {dead:?}"
     );
-    assert_eq!(dead[1].header(headers::DLQ_SOURCE_OFFSET), Some("2"));
-    assert_eq!(dead[1].header(headers::DLQ_CONSUMER), Some(group.as_str()));
+    assert_eq!(dead[2].0, 3);
+    let announced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kit_outbox WHERE event_type = 'ops.dead_lettered' AND topic = $1",
+    )
+    .bind(&mesh.topics.ops)
+    .fetch_one(&pool)
+    .await
+    .expect("outbox");
+    assert_eq!(announced, 3, "every dead letter is announced");
 
     shutdown.cancel();
     running.await.expect("consumer stops");
@@ -153,7 +165,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
             attempts: attempts.clone(),
             flaky: 0,
         },
-        ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()]),
+        config,
     )
     .expect("consumer");
     let shutdown = CancellationToken::new();

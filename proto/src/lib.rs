@@ -34,12 +34,18 @@ pub mod mesh {
             tonic::include_proto!("mesh.alert.v1");
         }
     }
+    pub mod ops {
+        pub mod v1 {
+            tonic::include_proto!("mesh.ops.v1");
+        }
+    }
 }
 
 pub use mesh::alert::v1 as alert;
 pub use mesh::checkin::v1 as checkin;
 pub use mesh::common::v1 as common;
 pub use mesh::handover::v1 as handover;
+pub use mesh::ops::v1 as ops;
 pub use mesh::placement::v1 as placement;
 pub use mesh::registry::v1 as registry;
 

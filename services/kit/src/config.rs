@@ -234,6 +234,9 @@ pub struct CommonSettings {
     pub topics: crate::kafka::Topics,
     /// Consumer group of this service (`MESH_CONSUMER_GROUP`, default the service name).
     pub consumer_group: String,
+    /// How long one record may keep failing before its consumer reports itself stalled
+    /// (`MESH_CONSUMER_STALL_AFTER_SECS`, default 300).
+    pub consumer_stall_after: Duration,
 }
 
 impl CommonSettings {
@@ -262,6 +265,7 @@ impl CommonSettings {
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
         let topics = crate::kafka::Topics::read(reader);
         let consumer_group = reader.optional("MESH_CONSUMER_GROUP", service.to_owned());
+        let consumer_stall_after = reader.seconds("MESH_CONSUMER_STALL_AFTER_SECS", 300, 1);
         Some(Self {
             grpc_addr,
             database_url: database_url?,
@@ -274,6 +278,7 @@ impl CommonSettings {
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
             topics,
             consumer_group,
+            consumer_stall_after,
         })
     }
 }

@@ -1,25 +1,43 @@
 //! At-least-once Kafka consumer. For each record: begin a transaction, record the event id
 //! in the inbox (`ON CONFLICT DO NOTHING`: a redelivered event is skipped), apply the
 //! handler's effect, commit, and only then store the offset. A record that can never be
-//! applied (no event id, undecodable payload, a permanent rule violation) is copied to the
-//! topic's dead-letter topic with the reason and the consumer moves on; infrastructure errors
-//! are retried with backoff and never skip a record.
+//! applied (no event id, undecodable payload, bad data: SQLSTATE classes 22/23, a refused
+//! value) is set aside in the service's own `kit_dead_letters` table with an
+//! `ops.dead_lettered` event, and the consumer moves on. Everything else is retried with
+//! backoff and never skips a record; a record failing for longer than the stall cap writes
+//! one `ops.consumer_stalled` event, and `ops.consumer_recovered` when it applies at last.
+//! Beside the live records, a replay worker applies the dead letters an operator asked to
+//! replay (`mesh dlq replay`), through the same handler and inbox.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
+    message::{BorrowedMessage, Headers},
 };
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::{kafka, telemetry};
+mod replay;
+mod stall;
+
+use crate::{
+    dead_letter,
+    error::{ServiceError, is_permanent_data_error},
+    kafka,
+    ops::{Origin, Reporter},
+    stalls::Place,
+    telemetry,
+};
 
 /// A record from Kafka with the mesh's event headers decoded.
 #[derive(Debug, Clone)]
@@ -39,7 +57,25 @@ pub struct InboundEvent {
 impl InboundEvent {
     /// Decodes headers; an error is a reason to dead-letter the record.
     fn from_message(message: &BorrowedMessage<'_>) -> Result<Self, String> {
-        let headers = header_map(message);
+        Self::from_parts(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+            header_map(message),
+            message.payload().unwrap_or_default().to_vec(),
+        )
+    }
+
+    /// An event from a record's parts (live, or a stored dead letter being replayed).
+    pub fn from_parts(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<String>,
+        headers: HashMap<String, String>,
+        payload: Vec<u8>,
+    ) -> Result<Self, String> {
         let event_id = headers
             .get(kafka::headers::EVENT_ID)
             .ok_or("missing event_id header")?
@@ -54,15 +90,15 @@ impl InboundEvent {
             .and_then(|value| DateTime::parse_from_rfc3339(value).ok())
             .map(|time| time.with_timezone(&Utc));
         Ok(Self {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key,
             event_id,
             event_type,
             occurred_at,
             producer: headers.get(kafka::headers::PRODUCER).cloned(),
-            payload: message.payload().unwrap_or_default().to_vec(),
+            payload,
             headers,
         })
     }
@@ -98,18 +134,39 @@ pub enum HandleError {
     Transient(#[from] anyhow::Error),
 }
 
-impl From<crate::error::ServiceError> for HandleError {
-    /// What a handler's store or rules return is retried: a handler that knows an event can
-    /// never be applied says so with [`HandleError::Permanent`] itself, so an error that
-    /// might pass (a projection that has not caught up yet) never dead-letters an event.
-    fn from(error: crate::error::ServiceError) -> Self {
-        HandleError::Transient(error.into())
+impl HandleError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, HandleError::Permanent(_))
+    }
+}
+
+impl From<ServiceError> for HandleError {
+    /// Bad data is permanent: a refused value (`Invalid`), a taken unique key (`Conflict`) or
+    /// a database data exception or constraint violation however it was wrapped. Everything
+    /// else is retried: a record not found or in the wrong state may be found or change once
+    /// a projection catches up, and an outage passes.
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(_) | ServiceError::Conflict(_) => HandleError::Permanent(error.to_string()),
+            ServiceError::Internal(inner) => match inner.downcast::<sqlx::Error>() {
+                Ok(database) => HandleError::from(database),
+                Err(inner) => HandleError::Transient(ServiceError::Internal(inner).into()),
+            },
+            other => HandleError::Transient(other.into()),
+        }
     }
 }
 
 impl From<sqlx::Error> for HandleError {
+    /// SQLSTATE classes 22 (data exception: out-of-range timestamp, NUL byte) and 23
+    /// (integrity constraint violation) fail the same way every time: permanent. The rest
+    /// (lost connections, deadlocks, a missing table) can pass: transient.
     fn from(error: sqlx::Error) -> Self {
-        HandleError::Transient(error.into())
+        if is_permanent_data_error(&error) {
+            HandleError::Permanent(format!("database refused the record: {error}"))
+        } else {
+            HandleError::Transient(error.into())
+        }
     }
 }
 
@@ -131,15 +188,23 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     pub session_timeout: Duration,
     pub max_backoff: Duration,
-    /// Whether the dead-letter producer uses Kafka idempotence (see the outbox relay).
-    pub idempotent_producer: bool,
+    /// The consuming service, named in dead letters and operational events.
+    pub service: String,
+    /// Where operational events (`ops.*`) go.
+    pub ops_topic: String,
+    /// How long one record may keep failing before `ops.consumer_stalled` is written.
+    pub stall_after: Duration,
+    /// How often the replay worker looks for requested replays.
+    pub replay_poll: Duration,
 }
 
 impl ConsumerConfig {
-    /// A consumer of `topics` in the service's own group, with the service's producer mode.
-    pub fn from_settings(settings: &crate::config::CommonSettings, topics: &[&str]) -> Self {
+    /// A consumer of `topics` in the service's own group.
+    pub fn from_settings(settings: &crate::config::CommonSettings, service: &str, topics: &[&str]) -> Self {
         Self {
-            idempotent_producer: settings.kafka_idempotent_producer,
+            service: service.to_owned(),
+            ops_topic: settings.topics.ops.clone(),
+            stall_after: settings.consumer_stall_after,
             ..Self::new(&settings.kafka_brokers, &settings.consumer_group, topics)
         }
     }
@@ -151,8 +216,19 @@ impl ConsumerConfig {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             session_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
-            idempotent_producer: false,
+            service: group_id.to_owned(),
+            ops_topic: kafka::OPS_TOPIC.to_owned(),
+            stall_after: Duration::from_secs(300),
+            replay_poll: Duration::from_secs(1),
         }
+    }
+
+    /// The longest wait between retries of a failing record: never longer than the stall
+    /// cap, so a stall is reported (and a recovery noticed) within about one cap.
+    fn retry_cap(&self) -> Duration {
+        self.max_backoff
+            .min(self.stall_after)
+            .max(Duration::from_millis(100))
     }
 }
 
@@ -172,15 +248,19 @@ impl ConsumerContext for CommitOnRevoke {
     }
 }
 
-/// Runs a [`Handler`] over the configured topics.
+/// Runs a [`Handler`] over the configured topics, and replays the dead letters an operator
+/// asked to replay through the same handler.
 pub struct EventConsumer<H: Handler> {
     consumer: StreamConsumer<CommitOnRevoke>,
-    dead_letters: FutureProducer,
     pool: PgPool,
     handler: Arc<H>,
     config: ConsumerConfig,
+    reporter: Reporter,
     /// Woken after each commit, so events the handler wrote to the outbox leave at once.
     outbox: Option<crate::outbox::OutboxSignal>,
+    /// The records this consumer group reported stalled on and has not got past (a copy of
+    /// `kit_consumer_stalls`, refreshed by the replay loop), with when each began failing.
+    stalled: Mutex<HashMap<Place, DateTime<Utc>>>,
 }
 
 impl<H: Handler> EventConsumer<H> {
@@ -190,19 +270,19 @@ impl<H: Handler> EventConsumer<H> {
                 .create_with_context(CommitOnRevoke)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let dead_letters = kafka::producer_config(
-            &config.brokers,
-            Duration::from_secs(30),
-            config.idempotent_producer,
-        )
-        .create()?;
+        let reporter = Reporter {
+            service: config.service.clone(),
+            consumer: config.group_id.clone(),
+            topic: config.ops_topic.clone(),
+        };
         Ok(Self {
             consumer,
-            dead_letters,
             pool,
             handler: Arc::new(handler),
             config,
+            reporter,
             outbox: None,
+            stalled: Mutex::default(),
         })
     }
 
@@ -212,8 +292,18 @@ impl<H: Handler> EventConsumer<H> {
         self
     }
 
-    /// Consumes until `shutdown`, then commits what it has applied.
+    /// Consumes and replays until `shutdown`, then commits what it has applied.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Before the first record, so a stall an earlier process reported is recognised.
+        self.refresh_stalls().await;
+        tokio::join!(self.consume(&shutdown), self.replay(&shutdown));
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %error, "nothing to commit at shutdown");
+        }
+        tracing::info!(group = %self.config.group_id, "consumer stopped");
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let message = tokio::select! {
@@ -223,7 +313,7 @@ impl<H: Handler> EventConsumer<H> {
             match message {
                 Ok(message) => {
                     backoff = Duration::from_millis(100);
-                    if !self.process(&message, &shutdown).await {
+                    if !self.process(&message, shutdown).await {
                         break;
                     }
                 }
@@ -237,10 +327,6 @@ impl<H: Handler> EventConsumer<H> {
                 }
             }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %error, "nothing to commit at shutdown");
-        }
-        tracing::info!(group = %self.config.group_id, "consumer stopped");
     }
 
     /// Applies one record and stores its offset. Returns false when shutdown interrupted a
@@ -249,7 +335,22 @@ impl<H: Handler> EventConsumer<H> {
         let event = match InboundEvent::from_message(message) {
             Ok(event) => event,
             Err(reason) => {
-                if !self.dead_letter(message, &reason, shutdown).await {
+                let headers = header_map(message);
+                let origin = Origin {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+                    event_type: headers.get(kafka::headers::EVENT_TYPE).cloned(),
+                    event_id: headers
+                        .get(kafka::headers::EVENT_ID)
+                        .and_then(|id| id.parse().ok()),
+                };
+                let payload = message.payload().unwrap_or_default();
+                if !self
+                    .dead_letter(&origin, &headers, payload, &reason, shutdown)
+                    .await
+                {
                     return false;
                 }
                 return self.store_offset(message);
@@ -266,30 +367,57 @@ impl<H: Handler> EventConsumer<H> {
         );
         telemetry::set_parent_from_headers(&span, &event.headers);
         let mut backoff = Duration::from_millis(100);
+        let mut failing_since = None;
         loop {
             match self.apply(&event).instrument(span.clone()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.recover(&event).await;
+                    break;
+                }
                 Err(HandleError::Permanent(reason)) => {
-                    if !self.dead_letter(message, &reason, shutdown).await {
+                    let origin = Origin::from(&event);
+                    if !self
+                        .dead_letter(&origin, &event.headers, &event.payload, &reason, shutdown)
+                        .await
+                    {
                         return false;
                     }
+                    // Set aside, it no longer holds the partition up.
+                    self.recover(&event).await;
                     break;
                 }
                 Err(HandleError::Transient(error)) => {
-                    tracing::warn!(parent: &span, error = %error, retry_in_ms = backoff.as_millis() as u64, "event not applied; retrying");
+                    tracing::warn!(parent: &span, error = format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "event not applied; retrying");
+                    let since = *failing_since.get_or_insert_with(|| (Instant::now(), Utc::now()));
+                    self.check_stall(&event, since, &error).await;
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    backoff = (backoff * 2).min(self.config.retry_cap());
                 }
             }
         }
         self.store_offset(message)
     }
 
+    fn wake_outbox(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.notify();
+        }
+    }
+
     async fn apply(&self, event: &InboundEvent) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
+        self.apply_in(&mut tx, event).await?;
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(())
+    }
+
+    /// Records the event id in the inbox and applies the event in `conn`'s transaction; a
+    /// duplicate is skipped. The live consumer and the replay worker both apply this way.
+    async fn apply_in(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
         let inserted = sqlx::query(
             "INSERT INTO kit_inbox (consumer, event_id, topic, kafka_partition, kafka_offset)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -299,19 +427,14 @@ impl<H: Handler> EventConsumer<H> {
         .bind(&event.topic)
         .bind(event.partition)
         .bind(event.offset)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if inserted == 0 {
             tracing::debug!(event_id = %event.event_id, "duplicate event skipped");
             return Ok(());
         }
-        self.handler.handle(&mut tx, event).await?;
-        tx.commit().await?;
-        if let Some(outbox) = &self.outbox {
-            outbox.notify();
-        }
-        Ok(())
+        self.handler.handle(conn, event).await
     }
 
     fn store_offset(&self, message: &BorrowedMessage<'_>) -> bool {
@@ -331,73 +454,114 @@ impl<H: Handler> EventConsumer<H> {
         true
     }
 
-    /// Copies a record to the dead-letter topic, retrying until the broker accepts it.
+    /// Sets a record aside in the service's database (with its `ops.dead_lettered` event),
+    /// retrying until the database takes it: the offset moves on only once it is stored.
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
+        origin: &Origin,
+        headers: &HashMap<String, String>,
+        payload: &[u8],
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
-        let dlq_topic = kafka::dead_letter_topic(message.topic());
         tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
+            topic = %origin.topic,
+            partition = origin.partition,
+            offset = origin.offset,
             reason,
             "dead-lettering record"
         );
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let mut headers = OwnedHeaders::new();
-            if let Some(original) = message.headers() {
-                for header in original.iter() {
-                    headers = headers.insert(Header {
-                        key: header.key,
-                        value: header.value,
-                    });
+            match dead_letter::set_aside(
+                &self.pool,
+                &self.reporter,
+                origin,
+                headers,
+                payload,
+                reason,
+                Utc::now(),
+            )
+            .await
+            {
+                Ok(id) => {
+                    if let Some(id) = id {
+                        tracing::warn!(dead_letter_id = id, topic = %origin.topic, offset = origin.offset, "record set aside; `mesh dlq list` shows it");
+                    }
+                    self.wake_outbox();
+                    return true;
                 }
-            }
-            let headers = headers
-                .insert(Header {
-                    key: kafka::headers::DLQ_REASON,
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: kafka::headers::DLQ_SOURCE_TOPIC,
-                    value: Some(message.topic()),
-                })
-                .insert(Header {
-                    key: kafka::headers::DLQ_SOURCE_PARTITION,
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: kafka::headers::DLQ_SOURCE_OFFSET,
-                    value: Some(offset.as_str()),
-                })
-                .insert(Header {
-                    key: kafka::headers::DLQ_CONSUMER,
-                    value: Some(self.config.group_id.as_str()),
-                });
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq_topic).headers(headers);
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
-            }
-            match self.dead_letters.send(record, Duration::from_secs(5)).await {
-                Ok(_) => return true,
-                Err((error, _)) => {
-                    tracing::warn!(error = %error, topic = %dlq_topic, "dead-letter publish failed; retrying");
+                Err(error) => {
+                    tracing::error!(error = %error, topic = %origin.topic, offset = origin.offset, "dead letter not stored; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    backoff = (backoff * 2).min(self.config.retry_cap());
                 }
             }
         }
+    }
+}
+
+/// Where a record is: its topic, partition and offset.
+fn place(event: &InboundEvent) -> Place {
+    (event.topic.clone(), event.partition, event.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::tests::database_error;
+
+    #[test]
+    fn data_exceptions_and_constraint_violations_are_permanent() {
+        // Out-of-range timestamp, NUL byte, foreign key, check constraint.
+        for code in ["22008", "22021", "23503", "23514"] {
+            assert!(HandleError::from(database_error(code)).is_permanent(), "{code}");
+            assert!(
+                HandleError::from(ServiceError::from(database_error(code))).is_permanent(),
+                "{code} through ServiceError"
+            );
+        }
+    }
+
+    #[test]
+    fn outages_and_missing_tables_are_retried() {
+        for code in ["40001", "40P01", "08006", "57P01", "42P01"] {
+            assert!(!HandleError::from(database_error(code)).is_permanent(), "{code}");
+            assert!(!HandleError::from(ServiceError::from(database_error(code))).is_permanent());
+        }
+        assert!(!HandleError::from(sqlx::Error::PoolTimedOut).is_permanent());
+    }
+
+    #[test]
+    fn bad_data_service_errors_are_permanent_and_lagging_state_is_retried() {
+        assert!(HandleError::from(ServiceError::invalid("f", "bad")).is_permanent());
+        assert!(HandleError::from(ServiceError::conflict("taken")).is_permanent());
+        for lagging in [
+            ServiceError::not_found("not yet projected"),
+            ServiceError::precondition("not yet"),
+            ServiceError::Unavailable("down".into()),
+            ServiceError::internal("bug"),
+        ] {
+            assert!(!HandleError::from(lagging).is_permanent());
+        }
+    }
+
+    #[test]
+    fn a_stall_is_reported_within_the_cap() {
+        let mut config = ConsumerConfig::new("b", "g", &["t"]);
+        config.stall_after = Duration::from_secs(2);
+        assert_eq!(config.retry_cap(), Duration::from_secs(2));
+        config.stall_after = Duration::from_secs(300);
+        assert_eq!(config.retry_cap(), config.max_backoff);
+    }
+
+    #[test]
+    fn a_record_without_an_event_id_is_no_event() {
+        let headers = HashMap::from([(kafka::headers::EVENT_TYPE.to_owned(), "x".to_owned())]);
+        let error = InboundEvent::from_parts("t", 0, 1, None, headers, vec![]).expect_err("no id");
+        assert_eq!(error, "missing event_id header");
     }
 }

@@ -144,6 +144,23 @@ mod sqlstate {
     /// Connection exceptions (class 08), insufficient resources (53), operator
     /// intervention such as an administrator shutdown (57): the server, not the request.
     pub const RETRYABLE_CLASSES: [&str; 3] = ["08", "53", "57"];
+    /// Data exceptions (22: out-of-range values, NUL bytes, bad encodings) and integrity
+    /// constraint violations (23): the same statement with the same data fails every time.
+    pub const PERMANENT_CLASSES: [&str; 2] = ["22", "23"];
+}
+
+/// Whether `error` is one the same statement with the same data can never get past: a
+/// data exception or an integrity constraint violation (SQLSTATE classes 22 and 23).
+/// Consumers dead-letter such records at once instead of retrying them forever.
+pub fn is_permanent_data_error(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| {
+            sqlstate::PERMANENT_CLASSES
+                .iter()
+                .any(|class| code.starts_with(class))
+        })
 }
 
 impl From<sqlx::Error> for ServiceError {
@@ -260,7 +277,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -317,5 +334,50 @@ mod tests {
             Code::FailedPrecondition
         );
         assert!(!ServiceError::conflict("dup").is_retryable());
+    }
+
+    #[test]
+    fn data_exceptions_and_constraint_violations_are_permanent() {
+        for code in ["22008", "22021", "22P02", "23502", "23503", "23505", "23514"] {
+            assert!(is_permanent_data_error(&database_error(code)), "{code}");
+        }
+        for code in ["40001", "40P01", "08006", "53300", "57P01", "42P01", "XX000"] {
+            assert!(!is_permanent_data_error(&database_error(code)), "{code}");
+        }
+        assert!(!is_permanent_data_error(&sqlx::Error::PoolTimedOut));
+    }
+
+    /// A database error with a chosen SQLSTATE, for classification tests here and in the
+    /// consumer (sqlx offers no public constructor for PostgreSQL's own).
+    pub(crate) fn database_error(code: &str) -> sqlx::Error {
+        #[derive(Debug)]
+        struct Fake(String);
+        impl std::fmt::Display for Fake {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "fake database error {}", self.0)
+            }
+        }
+        impl std::error::Error for Fake {}
+        impl sqlx::error::DatabaseError for Fake {
+            fn message(&self) -> &str {
+                "fake database error"
+            }
+            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(std::borrow::Cow::Borrowed(&self.0))
+            }
+            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+                self
+            }
+            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+                self
+            }
+            fn kind(&self) -> sqlx::error::ErrorKind {
+                sqlx::error::ErrorKind::Other
+            }
+        }
+        sqlx::Error::Database(Box::new(Fake(code.to_owned())))
     }
 }

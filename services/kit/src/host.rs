@@ -125,14 +125,30 @@ impl Host {
     }
 
     /// Consumes `topics` in the service's group with `handler`; events the handler writes to
-    /// the outbox leave as soon as each record's transaction commits.
+    /// the outbox leave as soon as each record's transaction commits. Records it can never
+    /// apply are set aside in this service's `kit_dead_letters`, replayed on request.
     pub fn consume<H: Handler>(&mut self, handler: H, topics: &[&str]) -> anyhow::Result<()> {
         let consumer = EventConsumer::new(
             self.pool.clone(),
             handler,
-            ConsumerConfig::from_settings(&self.common, topics),
+            ConsumerConfig::from_settings(&self.common, self.name, topics),
         )?
         .waking(self.signal.clone());
+        self.spawn("consumer", move |shutdown| consumer.run(shutdown));
+        Ok(())
+    }
+
+    /// [`Host::consume`] in a group of its own, `<service group>.<suffix>`: for a consumer
+    /// whose progress must not wait on the service's main one (the operations topic).
+    pub fn consume_apart<H: Handler>(
+        &mut self,
+        suffix: &str,
+        handler: H,
+        topics: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut config = ConsumerConfig::from_settings(&self.common, self.name, topics);
+        config.group_id = format!("{}.{suffix}", config.group_id);
+        let consumer = EventConsumer::new(self.pool.clone(), handler, config)?.waking(self.signal.clone());
         self.spawn("consumer", move |shutdown| consumer.run(shutdown));
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Kafka client settings shared by the outbox relay and the consumers, and the mesh's topic
-//! names (one topic per producing service, each with a dead-letter topic).
+//! names (one topic per producing service, and the operations topic every service writes to).
 
 use std::time::Duration;
 
@@ -16,13 +16,17 @@ pub const PLACEMENT_TOPIC: &str = "placement.events";
 /// Topic of risk-alert events (`alert.*`).
 pub const ALERT_TOPIC: &str = "alert.events";
 
+/// Topic of operational events every service writes (`ops.*`: dead letters, stalls).
+pub const OPS_TOPIC: &str = "ops.events";
+
 /// Every event topic of the mesh.
-pub const ALL_TOPICS: [&str; 5] = [
+pub const ALL_TOPICS: [&str; 6] = [
     REGISTRY_TOPIC,
     CHECKIN_TOPIC,
     HANDOVER_TOPIC,
     PLACEMENT_TOPIC,
     ALERT_TOPIC,
+    OPS_TOPIC,
 ];
 
 /// The topic names a service uses, overridable per deployment (and per test, so tests can
@@ -34,6 +38,7 @@ pub struct Topics {
     pub handover: String,
     pub placement: String,
     pub alert: String,
+    pub ops: String,
 }
 
 impl Topics {
@@ -45,17 +50,19 @@ impl Topics {
             handover: topic("MESH_HANDOVER_TOPIC", HANDOVER_TOPIC),
             placement: topic("MESH_PLACEMENT_TOPIC", PLACEMENT_TOPIC),
             alert: topic("MESH_ALERT_TOPIC", ALERT_TOPIC),
+            ops: topic("MESH_OPS_TOPIC", OPS_TOPIC),
         }
     }
 
     /// The variables that point a service at these topics (for spawning services).
-    pub fn env(&self) -> [(&'static str, &str); 5] {
+    pub fn env(&self) -> [(&'static str, &str); 6] {
         [
             ("MESH_REGISTRY_TOPIC", &self.registry),
             ("MESH_CHECKIN_TOPIC", &self.checkin),
             ("MESH_HANDOVER_TOPIC", &self.handover),
             ("MESH_PLACEMENT_TOPIC", &self.placement),
             ("MESH_ALERT_TOPIC", &self.alert),
+            ("MESH_OPS_TOPIC", &self.ops),
         ]
     }
 
@@ -69,23 +76,20 @@ impl Topics {
             handover: name("handover"),
             placement: name("placement"),
             alert: name("alert"),
+            ops: name("ops"),
         }
     }
 
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.registry,
             &self.checkin,
             &self.handover,
             &self.placement,
             &self.alert,
+            &self.ops,
         ]
     }
-}
-
-/// The dead-letter topic of `topic`.
-pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
 }
 
 /// Kafka header names carried by every event.
@@ -94,12 +98,6 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "event_type";
     pub const OCCURRED_AT: &str = "occurred_at";
     pub const PRODUCER: &str = "producer";
-    /// Why a record was dead-lettered.
-    pub const DLQ_REASON: &str = "dlq_reason";
-    pub const DLQ_SOURCE_TOPIC: &str = "dlq_source_topic";
-    pub const DLQ_SOURCE_PARTITION: &str = "dlq_source_partition";
-    pub const DLQ_SOURCE_OFFSET: &str = "dlq_source_offset";
-    pub const DLQ_CONSUMER: &str = "dlq_consumer";
 }
 
 /// Config of a producer that never reorders within a partition. `message_timeout` bounds

@@ -1,6 +1,6 @@
 //! The service kit every mesh service is built from: typed config, telemetry, PostgreSQL with
 //! embedded migrations, the transactional outbox and its relay, the append-only audit log,
-//! the at-least-once consumer, caller authentication, gRPC plumbing, and shared domain
+//! the at-least-once consumer with its durable dead letters and operational events, caller authentication, gRPC plumbing, and shared domain
 //! helpers (national ID validation, field encryption, the jurisdiction directory, an
 //! injectable clock).
 
@@ -12,6 +12,7 @@ pub mod config;
 pub mod consumer;
 pub mod crypto;
 pub mod db;
+pub mod dead_letter;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -20,9 +21,11 @@ pub mod jurisdiction;
 pub mod kafka;
 pub mod lag;
 pub mod national_id;
+pub mod ops;
 pub mod outbox;
 pub mod page;
 pub mod proto_time;
+pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;
 pub mod term;

@@ -212,15 +212,12 @@ impl MeshBuilder {
         self
     }
 
-    /// Creates the topics (and their dead-letter topics); starts nothing.
+    /// Creates the topics (the services' and the operations topic); starts nothing.
     pub async fn build(self) -> anyhow::Result<Mesh> {
         let infra = self.infra.unwrap_or_else(Infra::from_env);
         let topics = self.topics.unwrap_or_else(|| Topics::unique("test"));
         for topic in topics.all() {
             infra.create_topic(topic, self.partitions).await?;
-            infra
-                .create_topic(&mesh_kit::kafka::dead_letter_topic(topic), 1)
-                .await?;
         }
         Ok(Mesh {
             infra,

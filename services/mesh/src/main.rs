@@ -1,5 +1,5 @@
-//! `mesh`: run the demo scenario or the benchmark against local infrastructure, or mint a
-//! dev token.
+//! `mesh`: run the demo scenario or the benchmark against local infrastructure, mint a dev
+//! token, or list and replay the services' dead letters.
 
 use clap::{Parser, Subcommand};
 use mesh_kit::auth::{Caller, Role, TokenKeys};
@@ -17,6 +17,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The records services set aside as unusable: list them, replay them after a fix.
+    Dlq {
+        /// Database of each service to look at (comma separated or repeated); defaults to
+        /// the service's own `MESH_DATABASE_URL`.
+        #[arg(
+            long = "database-url",
+            env = "MESH_DATABASE_URL",
+            hide_env_values = true,
+            value_delimiter = ',',
+            global = true
+        )]
+        database_urls: Vec<String>,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Start the services against the local broker and PostgreSQL and play the demo scenario.
     Demo,
     /// Measure one risk-alert instance: check-ins/s absorbed and deadline → webhook delay
@@ -50,10 +65,57 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Lists dead letters not yet replayed (with --all, every one).
+    List {
+        /// Only this service's dead letters.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Also those replayed already.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Asks the service's consumer to apply dead letter <ID> again (or, with --all, every
+    /// one of --service), after the cause was fixed.
+    Replay {
+        /// The dead letter's id, as `mesh dlq list` prints it.
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// The service whose dead letter(s) to replay (needed with --all, or when one id is
+        /// in several of the databases given).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Every dead letter of --service not yet replayed.
+        #[arg(long, requires = "service", conflicts_with = "id")]
+        all: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo => mesh::demo::run(mesh::harness::Infra::from_env()).await,
+        Command::Dlq {
+            database_urls,
+            command,
+        } => {
+            let output = match command {
+                DlqCommand::List { service, all } => mesh::dlq::list(&database_urls, &service, all).await?,
+                DlqCommand::Replay { id, service, all } => {
+                    let what = match id {
+                        Some(id) if !all => mesh::dlq::Replay::One { id, service },
+                        _ => mesh::dlq::Replay::AllOf { service },
+                    };
+                    mesh::dlq::replay(&database_urls, &what).await?
+                }
+            };
+            print!("{output}");
+            if !output.ends_with('\n') {
+                println!();
+            }
+            Ok(())
+        }
         Command::Bench {
             checkins,
             supervisees,

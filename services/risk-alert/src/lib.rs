@@ -5,7 +5,8 @@
 //!
 //! Layers: `api` (gRPC handlers) with `request` (validation) and `convert` (protos);
 //! `domain` (pure rules); `store` (SQL); `lifecycle` (how an alert change is written and
-//! announced). Workers: `projection` (the event consumer), `scheduler` (missed deadlines),
+//! announced). Workers: `projection` (the event consumer), `operations` (alerts on dead
+//! letters and stalled consumers of every service), `scheduler` (missed deadlines),
 //! `delivery` (webhooks, signed as `notify` says) and `fanout` (live streams).
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod fanout;
 pub mod inbound;
 pub mod lifecycle;
 pub mod notify;
+pub mod operations;
 pub mod projection;
 pub mod request;
 pub mod scheduler;
@@ -244,6 +246,12 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
             topics.handover.as_str(),
         ],
     )?;
+    // Apart, so a stalled projection cannot hold up the alert that says it is stalled.
+    let operations = operations::Operations {
+        clock: clock.clone(),
+        lifecycle: lifecycle.clone(),
+    };
+    host.consume_apart("ops", operations, &[topics.ops.as_str()])?;
     let consumed = [
         topics.registry.as_str(),
         topics.checkin.as_str(),

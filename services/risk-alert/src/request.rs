@@ -47,10 +47,15 @@ fn check_alert_id(violations: &mut FieldViolations, value: &str) -> Uuid {
 }
 
 /// The township (both codes) or whole county (township empty) a request names in `field`,
-/// checked against the directory. Whether the caller may work there is
+/// checked against the directory, or neither: the operators' scope. Whether the caller may work there is
 /// `domain::access::ensure_scope`.
 pub fn scope(field: &str, jurisdiction: Option<&common::Jurisdiction>) -> Result<Jurisdiction, ServiceError> {
     let scope = jurisdiction_from_proto(jurisdiction);
+    if jurisdiction.is_some() && scope.is_operations() {
+        // Named explicitly empty: the operational alerts whose record names nobody (admins
+        // only, see `access`).
+        return Ok(scope);
+    }
     let mut violations = FieldViolations::new();
     if scope.is_county_wide() {
         if Directory::get().county(&scope.county_code).is_none() {
@@ -251,6 +256,7 @@ mod tests {
             ["jurisdiction.county_code"]
         );
         assert_eq!(fields(scope("jurisdiction", None)), ["jurisdiction.county_code"]);
+        assert!(scope("jurisdiction", Some(&place("", ""))).is_ok_and(|scope| scope.is_operations()));
         assert_eq!(
             fields(scope("jurisdiction", Some(&place("620702999", "620702")))),
             ["jurisdiction.township_code"]

@@ -21,8 +21,17 @@ pub const ALERT_ROLES: &[Role] = &[
 pub const ENDPOINT_ROLES: &[Role] = &[Role::TownshipOffice, Role::CountyBureau, Role::Admin];
 
 /// Whether `caller` may work in `scope`: a township as for any of its records; a whole
-/// county only as its county bureau, an admin or a service.
+/// county only as its county bureau, an admin or a service; no jurisdiction at all (the
+/// operators' alerts) only as an admin or a service.
 pub fn ensure_scope(caller: &Caller, scope: &Jurisdiction) -> Result<(), ServiceError> {
+    if scope.is_operations() {
+        // Operational alerts naming no jurisdiction are the operators' alone.
+        return if matches!(caller.role, Role::Admin | Role::System) {
+            Ok(())
+        } else {
+            Err(ServiceError::denied("operational alerts are for the operators"))
+        };
+    }
     if !scope.is_county_wide() {
         return caller.ensure_access(&scope.township_code, &scope.county_code);
     }
@@ -86,5 +95,20 @@ mod tests {
         let alert = missed_checkin();
         assert!(ensure_alert(&officer, &alert).is_ok());
         assert!(ensure_alert(&neighbour, &alert).is_err());
+    }
+
+    #[test]
+    fn only_admins_and_services_see_the_operators_alerts() {
+        let operations = Jurisdiction::operations();
+        assert!(ensure_scope(&caller(Role::Admin, None, None), &operations).is_ok());
+        assert!(ensure_scope(&caller(Role::System, None, None), &operations).is_ok());
+        assert!(ensure_scope(&caller(Role::CountyBureau, None, Some("620702")), &operations).is_err());
+        assert!(
+            ensure_scope(
+                &caller(Role::Officer, Some("620702001"), Some("620702")),
+                &operations
+            )
+            .is_err()
+        );
     }
 }

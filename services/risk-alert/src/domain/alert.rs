@@ -60,6 +60,12 @@ mesh_kit::stored_enum!(AlertEvent, pb::AlertChange, {
 });
 
 impl AlertKind {
+    /// Kinds about the mesh itself (a record set aside, a consumer stalled), resolved by the
+    /// replay or recovery that ends them, never by the person's own events.
+    pub fn is_operational(self) -> bool {
+        matches!(self, AlertKind::DeadLetter | AlertKind::ConsumerStalled)
+    }
+
     /// Kinds that say contact with the person was lost, which any later verified contact
     /// answers.
     pub fn is_lost_contact(self) -> bool {

@@ -31,7 +31,9 @@ pub enum Answers {
 impl Answers {
     pub fn covers(&self, alert: &Alert) -> bool {
         match self {
-            Answers::Every => true,
+            // An operational alert says a record has not taken effect; nothing the person
+            // does answers that, only its replay (or an operator).
+            Answers::Every => !alert.kind.is_operational(),
             Answers::Kind(kind) => alert.kind == *kind,
             Answers::Contact(contact) => contact_answers(alert, *contact),
         }
@@ -280,5 +282,17 @@ mod tests {
             "release notice cancelled",
             "cancellation wins over the new destination"
         );
+    }
+
+    #[test]
+    fn leaving_supervision_never_withdraws_an_operational_alert() {
+        for kind in [AlertKind::DeadLetter, AlertKind::ConsumerStalled] {
+            let operational = Alert {
+                kind,
+                ..missed_checkin()
+            };
+            assert!(!Answers::Every.covers(&operational), "{kind:?}");
+            assert!(!Answers::Contact(contact("2026-12-27T02:00:00Z", true)).covers(&operational));
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The risk-alert domain as pure functions of values: what is watched and from when
 //! (`watch`), when a deadline falls due (`policy`), what a missed deadline means (`rules`)
 //! and what its alert says (`compose`), how an alert moves through its lifecycle (`alert`),
-//! which alerts an event answers (`answers`) and who may see them (`access`). The clock is
+//! which alerts an event answers (`answers`), who may see them (`access`) and what a
+//! dead-lettered or stalled event raises (`operations`). The clock is
 //! passed in as a value; no protobuf messages, SQL or gRPC statuses appear here (`request`,
 //! `inbound` and `convert` translate at the edge, `store` keeps the rows).
 
@@ -10,6 +11,7 @@ pub mod alert;
 pub mod answers;
 pub mod compose;
 pub mod coverage;
+pub mod operations;
 pub mod policy;
 pub mod rules;
 pub mod schedule;
@@ -25,6 +27,16 @@ pub struct Jurisdiction {
 }
 
 impl Jurisdiction {
+    /// No township and no county: what operational alerts whose record names nobody are
+    /// filed under, seen by admins (the operators) only.
+    pub fn operations() -> Self {
+        Self::default()
+    }
+
+    pub fn is_operations(&self) -> bool {
+        self.county_code.is_empty() && self.township_code.is_empty()
+    }
+
     /// Whether this names a whole county rather than one township.
     pub fn is_county_wide(&self) -> bool {
         self.township_code.is_empty()

@@ -70,6 +70,36 @@ pub async fn load_for_update(conn: &mut PgConnection, alert_id: Uuid) -> Result<
     Ok(body.and_then(|body| alert_from_body(&body)))
 }
 
+/// The alert with `dedup_key`, locked for the rest of the transaction (what an event that
+/// ends a condition resolves, e.g. a replayed dead letter).
+pub async fn by_dedup_key_for_update(
+    conn: &mut PgConnection,
+    dedup_key: &str,
+) -> Result<Option<Alert>, ServiceError> {
+    let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE dedup_key = $1 FOR UPDATE")
+        .bind(dedup_key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(body.and_then(|body| alert_from_body(&body)))
+}
+
+/// The unresolved alerts whose dedup key starts with `prefix`, oldest first, locked for
+/// update (every stall of one record).
+pub async fn open_by_dedup_prefix_for_update(
+    conn: &mut PgConnection,
+    prefix: &str,
+) -> Result<Vec<Alert>, ServiceError> {
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT body FROM alerts WHERE left(dedup_key, length($1)) = $1 AND status <> $2
+         ORDER BY raised_at FOR UPDATE",
+    )
+    .bind(prefix)
+    .bind(AlertStatus::Resolved.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(decode_all(&bodies))
+}
+
 /// The unresolved alerts about a subject, oldest first, locked for update.
 pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
