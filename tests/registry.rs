@@ -765,16 +765,15 @@ async fn a_report_in_never_replaces_a_running_supervision_and_says_why() {
         &report_in_event(&running.national_id, mesh_e2e::whole_seconds_ago(60)),
     )
     .await;
-    let dead = mesh
-        .tap(&mesh_kit::kafka::dead_letter_topic(&mesh.topics.handover))
-        .expect("dlq tap")
-        .collect(1, Duration::from_secs(30))
-        .await
-        .expect("dead letter");
-    let reason = dead[0]
-        .header(mesh_kit::kafka::headers::DLQ_REASON)
-        .expect("reason")
-        .to_owned();
+    // Set aside in the registry's own database, with the reason (kit `dead_letter`).
+    let pool = mesh.pool("registry").expect("pool");
+    let reason: String = mesh_e2e::eventually("the dead letter", Duration::from_secs(30), async || {
+        sqlx::query_scalar("SELECT reason FROM kit_dead_letters ORDER BY id LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .expect("dead letters")
+    })
+    .await;
     assert!(
         reason.contains("already has a supervision in status active"),
         "{reason}"

@@ -3,10 +3,13 @@
 //! deadline that falls after it may yet be answered by an event in flight, so the
 //! risk-alert scheduler waits for it (within a bound) instead of alerting on stale state.
 //!
-//! The monitor probes each partition's high watermark and the group's committed offset
-//! (broker-side, so every replica sees the same, whichever partitions it owns). A probe
-//! taken at `t` is passed once the group has committed past every watermark it saw: then
-//! everything produced before `t` has been applied. While the broker is unreachable no
+//! The monitor probes each partition's high watermark and how far the group has applied
+//! it: the furthest of its committed offset (broker-side), its inbox and its dead letters
+//! (the service's database, written in the transaction that applied or set the record
+//! aside, so a record applied just before a crash counts although Kafka never got its
+//! offset). Every replica sees the same, whichever partitions it owns. A probe taken at `t`
+//! is passed once the group has applied past every watermark it saw: then everything
+//! produced before `t` has been applied. While the broker is unreachable no
 //! probe is passed and `caught_up_at` stays where it was; after it returns, probes count
 //! only once it has been reachable for `settle`, because the producers' outboxes need that
 //! long to hand over what they kept meanwhile (their lag is not the group's to see). A
@@ -20,6 +23,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     error::KafkaResult,
 };
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +70,8 @@ pub struct LagMonitor {
     clock: SharedClock,
     interval: Duration,
     settle: Duration,
+    group: String,
+    pool: PgPool,
     sender: watch::Sender<Option<DateTime<Utc>>>,
 }
 
@@ -74,8 +80,8 @@ impl LagMonitor {
     /// `settle` after an outage. It never joins the group: it only reads the group's
     /// committed offsets.
     pub fn new(
-        brokers: &str,
-        group: &str,
+        (brokers, group): (&str, &str),
+        pool: PgPool,
         topics: &[&str],
         clock: SharedClock,
         (interval, settle): (Duration, Duration),
@@ -88,6 +94,8 @@ impl LagMonitor {
             clock,
             interval,
             settle,
+            group: group.to_owned(),
+            pool,
             sender: watch::channel(None).0,
         })
     }
@@ -122,11 +130,15 @@ impl LagMonitor {
             })
             .await;
             match probed {
-                Ok(Ok((partitions, (high, committed)))) => {
+                Ok(Ok((partitions, (high, mut committed)))) => {
                     rounds += 1;
                     // Asked again now and then, in case partitions were added.
-                    if rounds % 300 != 0 {
+                    if !rounds.is_multiple_of(300) {
                         known_partitions = partitions;
+                    }
+                    match applied(&self.pool, &self.group, &self.topics).await {
+                        Ok(applied) => furthest(&mut committed, applied),
+                        Err(error) => tracing::debug!(error = %error, "applied positions not read"),
                     }
                     if last_failure.is_none_or(|failed| at - failed >= settle) {
                         last_failure = None;
@@ -213,6 +225,34 @@ fn probe(client: &BaseConsumer, partitions: &[(String, i32)]) -> KafkaResult<(Of
     Ok((high, committed))
 }
 
+/// The next offset after what the group applied or set aside, per partition, from its
+/// database.
+async fn applied(pool: &PgPool, group: &str, topics: &[String]) -> sqlx::Result<Offsets> {
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, kafka_partition, max(kafka_offset) + 1 FROM kit_inbox
+         WHERE consumer = $1 AND topic = ANY($2) GROUP BY topic, kafka_partition
+         UNION ALL
+         SELECT source_topic, source_partition, max(source_offset) + 1 FROM kit_dead_letters
+         WHERE consumer = $1 AND source_topic = ANY($2) GROUP BY source_topic, source_partition",
+    )
+    .bind(group)
+    .bind(topics)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, next)| ((topic, partition), next))
+        .collect())
+}
+
+/// Keeps, per partition, the furthest of two positions.
+fn furthest(positions: &mut Offsets, other: Offsets) {
+    for (key, offset) in other {
+        let entry = positions.entry(key).or_insert(offset);
+        *entry = (*entry).max(offset);
+    }
+}
+
 /// The instant up to which deadlines may fire at `now`: those the group's progress has
 /// passed, and any that has waited `max_defer` already (an outage delays alerts by at most
 /// that much, it never suppresses them).
@@ -279,5 +319,12 @@ mod tests {
             at(100),
             "never ahead of now"
         );
+    }
+
+    #[test]
+    fn a_record_applied_before_a_crash_counts_although_its_offset_was_not_committed() {
+        let mut committed = offsets(&[(0, 3), (1, 7)]);
+        furthest(&mut committed, offsets(&[(0, 5), (1, 6)]));
+        assert_eq!(committed, offsets(&[(0, 5), (1, 7)]));
     }
 }

@@ -92,7 +92,7 @@ impl Handler for ReportInHandler {
         let now = self.clock.now();
         // The same validation as a registration typed in by an officer, except that a
         // report-in time ahead of this clock is taken as now (see `ReportedBy::Handover`);
-        // a report-in that fails it needs a person, so it goes to the dead-letter topic.
+        // a report-in that fails it needs a person, so it is set aside as a dead letter (kit `dead_letter`), which alerts.
         let registration = request::registration(&registration_request(&report), now, ReportedBy::Handover)
             .map_err(|error| {
             HandleError::Permanent(format!(

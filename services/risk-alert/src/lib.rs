@@ -258,8 +258,8 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         topics.handover.as_str(),
     ];
     let monitor = LagMonitor::new(
-        &settings.common.kafka_brokers,
-        &settings.common.consumer_group,
+        (&settings.common.kafka_brokers, &settings.common.consumer_group),
+        host.pool().clone(),
         &consumed,
         clock.clone(),
         (settings.lag_probe, settings.lag_settle),

@@ -251,7 +251,13 @@ mod tests {
         let open = crate::domain::alert::tests::missed_checkin();
         assert!(still_alerted(Track::Checkin, std::slice::from_ref(&open)));
         assert!(!still_alerted(Track::InPerson, std::slice::from_ref(&open)));
-        assert!(!still_alerted(Track::AbscondingWarning, std::slice::from_ref(&open)));
-        assert!(!still_alerted(Track::Checkin, &[]), "resolved: the next period alerts");
+        assert!(!still_alerted(
+            Track::AbscondingWarning,
+            std::slice::from_ref(&open)
+        ));
+        assert!(
+            !still_alerted(Track::Checkin, &[]),
+            "resolved: the next period alerts"
+        );
     }
 }
