@@ -1,9 +1,7 @@
 //! The webhook contract with township offices and county bureaus: the headers, the HMAC
 //! signature over timestamp + body (which receivers verify the same way), the JSON body of a
-//! notification, and the backoff between attempts. Queueing is `lifecycle`'s, delivery
+//! notification. When to retry is `domain::redelivery`'s. Queueing is `lifecycle`'s, delivery
 //! `delivery`'s.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -56,22 +54,24 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// Exponential backoff before attempt `attempts + 1`: base × 2^(attempts-1), capped.
-pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
-    base.saturating_mul(factor).min(max)
-}
-
 /// The JSON body of a notification: `mesh.alert.v1.WebhookNotification` in the proto3 JSON
 /// mapping, so a receiver generated from `alert.proto` parses it. The message is built with
 /// the service's types and transcoded, through its binary encoding, into the JSON-capable
 /// generation of the same contract (`mesh_proto::json`), whose serde impls are generated.
-pub fn body(notification_id: Uuid, event_type: &str, alert: &Alert, occurred_at: DateTime<Utc>) -> Vec<u8> {
+/// `reason` says why this endpoint is told when it is not simply the alert's own office.
+pub fn body(
+    notification_id: Uuid,
+    event_type: &str,
+    alert: &Alert,
+    occurred_at: DateTime<Utc>,
+    reason: &str,
+) -> Vec<u8> {
     let message = pb::WebhookNotification {
         notification_id: notification_id.to_string(),
         event_type: event_type.to_owned(),
         alert: Some(alert_to_proto(alert)),
         occurred_at: Some(to_timestamp(occurred_at)),
+        reason: reason.to_owned(),
     };
     let json = json::alert::WebhookNotification::decode(message.encode_to_vec().as_slice());
     match json.map(|json| serde_json::to_vec(&json)) {
@@ -128,7 +128,7 @@ mod tests {
             value: "7d".into(),
         });
         let occurred_at = alert.raised_at;
-        let body = body(Uuid::nil(), "alert.raised", &alert, occurred_at);
+        let body = body(Uuid::nil(), "alert.raised", &alert, occurred_at, "");
         // What a receiver written from alert.proto does: parse with the generated type.
         let parsed: json::alert::WebhookNotification = serde_json::from_slice(&body).expect("proto3 JSON");
         assert_eq!(parsed.event_type, "alert.raised");
@@ -153,16 +153,5 @@ mod tests {
             "int64 is a string"
         );
         assert_eq!(alert["version"], "1");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(1, base, max), Duration::from_secs(1));
-        assert_eq!(backoff(2, base, max), Duration::from_secs(2));
-        assert_eq!(backoff(5, base, max), Duration::from_secs(16));
-        assert_eq!(backoff(7, base, max), Duration::from_secs(60));
-        assert_eq!(backoff(10_000, base, max), Duration::from_secs(60));
     }
 }
