@@ -378,7 +378,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     );
     println!("  evidence: {}", alert["evidence"]["facts"]);
     anyhow::ensure!(
-        alert["subject"]["id"] == liu.as_str(),
+        overdue.subject_id() == liu.as_str(),
         "the 漏管 alert is about 刘洋"
     );
 
