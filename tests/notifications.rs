@@ -528,13 +528,35 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
         .expect("stream")
         .into_inner();
 
-    // Cut the service's LISTEN connection and keep it from coming back while the alert is
-    // acknowledged (the service's pooled connections stay up).
+    // The acknowledgement's own transaction cuts every other connection of the service,
+    // LISTEN included, while new connections are refused: its notification is sent while
+    // nobody listens (the pooled connections the listener would reconnect through are
+    // gone too), as when the connection drops at the wrong moment.
     let pool = mesh.pool("risk-alert").expect("pool");
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&pool)
         .await
         .expect("database");
+    sqlx::raw_sql(
+        "CREATE FUNCTION cut_listener() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid();
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER cut_listener AFTER UPDATE ON alerts
+             FOR EACH ROW WHEN (NEW.status = 'acknowledged') EXECUTE FUNCTION cut_listener();",
+    )
+    .execute(&pool)
+    .await
+    .expect("trigger");
+    let listening: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("listeners");
+    assert_eq!(listening, 1, "the service listens");
     // A database cannot refuse connections from a session inside it.
     let admin = sqlx::PgPool::connect(&mesh.infra.database_url("postgres"))
         .await
@@ -543,15 +565,6 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
         .execute(&admin)
         .await
         .expect("connections held");
-    let terminated: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND query LIKE 'LISTEN%'",
-    )
-    .bind(&database)
-    .fetch_all(&admin)
-    .await
-    .expect("terminated");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let acknowledged = mesh
         .risk_alert()
         .acknowledge_alert(authorized(
@@ -561,12 +574,11 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
             &token,
         ))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     sqlx::query(&format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"))
         .execute(&admin)
         .await
         .expect("connections allowed again");
-    assert_eq!(terminated, [true], "one LISTEN connection was cut");
     acknowledged.expect("acknowledged while the listener was down");
 
     let seen = eventually(
