@@ -229,15 +229,18 @@ impl DeliveryWorker {
     ) -> Result<(), ServiceError> {
         let mut change = self.changes.begin().await?;
         webhooks::record_attempt(&mut change, notification, attempt).await?;
-        if escalate && !notification.endpoint_township.is_empty() {
-            if let Some(alert) = store::alerts::load_for_update(&mut change, notification.alert_id).await? {
-                let reason = redelivery::escalation_reason(attempt.attempt_number.unsigned_abs());
-                self.lifecycle
-                    .escalate(&mut change, alert, &reason, attempt.attempted_at)
-                    .await?;
-            }
-        } else if escalate {
+        if escalate && notification.endpoint_township.is_empty() {
             tracing::error!(alert_id = %notification.alert_id, "the county bureau's endpoint cannot be reached");
+        } else if escalate
+            && let Some(alert) = store::alerts::load_for_update(&mut change, notification.alert_id).await?
+            // The office that must act is the one not reached (not, say, the township a
+            // transferred alert left).
+            && alert.jurisdiction.township_code == notification.endpoint_township
+        {
+            let reason = redelivery::escalation_reason(attempt.attempt_number.unsigned_abs());
+            self.lifecycle
+                .escalate(&mut change, alert, &reason, attempt.attempted_at)
+                .await?;
         }
         change.commit().await
     }

@@ -8,7 +8,7 @@ use mesh_kit::{change::Tx, error::ServiceError, outbox::NewEvent};
 use uuid::Uuid;
 
 use crate::{
-    convert::{event_payload, jurisdiction_to_proto},
+    convert::event_payload,
     domain::{
         Actor, Jurisdiction,
         alert::{Alert, NewAlert, Resolution},
@@ -243,13 +243,10 @@ async fn queue(
 pub fn change_payload(alert: &Alert, step: &Step<'_>) -> String {
     let change = step.event().to_proto() as i32;
     match step.previous_jurisdiction() {
-        Some(from) => {
-            let from = jurisdiction_to_proto(from);
-            format!(
-                "{}:{change}:{}:{}",
-                alert.id, from.township_code, from.county_code
-            )
-        }
+        Some(from) => format!(
+            "{}:{change}:{}:{}",
+            alert.id, from.township_code, from.county_code
+        ),
         None => format!("{}:{change}", alert.id),
     }
 }
