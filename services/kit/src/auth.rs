@@ -271,6 +271,8 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Timelike;
+
     use super::*;
 
     fn keys(secret: &str) -> TokenKeys {
@@ -293,6 +295,25 @@ mod tests {
         let now = Utc::now();
         let token = keys.mint(&officer(), now, now + chrono::Duration::hours(1));
         assert_eq!(keys.verify(&token).expect("valid"), officer());
+    }
+
+    #[test]
+    fn the_interceptor_records_when_the_token_expires() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let now = Utc::now();
+        let expires = now + chrono::Duration::minutes(5);
+        let token = keys.mint(&officer(), now, expires);
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+        let request = (keys.interceptor())(request).expect("accepted");
+        assert_eq!(
+            token_expiry(&request),
+            Some(expires.with_nanosecond(0).expect("whole second"))
+        );
+        assert_eq!(caller(&request).expect("caller"), officer());
+        assert_eq!(token_expiry(&Request::new(())), None);
     }
 
     #[test]
