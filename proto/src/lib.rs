@@ -41,6 +41,31 @@ pub mod mesh {
     }
 }
 
+/// The webhook contract again, generated with serde impls that are the proto3 JSON mapping
+/// (`pbjson`): a webhook body is `json::alert::WebhookNotification` serialized, and a
+/// receiver parses it with the same type. Wire-identical to [`alert`] and [`common`], so a
+/// message converts between the two through its binary encoding; well-known types are
+/// `pbjson_types` here.
+pub mod json {
+    pub mod mesh {
+        pub mod common {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/json/mesh.common.v1.rs"));
+                include!(concat!(env!("OUT_DIR"), "/json/mesh.common.v1.serde.rs"));
+            }
+        }
+        pub mod alert {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/json/mesh.alert.v1.rs"));
+                include!(concat!(env!("OUT_DIR"), "/json/mesh.alert.v1.serde.rs"));
+            }
+        }
+    }
+
+    pub use mesh::alert::v1 as alert;
+    pub use mesh::common::v1 as common;
+}
+
 pub use mesh::alert::v1 as alert;
 pub use mesh::checkin::v1 as checkin;
 pub use mesh::common::v1 as common;

@@ -199,6 +199,12 @@ impl TokenKeys {
 
     /// Verifies a token and checks its role has the jurisdiction it needs.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        self.verify_until(token).map(|(caller, _)| caller)
+    }
+
+    /// [`TokenKeys::verify`], with when the token expires (long-lived calls such as streams
+    /// end then).
+    pub fn verify_until(&self, token: &str) -> Result<(Caller, TokenExpiry), TokenError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
         let needed = match claims.role {
             Role::Officer | Role::TownshipOffice if claims.township.is_none() => Some("township"),
@@ -209,13 +215,15 @@ impl TokenKeys {
         if let Some(field) = needed {
             return Err(TokenError::MissingJurisdiction(field));
         }
-        Ok(Caller {
+        let expiry = TokenExpiry(DateTime::from_timestamp(claims.exp, 0).unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let caller = Caller {
             subject: claims.sub,
             role: claims.role,
             township: claims.township,
             county: claims.county,
             prison: claims.prison,
-        })
+        };
+        Ok((caller, expiry))
     }
 
     /// A tonic interceptor that requires a valid bearer token on every call.
@@ -231,14 +239,25 @@ impl TokenKeys {
                 .ok()
                 .and_then(|value| value.strip_prefix("Bearer "))
                 .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            let caller = keys.verify(token.trim()).map_err(|error| {
+            let (caller, expiry) = keys.verify_until(token.trim()).map_err(|error| {
                 tracing::info!(error = %error, "rejected caller token");
                 Status::unauthenticated("invalid or expired token")
             })?;
             request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(expiry);
             Ok(request)
         }
     }
+}
+
+/// When the caller's token expires (its `exp` claim), as the interceptor put it into the
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenExpiry(pub DateTime<Utc>);
+
+/// When the token of the request's caller expires; `None` when the interceptor did not run.
+pub fn token_expiry<T>(request: &Request<T>) -> Option<DateTime<Utc>> {
+    request.extensions().get::<TokenExpiry>().map(|expiry| expiry.0)
 }
 
 /// The caller the interceptor put into the request.
@@ -252,6 +271,8 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Timelike;
+
     use super::*;
 
     fn keys(secret: &str) -> TokenKeys {
@@ -274,6 +295,25 @@ mod tests {
         let now = Utc::now();
         let token = keys.mint(&officer(), now, now + chrono::Duration::hours(1));
         assert_eq!(keys.verify(&token).expect("valid"), officer());
+    }
+
+    #[test]
+    fn the_interceptor_records_when_the_token_expires() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let now = Utc::now();
+        let expires = now + chrono::Duration::minutes(5);
+        let token = keys.mint(&officer(), now, expires);
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+        let request = (keys.interceptor())(request).expect("accepted");
+        assert_eq!(
+            token_expiry(&request),
+            Some(expires.with_nanosecond(0).expect("whole second"))
+        );
+        assert_eq!(caller(&request).expect("caller"), officer());
+        assert_eq!(token_expiry(&Request::new(())), None);
     }
 
     #[test]

@@ -241,15 +241,15 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         alert["kind"], alert["subject"]["name"], alert["severity"]
     );
     println!("  rule: {}", alert["rule"]["description"]);
-    println!("  legal basis: {}", alert["legal_basis"]);
-    println!("  last contact: {}", alert["evidence"]["last_contact_at"]);
+    println!("  legal basis: {}", alert["legalBasis"]);
+    println!("  last contact: {}", alert["evidence"]["lastContactAt"]);
     println!(
         "  deadline: {} (+{} s grace)",
-        alert["deadline"], alert["evidence"]["grace_period_seconds"]
+        alert["deadline"], alert["evidence"]["gracePeriodSeconds"]
     );
     println!(
         "  recommended measure: {} → {}",
-        alert["recommended_measure"], alert["escalation_target"]
+        alert["recommendedMeasure"], alert["escalationTarget"]
     );
     let listed = alerts
         .list_alerts(authorized(
@@ -281,7 +281,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
         resolved.notification_id,
         resolved.signature_valid,
         resolved.body["alert"]["status"],
-        resolved.body["alert"]["resolution_note"]
+        resolved.body["alert"]["resolutionNote"]
     );
 
     println!("\n-- 张掖监狱 hands over two parolees to 东街街道 --");
@@ -375,17 +375,17 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
     );
     println!(
         "  {} about {} → {}",
-        alert["kind"], alert["subject"]["name"], alert["escalation_target"]
+        alert["kind"], alert["subject"]["name"], alert["escalationTarget"]
     );
     println!("  rule: {}", alert["rule"]["description"]);
-    println!("  legal basis: {}", alert["legal_basis"]);
+    println!("  legal basis: {}", alert["legalBasis"]);
     println!(
         "  released: {}, deadline: {}",
-        alert["evidence"]["last_contact_at"], alert["deadline"]
+        alert["evidence"]["lastContactAt"], alert["deadline"]
     );
     println!("  evidence: {}", alert["evidence"]["facts"]);
     anyhow::ensure!(
-        alert["subject"]["id"] == liu.as_str(),
+        overdue.subject_id() == liu.as_str(),
         "the 漏管 alert is about 刘洋"
     );
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use mesh_proto::json::alert::{self as alert_json, WebhookNotification, alert_subject::Id as SubjectId};
 use risk_alert::notify;
 
 /// One received notification.
@@ -17,18 +18,30 @@ pub struct Received {
     pub notification_id: String,
     pub event_type: String,
     pub signature_valid: bool,
+    /// The body as any JSON reader sees it (proto3 JSON mapping: lowerCamelCase names).
     pub body: serde_json::Value,
+    /// The body parsed with the type generated from `alert.proto`, as a receiver written from
+    /// the contract does; `None` when it does not parse.
+    pub notification: Option<WebhookNotification>,
     /// When the receiver got it (for latency measurements).
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Received {
+    /// The alert the notification carries, as parsed with the generated type.
+    pub fn alert(&self) -> Option<&alert_json::Alert> {
+        self.notification.as_ref()?.alert.as_ref()
+    }
+
     pub fn alert_kind(&self) -> &str {
-        self.body["alert"]["kind"].as_str().unwrap_or("")
+        self.alert().map_or("", |alert| alert.kind().as_str_name())
     }
 
     pub fn subject_id(&self) -> &str {
-        self.body["alert"]["subject"]["id"].as_str().unwrap_or("")
+        match self.alert().and_then(|alert| alert.subject.as_ref()?.id.as_ref()) {
+            Some(SubjectId::SuperviseeId(id) | SubjectId::HandoverId(id)) => id,
+            None => "",
+        }
     }
 }
 
@@ -134,6 +147,7 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         event_type: header(notify::HEADER_EVENT_TYPE),
         signature_valid,
         body: serde_json::from_slice(&body).unwrap_or_default(),
+        notification: serde_json::from_slice(&body).ok(),
         received_at: chrono::Utc::now(),
     };
     shared

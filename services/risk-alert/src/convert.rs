@@ -13,9 +13,10 @@ use crate::{
     domain::{
         Actor, Jurisdiction,
         alert::{
-            Alert, AlertEvent, AlertKind, AlertSeverity, AlertStatus, EscalationTarget, Evidence, Fact,
+            Alert, AlertKind, AlertSeverity, AlertStatus, EscalationTarget, Evidence, Fact,
             RecommendedMeasure, Resolved, Rule, Stamp, Subject, SubjectKind,
         },
+        notice::Step,
         rules::RuleId,
     },
     store::webhooks::{DeliveryRow, EndpointRow},
@@ -209,15 +210,25 @@ pub fn alert_from_body(body: &[u8]) -> Option<Alert> {
     }
 }
 
-/// The payload of the `alert.*` event of a lifecycle step; `actor` is who acknowledged or
-/// resolved it.
-pub fn event_payload(event: AlertEvent, alert: &Alert, actor: Option<&Actor>) -> Vec<u8> {
+/// The payload of the `alert.*` event of a lifecycle step.
+pub fn event_payload(step: &Step<'_>, alert: &Alert) -> Vec<u8> {
     let alert = Some(alert_to_proto(alert));
-    let actor = actor.map(actor_to_proto);
-    match event {
-        AlertEvent::Raised => pb::AlertRaised { alert }.encode_to_vec(),
-        AlertEvent::Acknowledged => pb::AlertAcknowledged { alert, actor }.encode_to_vec(),
-        AlertEvent::Resolved => pb::AlertResolved { alert, actor }.encode_to_vec(),
+    let actor = step.actor().map(actor_to_proto);
+    match *step {
+        Step::Raised => pb::AlertRaised { alert }.encode_to_vec(),
+        Step::Acknowledged { .. } => pb::AlertAcknowledged { alert, actor }.encode_to_vec(),
+        Step::Resolved { .. } => pb::AlertResolved { alert, actor }.encode_to_vec(),
+        Step::Escalated { previous, reason } => pb::AlertEscalated {
+            alert,
+            previous_target: previous.to_proto() as i32,
+            reason: reason.to_owned(),
+        }
+        .encode_to_vec(),
+        Step::Transferred { from } => pb::AlertTransferred {
+            alert,
+            previous_jurisdiction: Some(jurisdiction_to_proto(from)),
+        }
+        .encode_to_vec(),
     }
 }
 
@@ -252,6 +263,8 @@ pub fn delivery_to_proto(alert_id: &str, row: DeliveryRow) -> pb::DeliveryAttemp
         http_status: attempt.http_status as u32,
         outcome: if attempt.delivered {
             pb::DeliveryOutcome::Delivered
+        } else if attempt.gave_up {
+            pb::DeliveryOutcome::GivenUp
         } else {
             pb::DeliveryOutcome::Failed
         } as i32,

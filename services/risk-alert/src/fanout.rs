@@ -1,62 +1,155 @@
 //! The live-stream fan-out: every replica LISTENs on the alert-changes channel, so a change
 //! committed by any replica reaches the dashboards streaming from this one (and wakes this
-//! replica's webhook delivery).
+//! replica's webhook delivery). Notifications sent while the LISTEN connection is down are
+//! lost by PostgreSQL, so after every reconnect the alerts changed meanwhile are re-sent as
+//! their current state: a dropped connection delays changes, never loses them.
 
 use std::time::Duration;
 
-use mesh_kit::CancellationToken;
+use chrono::{DateTime, Utc};
+use mesh_kit::{CancellationToken, clock::SharedClock};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 
 use crate::{
-    domain::alert::{Alert, AlertEvent},
+    domain::{
+        Jurisdiction,
+        alert::{Alert, AlertEvent},
+    },
     lifecycle::CHANGES_CHANNEL,
     store,
 };
 
-/// An alert change as fanned out to live streams: the step and the alert after it.
-pub type LiveChange = (AlertEvent, Alert);
+/// An alert change as fanned out to live streams.
+#[derive(Debug, Clone)]
+pub struct LiveChange {
+    /// The step; `None` for an alert re-sent in its current state after a reconnect (its
+    /// step's own notification may have been lost).
+    pub event: Option<AlertEvent>,
+    /// The alert after the change.
+    pub alert: Alert,
+    /// For a transfer, the jurisdiction the alert left (whose streams must see it go).
+    pub previous: Option<Jurisdiction>,
+}
 
-/// Forwards committed alert changes to `changes` until shutdown, reconnecting with backoff
-/// when the database connection is lost.
-pub async fn run(pool: PgPool, changes: broadcast::Sender<LiveChange>, shutdown: CancellationToken) {
+impl LiveChange {
+    /// Whether a stream of `scope` shows this change.
+    pub fn concerns(&self, scope: &Jurisdiction) -> bool {
+        scope.contains(&self.alert.jurisdiction)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|previous| scope.contains(previous))
+    }
+}
+
+/// How far before a lost connection was noticed changes are re-sent: a change's time is
+/// stamped when its transaction starts, which may be a little before its notification.
+const RESYNC_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Forwards committed alert changes to `changes` until shutdown, reconnecting with capped
+/// backoff when the database connection is lost and then re-sending what changed meanwhile.
+pub async fn run(
+    pool: PgPool,
+    clock: SharedClock,
+    changes: broadcast::Sender<LiveChange>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
+    // Set when notifications may have been lost: re-send changes since then.
+    let mut lost_since: Option<DateTime<Utc>> = None;
     while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match listen(&pool).await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(error = %error, "cannot listen for alert changes; retrying");
+                lost_since.get_or_insert_with(|| clock.now() - RESYNC_MARGIN);
                 tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        if let Err(error) = listener.listen(CHANGES_CHANNEL).await {
-            tracing::warn!(error = %error, "LISTEN failed; retrying");
+        backoff = Duration::from_millis(200);
+        if let Some(since) = lost_since.take()
+            && let Err(error) = resync(&pool, since, &changes).await
+        {
+            tracing::warn!(error = %error, "alert changes not re-sent after reconnecting; retrying");
+            lost_since = Some(since);
             continue;
         }
-        backoff = Duration::from_millis(200);
         loop {
+            // `try_recv` (not `recv`, which reconnects silently) says when the connection was
+            // lost, so the changes it missed can be re-sent.
             let notification = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                notification = listener.recv() => notification,
+                notification = listener.try_recv() => notification,
             };
-            let Ok(notification) = notification else { break };
-            let Some((id, event)) = parse(notification.payload()) else {
-                continue;
-            };
-            if let Ok(Some(alert)) = store::alerts::load(&pool, id).await {
-                // No subscribers is fine: nobody is watching.
-                let _ = changes.send((event, alert));
+            match notification {
+                Ok(Some(notification)) => forward(&pool, notification.payload(), &changes).await,
+                Ok(None) | Err(_) => {
+                    tracing::warn!("alert-change connection lost; reconnecting");
+                    lost_since = Some(clock.now() - RESYNC_MARGIN);
+                    break;
+                }
             }
         }
     }
 }
 
-/// `<alert id>:<change number>`, as written by `lifecycle`.
-fn parse(payload: &str) -> Option<(uuid::Uuid, AlertEvent)> {
-    let (id, change) = payload.split_once(':')?;
-    Some((id.parse().ok()?, AlertEvent::from_proto(change.parse().ok()?)?))
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn forward(pool: &PgPool, payload: &str, changes: &broadcast::Sender<LiveChange>) {
+    let Some((id, event, previous)) = parse(payload) else {
+        return;
+    };
+    if let Ok(Some(alert)) = store::alerts::load(pool, id).await {
+        // No subscribers is fine: nobody is watching.
+        let _ = changes.send(LiveChange {
+            event: Some(event),
+            alert,
+            previous,
+        });
+    }
+}
+
+async fn resync(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    changes: &broadcast::Sender<LiveChange>,
+) -> Result<(), mesh_kit::error::ServiceError> {
+    let changed = store::alerts::changed_since(pool, since).await?;
+    tracing::info!(
+        count = changed.len(),
+        "re-sending alert changes made while disconnected"
+    );
+    for alert in changed {
+        let _ = changes.send(LiveChange {
+            event: None,
+            alert,
+            previous: None,
+        });
+    }
+    Ok(())
+}
+
+/// `<alert id>:<change number>[:<old township>:<old county>]`, as written by `lifecycle`.
+fn parse(payload: &str) -> Option<(uuid::Uuid, AlertEvent, Option<Jurisdiction>)> {
+    let mut parts = payload.split(':');
+    let id = parts.next()?.parse().ok()?;
+    let event = AlertEvent::from_proto(parts.next()?.parse().ok()?)?;
+    let previous = match (parts.next(), parts.next()) {
+        (Some(township_code), Some(county_code)) => Some(Jurisdiction {
+            township_code: township_code.to_owned(),
+            county_code: county_code.to_owned(),
+        }),
+        _ => None,
+    };
+    Some((id, event, previous))
 }
 
 #[cfg(test)]
@@ -64,14 +157,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payloads_name_an_alert_and_a_step() {
+    fn payloads_name_an_alert_a_step_and_where_a_transfer_came_from() {
         let id = uuid::Uuid::from_u128(9);
         assert_eq!(
             parse(&format!("{id}:{}", AlertEvent::Resolved.to_proto() as i32)),
-            Some((id, AlertEvent::Resolved))
+            Some((id, AlertEvent::Resolved, None))
+        );
+        assert_eq!(
+            parse(&format!(
+                "{id}:{}:620702001:620702",
+                AlertEvent::Transferred.to_proto() as i32
+            )),
+            Some((
+                id,
+                AlertEvent::Transferred,
+                Some(Jurisdiction {
+                    township_code: "620702001".into(),
+                    county_code: "620702".into()
+                })
+            ))
         );
         assert_eq!(parse(&format!("{id}:1")), None, "CURRENT is never published");
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse(&format!("{id}:x")), None);
+    }
+
+    #[test]
+    fn a_transfer_concerns_the_streams_of_both_jurisdictions() {
+        let mut alert = crate::domain::alert::tests::missed_checkin();
+        let old = alert.jurisdiction.clone();
+        let new = Jurisdiction {
+            township_code: "620702002".into(),
+            county_code: "620702".into(),
+        };
+        alert.move_to(new.clone(), alert.raised_at);
+        let change = LiveChange {
+            event: Some(AlertEvent::Transferred),
+            alert,
+            previous: Some(old.clone()),
+        };
+        assert!(change.concerns(&old));
+        assert!(change.concerns(&new));
+        assert!(!change.concerns(&Jurisdiction {
+            township_code: "620702003".into(),
+            county_code: "620702".into(),
+        }));
     }
 }

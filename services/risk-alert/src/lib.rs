@@ -147,11 +147,19 @@ impl Settings {
         let tick_ms: u64 = reader.optional("MESH_ALERT_TICK_MS", 500);
         let delivery = delivery::DeliveryConfig {
             tick: Duration::from_millis(tick_ms.max(20)),
-            retry_base: Duration::from_millis(reader.optional("MESH_WEBHOOK_RETRY_BASE_MS", 1000u64).max(10)),
-            retry_max: reader.seconds("MESH_WEBHOOK_RETRY_MAX_SECS", 300, 1),
+            retry: domain::redelivery::RetryPolicy {
+                base: Duration::from_millis(reader.optional("MESH_WEBHOOK_RETRY_BASE_MS", 1000u64).max(10)),
+                max: reader.seconds("MESH_WEBHOOK_RETRY_MAX_SECS", 300, 1),
+                escalate_after: reader
+                    .optional("MESH_WEBHOOK_ESCALATE_AFTER_ATTEMPTS", 5u32)
+                    .max(1),
+                max_attempts: reader.optional("MESH_WEBHOOK_MAX_ATTEMPTS", 50u32).max(1),
+                give_up_after: reader.seconds("MESH_WEBHOOK_GIVE_UP_AFTER_SECS", 3 * 86_400, 1),
+            },
             request_timeout: reader.seconds("MESH_WEBHOOK_TIMEOUT_SECS", 10, 1),
             lease: reader.seconds("MESH_WEBHOOK_LEASE_SECS", 60, 5),
-            batch_size: 50,
+            concurrency: 64,
+            per_endpoint: 4,
         };
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
         // The coverage reconciliation asks the registry and the handover service for their
@@ -276,12 +284,17 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         max_defer: settings.max_defer,
     };
     host.spawn("deadline scheduler", move |shutdown| scheduler.run(shutdown));
-    let delivery =
-        delivery::DeliveryWorker::new(host.changes(), crypto.clone(), clock.clone(), settings.delivery)?;
+    let delivery = delivery::DeliveryWorker::new(
+        host.changes(),
+        crypto.clone(),
+        clock.clone(),
+        settings.delivery,
+        lifecycle.clone(),
+    )?;
     host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
-    let (pool, fanned_out) = (host.pool().clone(), live.clone());
+    let (pool, fanned_out, fanout_clock) = (host.pool().clone(), live.clone(), clock.clone());
     host.spawn("alert fan-out", move |shutdown| {
-        fanout::run(pool, fanned_out, shutdown)
+        fanout::run(pool, fanout_clock, fanned_out, shutdown)
     });
 
     let api = api::AlertApi {

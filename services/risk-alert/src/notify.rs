@@ -1,16 +1,18 @@
 //! The webhook contract with township offices and county bureaus: the headers, the HMAC
 //! signature over timestamp + body (which receivers verify the same way), the JSON body of a
-//! notification, and the backoff between attempts. Queueing is `lifecycle`'s, delivery
+//! notification. When to retry is `domain::redelivery`'s. Queueing is `lifecycle`'s, delivery
 //! `delivery`'s.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::domain::alert::{Alert, SubjectKind};
+use mesh_kit::proto_time::to_timestamp;
+use mesh_proto::{alert as pb, json};
+use prost::Message;
+
+use crate::{convert::alert_to_proto, domain::alert::Alert};
 
 /// Header carrying the notification id: the receiver's idempotency key.
 pub const HEADER_NOTIFICATION_ID: &str = "x-mesh-notification-id";
@@ -52,59 +54,35 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// Exponential backoff before attempt `attempts + 1`: base × 2^(attempts-1), capped.
-pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
-    base.saturating_mul(factor).min(max)
-}
-
-/// The JSON body of a notification (fields of mesh.alert.v1.WebhookNotification).
-pub fn body(notification_id: Uuid, event_type: &str, alert: &Alert, occurred_at: DateTime<Utc>) -> Vec<u8> {
-    let time = |time: DateTime<Utc>| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let subject_kind = match alert.subject.kind {
-        SubjectKind::Supervisee => "supervisee",
-        SubjectKind::Handover => "handover",
+/// The JSON body of a notification: `mesh.alert.v1.WebhookNotification` in the proto3 JSON
+/// mapping, so a receiver generated from `alert.proto` parses it. The message is built with
+/// the service's types and transcoded, through its binary encoding, into the JSON-capable
+/// generation of the same contract (`mesh_proto::json`), whose serde impls are generated.
+/// `reason` says why this endpoint is told when it is not simply the alert's own office.
+pub fn body(
+    notification_id: Uuid,
+    event_type: &str,
+    alert: &Alert,
+    occurred_at: DateTime<Utc>,
+    reason: &str,
+) -> Vec<u8> {
+    let message = pb::WebhookNotification {
+        notification_id: notification_id.to_string(),
+        event_type: event_type.to_owned(),
+        alert: Some(alert_to_proto(alert)),
+        occurred_at: Some(to_timestamp(occurred_at)),
+        reason: reason.to_owned(),
     };
-    let facts: serde_json::Map<String, serde_json::Value> = alert
-        .evidence
-        .facts
-        .iter()
-        .map(|fact| (fact.key.clone(), serde_json::Value::String(fact.value.clone())))
-        .collect();
-    let resolved = alert.resolved.as_ref();
-    let value = serde_json::json!({
-        "notification_id": notification_id.to_string(),
-        "event_type": event_type,
-        "occurred_at": time(occurred_at),
-        "alert": {
-            "alert_id": alert.id.to_string(),
-            "kind": alert.kind.to_proto().as_str_name(),
-            "severity": alert.severity.to_proto().as_str_name(),
-            "status": alert.status.to_proto().as_str_name(),
-            "subject": { "kind": subject_kind, "id": alert.subject.id, "name": alert.subject.name },
-            "jurisdiction": {
-                "township_code": alert.jurisdiction.township_code,
-                "county_code": alert.jurisdiction.county_code,
-            },
-            "escalation_target": alert.escalation_target.to_proto().as_str_name(),
-            "recommended_measure": alert.recommended_measure.to_proto().as_str_name(),
-            "rule": { "rule_id": alert.rule.id.to_string(), "description": alert.rule.description },
-            "legal_basis": alert.legal_basis,
-            "evidence": {
-                "last_contact_at": alert.evidence.last_contact_at.map(time),
-                "grace_period_seconds": alert.evidence.grace_period_seconds,
-                "facts": facts,
-            },
-            "raised_at": time(alert.raised_at),
-            "deadline": time(alert.deadline),
-            "dedup_key": alert.dedup_key,
-            "resolved_at": resolved.map(|resolved| time(resolved.at)),
-            "resolution_note": resolved.map(|resolved| resolved.note.as_str()).unwrap_or_default(),
-            "auto_resolved": alert.auto_resolved(),
-            "version": alert.version,
+    let json = json::alert::WebhookNotification::decode(message.encode_to_vec().as_slice());
+    match json.map(|json| serde_json::to_vec(&json)) {
+        Ok(Ok(body)) => body,
+        // Both generations come from one .proto, so this cannot happen; an empty body would
+        // be refused by receivers and retried rather than crash the change that queued it.
+        failed => {
+            tracing::error!(failed = ?failed.err(), "webhook body not encoded");
+            Vec::new()
         }
-    });
-    serde_json::to_vec(&value).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -143,42 +121,37 @@ mod tests {
     }
 
     #[test]
-    fn the_body_says_what_the_alert_says() {
+    fn the_body_is_the_proto3_json_of_the_notification() {
         let mut alert = crate::domain::alert::tests::missed_checkin();
         alert.evidence.facts.push(crate::domain::alert::Fact {
             key: "required_interval".into(),
             value: "7d".into(),
         });
         let occurred_at = alert.raised_at;
-        let body = body(Uuid::nil(), "alert.raised", &alert, occurred_at);
+        let body = body(Uuid::nil(), "alert.raised", &alert, occurred_at, "");
+        // What a receiver written from alert.proto does: parse with the generated type.
+        let parsed: json::alert::WebhookNotification = serde_json::from_slice(&body).expect("proto3 JSON");
+        assert_eq!(parsed.event_type, "alert.raised");
+        assert_eq!(parsed.notification_id, Uuid::nil().to_string());
+        let parsed_alert = parsed.alert.expect("alert");
+        assert_eq!(
+            parsed_alert.encode_to_vec(),
+            alert_to_proto(&alert).encode_to_vec(),
+            "the alert arrives whole"
+        );
+        // The mapping itself, as the contract documents it for hand-written receivers.
         let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        assert_eq!(json["event_type"], "alert.raised");
-        assert_eq!(json["occurred_at"], "2026-12-04T16:00:00.000Z");
+        assert_eq!(json["eventType"], "alert.raised");
+        assert_eq!(json["occurredAt"], "2026-12-04T16:00:00+00:00");
         let alert = &json["alert"];
         assert_eq!(alert["kind"], "ALERT_KIND_MISSED_CHECKIN");
-        assert_eq!(alert["status"], "ALERT_STATUS_OPEN");
-        assert_eq!(alert["escalation_target"], "ESCALATION_TARGET_TOWNSHIP_OFFICE");
-        assert_eq!(alert["recommended_measure"], "RECOMMENDED_MEASURE_ADMONITION");
-        assert_eq!(alert["subject"]["kind"], "supervisee");
-        assert_eq!(alert["rule"]["rule_id"], "checkin.missed.normal");
-        assert_eq!(alert["evidence"]["last_contact_at"], "2026-11-26T02:00:00.000Z");
-        assert_eq!(alert["evidence"]["grace_period_seconds"], 86_400);
-        assert_eq!(alert["evidence"]["facts"]["required_interval"], "7d");
-        assert_eq!(alert["deadline"], "2026-12-03T16:00:00.000Z");
-        assert_eq!(alert["resolved_at"], serde_json::Value::Null);
-        assert_eq!(alert["resolution_note"], "");
-        assert_eq!(alert["auto_resolved"], false);
-        assert_eq!(alert["version"], 1);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(1, base, max), Duration::from_secs(1));
-        assert_eq!(backoff(2, base, max), Duration::from_secs(2));
-        assert_eq!(backoff(5, base, max), Duration::from_secs(16));
-        assert_eq!(backoff(7, base, max), Duration::from_secs(60));
-        assert_eq!(backoff(10_000, base, max), Duration::from_secs(60));
+        assert_eq!(alert["subject"]["superviseeId"], "s1");
+        assert_eq!(alert["evidence"]["facts"][0]["key"], "required_interval");
+        assert_eq!(alert["evidence"]["facts"][0]["value"], "7d");
+        assert_eq!(
+            alert["evidence"]["gracePeriodSeconds"], "86400",
+            "int64 is a string"
+        );
+        assert_eq!(alert["version"], "1");
     }
 }

@@ -1,7 +1,7 @@
 //! Alert handlers: list a township's or county's alerts, get one, acknowledge, resolve, and
 //! stream the live feed. Jurisdiction is checked on every call.
 
-use mesh_kit::error::ServiceError;
+use mesh_kit::{auth, error::ServiceError};
 use mesh_proto::alert::{self as pb, AlertChange};
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Status};
@@ -98,6 +98,7 @@ pub(super) async fn stream(
     request: Request<pb::StreamAlertsRequest>,
 ) -> Result<AlertStream, ServiceError> {
     let caller = authorized(&request, ALERT_ROLES)?;
+    let expires_at = auth::token_expiry(&request);
     let request = request.into_inner();
     let scope = scope(&caller, request.jurisdiction.as_ref())?;
     // Subscribe before reading the current alerts so nothing falls between the two.
@@ -114,14 +115,28 @@ pub(super) async fn stream(
         })
     }));
     let live = live.filter_map(move |item| match item {
-        Ok((event, alert)) if scope.contains(&alert.jurisdiction) => Some(Ok(pb::StreamAlertsResponse {
-            change: event.to_proto() as i32,
-            alert: Some(alert_to_proto(&alert)),
+        Ok(change) if change.concerns(&scope) => Some(Ok(pb::StreamAlertsResponse {
+            // Re-sent after a lost connection: the alert as it is now.
+            change: change
+                .event
+                .map_or(AlertChange::Current, |event| event.to_proto()) as i32,
+            alert: Some(alert_to_proto(&change.alert)),
         })),
         Ok(_) => None,
         Err(_) => Some(Err(fell_behind())),
     });
-    Ok(Box::pin(current.chain(live)))
+    // The caller is authenticated until the token's exp, no longer: then the stream ends
+    // with UNAUTHENTICATED (the client reconnects with a fresh token).
+    let left = expires_at.map_or(std::time::Duration::MAX, |expires_at| {
+        (expires_at - api.clock.now()).to_std().unwrap_or_default()
+    });
+    let expired = futures::stream::once(async move {
+        tokio::time::sleep(left).await;
+        Err(Status::from(ServiceError::Unauthenticated(
+            "token expired".into(),
+        )))
+    });
+    Ok(Box::pin(futures::stream::select(current.chain(live), expired)))
 }
 
 /// A slow dashboard missed changes: it is told to reload rather than silently skip them.

@@ -1,5 +1,6 @@
-//! Webhook handlers: register a township's or county's endpoint, list them, and list the
-//! delivery attempts of an alert's notifications.
+//! Webhook handlers: register a township's or county's endpoint (which then hears of the
+//! alerts still open), list them, and list the delivery attempts of an alert's
+//! notifications.
 
 use mesh_kit::{error::ServiceError, proto_time::to_timestamp};
 use mesh_proto::{alert as pb, common::PageResponse};
@@ -26,8 +27,9 @@ pub(super) async fn register(
     let endpoint = request::endpoint(&request, api.allow_http)?;
     let now = api.clock.now();
     let registered_by = Actor::caller(&caller);
-    let (endpoint_id, created_at) = store::webhooks::save_endpoint(
-        api.changes.pool(),
+    let mut change = api.changes.begin().await?;
+    let (endpoint_id, created_at, first) = store::webhooks::save_endpoint(
+        &mut *change,
         NewEndpoint {
             jurisdiction: &jurisdiction,
             url: &endpoint.url,
@@ -38,7 +40,18 @@ pub(super) async fn register(
         now,
     )
     .await?;
-    tracing::info!(%endpoint_id, township = %jurisdiction.township_code, "webhook endpoint registered");
+    // A first registration hears, in the same transaction, of every alert still open that
+    // the office would have been told of: nothing raised before it had an endpoint is lost.
+    // (A re-registration only moves the URL: its pending notifications follow.)
+    let told = if first {
+        api.lifecycle
+            .tell_current(&mut change, &jurisdiction, endpoint_id, now)
+            .await?
+    } else {
+        0
+    };
+    change.commit().await?;
+    tracing::info!(%endpoint_id, township = %jurisdiction.township_code, told, "webhook endpoint registered");
     Ok(pb::RegisterEndpointResponse {
         endpoint: Some(pb::WebhookEndpoint {
             endpoint_id: endpoint_id.to_string(),

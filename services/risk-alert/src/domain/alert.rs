@@ -57,6 +57,8 @@ mesh_kit::stored_enum!(AlertEvent, pb::AlertChange, {
     Raised = "raised" => Raised,
     Acknowledged = "acknowledged" => Acknowledged,
     Resolved = "resolved" => Resolved,
+    Escalated = "escalated" => Escalated,
+    Transferred = "transferred" => Transferred,
 });
 
 impl AlertKind {
@@ -83,6 +85,8 @@ impl AlertEvent {
             AlertEvent::Raised => "alert.raised",
             AlertEvent::Acknowledged => "alert.acknowledged",
             AlertEvent::Resolved => "alert.resolved",
+            AlertEvent::Escalated => "alert.escalated",
+            AlertEvent::Transferred => "alert.transferred",
         }
     }
 }
@@ -266,10 +270,24 @@ impl Alert {
     }
 
     /// Hands the alert to another jurisdiction (its subject was transferred): nothing about
-    /// the alert itself changes except who owns it.
-    pub fn move_to(&mut self, jurisdiction: Jurisdiction, now: DateTime<Utc>) {
-        self.jurisdiction = jurisdiction;
+    /// the alert itself changes except who owns it. Returns the jurisdiction it left.
+    pub fn move_to(&mut self, jurisdiction: Jurisdiction, now: DateTime<Utc>) -> Jurisdiction {
+        let previous = std::mem::replace(&mut self.jurisdiction, jurisdiction);
         self.touch(now);
+        previous
+    }
+
+    /// Raises the escalation target to the county bureau (the township office was not
+    /// reached); returns the target before, or `None` when there was nothing to raise: a
+    /// resolved alert, or one the county bureau already has.
+    pub fn escalate(&mut self, now: DateTime<Utc>) -> Option<EscalationTarget> {
+        if self.status == AlertStatus::Resolved || self.escalation_target == EscalationTarget::CountyBureau {
+            return None;
+        }
+        let previous = std::mem::replace(&mut self.escalation_target, EscalationTarget::CountyBureau);
+        self.escalated_at = Some(now);
+        self.touch(now);
+        Some(previous)
     }
 
     /// Whether it was resolved automatically, because what was missing arrived.
@@ -383,6 +401,41 @@ pub(crate) mod tests {
             ServiceError::from(AlertError::AlreadyResolved),
             ServiceError::FailedPrecondition(_)
         ));
+    }
+
+    #[test]
+    fn escalation_raises_the_target_once_and_never_on_a_resolved_alert() {
+        let mut alert = missed_checkin();
+        let later = utc("2026-12-05T01:00:00Z");
+        assert_eq!(alert.escalate(later), Some(EscalationTarget::TownshipOffice));
+        assert_eq!(alert.escalation_target, EscalationTarget::CountyBureau);
+        assert_eq!(alert.escalated_at, Some(later));
+        assert_eq!(alert.version, 2);
+        assert_eq!(alert.escalate(later), None, "already the county bureau's");
+        assert_eq!(alert.version, 2);
+        let mut resolved = missed_checkin();
+        resolved.resolve(
+            Resolution {
+                by: officer(),
+                note: "已处理".into(),
+                reference: None,
+            },
+            later,
+        );
+        assert_eq!(resolved.escalate(later), None);
+    }
+
+    #[test]
+    fn a_move_returns_the_jurisdiction_left() {
+        let mut alert = missed_checkin();
+        let new = Jurisdiction {
+            township_code: "620702002".into(),
+            county_code: "620702".into(),
+        };
+        let previous = alert.move_to(new.clone(), utc("2026-12-05T01:00:00Z"));
+        assert_eq!(previous.township_code, "620702001");
+        assert_eq!(alert.jurisdiction, new);
+        assert_eq!(alert.version, 2);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The risk-alert domain as pure functions of values: what is watched and from when
 //! (`watch`), when a deadline falls due (`policy`), what a missed deadline means (`rules`)
 //! and what its alert says (`compose`), how an alert moves through its lifecycle (`alert`),
-//! which alerts an event answers (`answers`), who may see them (`access`) and what a
-//! dead-lettered or stalled event raises (`operations`). The clock is
+//! which alerts an event answers (`answers`), who may see them (`access`), what a
+//! dead-lettered or stalled event raises (`operations`), who is told of them (`notice`)
+//! and what follows a failed notification (`redelivery`). The clock is
 //! passed in as a value; no protobuf messages, SQL or gRPC statuses appear here (`request`,
 //! `inbound` and `convert` translate at the edge, `store` keeps the rows).
 
@@ -11,8 +12,10 @@ pub mod alert;
 pub mod answers;
 pub mod compose;
 pub mod coverage;
+pub mod notice;
 pub mod operations;
 pub mod policy;
+pub mod redelivery;
 pub mod rules;
 pub mod schedule;
 pub mod watch;

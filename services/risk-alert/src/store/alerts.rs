@@ -19,8 +19,9 @@ use crate::{
 /// stored.
 pub async fn insert(conn: &mut PgConnection, alert: &Alert) -> Result<bool, ServiceError> {
     let inserted = sqlx::query(
-        "INSERT INTO alerts (alert_id, dedup_key, kind, status, subject_id, township_code, county_code, raised_at, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING",
+        "INSERT INTO alerts (alert_id, dedup_key, kind, status, subject_id, township_code, county_code, raised_at, body,
+             updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedup_key) DO NOTHING",
     )
     .bind(alert.id)
     .bind(&alert.dedup_key)
@@ -31,6 +32,7 @@ pub async fn insert(conn: &mut PgConnection, alert: &Alert) -> Result<bool, Serv
     .bind(&alert.jurisdiction.county_code)
     .bind(alert.raised_at)
     .bind(alert_body(alert))
+    .bind(alert.updated_at)
     .execute(conn)
     .await?
     .rows_affected();
@@ -40,13 +42,15 @@ pub async fn insert(conn: &mut PgConnection, alert: &Alert) -> Result<bool, Serv
 /// Writes a changed alert back.
 pub async fn update(conn: &mut PgConnection, alert: &Alert) -> Result<(), ServiceError> {
     sqlx::query(
-        "UPDATE alerts SET status = $2, township_code = $3, county_code = $4, body = $5 WHERE alert_id = $1",
+        "UPDATE alerts SET status = $2, township_code = $3, county_code = $4, body = $5, updated_at = $6
+         WHERE alert_id = $1",
     )
     .bind(alert.id)
     .bind(alert.status.as_str())
     .bind(&alert.jurisdiction.township_code)
     .bind(&alert.jurisdiction.county_code)
     .bind(alert_body(alert))
+    .bind(alert.updated_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -126,6 +130,20 @@ pub async fn current(
     .bind(AlertStatus::Resolved.as_str())
     .fetch_all(executor)
     .await?;
+    Ok(decode_all(&bodies))
+}
+
+/// The alerts that changed at or after `since`, oldest change first (a live stream's resync
+/// after its notifications were lost).
+pub async fn changed_since(
+    executor: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+) -> Result<Vec<Alert>, ServiceError> {
+    let bodies: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT body FROM alerts WHERE updated_at >= $1 ORDER BY updated_at")
+            .bind(since)
+            .fetch_all(executor)
+            .await?;
     Ok(decode_all(&bodies))
 }
 

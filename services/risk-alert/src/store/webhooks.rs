@@ -20,20 +20,20 @@ pub struct NewEndpoint<'a> {
     pub registered_by: &'a Actor,
 }
 
-/// Registers an endpoint, replacing its jurisdiction's; returns its id and when the
-/// jurisdiction's endpoint was first registered.
+/// Registers an endpoint, replacing its jurisdiction's; returns its id, when the
+/// jurisdiction's endpoint was first registered, and whether this was that first time.
 pub async fn save_endpoint(
     executor: impl PgExecutor<'_>,
     endpoint: NewEndpoint<'_>,
     now: DateTime<Utc>,
-) -> Result<(Uuid, DateTime<Utc>), ServiceError> {
+) -> Result<(Uuid, DateTime<Utc>, bool), ServiceError> {
     Ok(sqlx::query_as(
         "INSERT INTO endpoints (endpoint_id, township_code, county_code, url, secret_sealed, description,
              registered_by_subject, registered_by_role, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
          ON CONFLICT (county_code, township_code) DO UPDATE SET url = $4, secret_sealed = $5, description = $6,
              registered_by_subject = $7, registered_by_role = $8, updated_at = $9
-         RETURNING endpoint_id, created_at",
+         RETURNING endpoint_id, created_at, (xmax = 0) AS inserted",
     )
     .bind(Uuid::now_v7())
     .bind(&endpoint.jurisdiction.township_code)
@@ -79,22 +79,19 @@ pub async fn endpoints(
     .await?)
 }
 
-/// The endpoints that hear of an alert of `jurisdiction`: the township office's, and the
-/// county bureau's when `county_bureau`.
-pub async fn recipients(
+/// The endpoint of one office (a township office, or a county bureau when the township code
+/// is empty), if it registered one.
+pub async fn endpoint_of(
     conn: &mut PgConnection,
-    jurisdiction: &Jurisdiction,
-    county_bureau: bool,
-) -> Result<Vec<Uuid>, ServiceError> {
-    Ok(sqlx::query_scalar(
-        "SELECT endpoint_id FROM endpoints
-         WHERE county_code = $1 AND (township_code = $2 OR ($3 AND township_code = ''))",
+    office: &Jurisdiction,
+) -> Result<Option<Uuid>, ServiceError> {
+    Ok(
+        sqlx::query_scalar("SELECT endpoint_id FROM endpoints WHERE county_code = $1 AND township_code = $2")
+            .bind(&office.county_code)
+            .bind(&office.township_code)
+            .fetch_optional(conn)
+            .await?,
     )
-    .bind(&jurisdiction.county_code)
-    .bind(&jurisdiction.township_code)
-    .bind(county_bureau)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// A notification to queue: due at once.
@@ -136,32 +133,51 @@ pub struct Leased {
     pub endpoint_id: Uuid,
     pub body: Vec<u8>,
     pub attempts: i32,
+    /// When it was queued (retries end some time after).
+    pub created_at: DateTime<Utc>,
     pub url: String,
     pub secret_sealed: Vec<u8>,
+    /// The endpoint's township; empty for a county bureau's endpoint.
+    pub endpoint_township: String,
 }
 
 /// Leases up to `batch` notifications due by `now` until `lease_until`, so other replicas
 /// skip them while they are sent; if the outcome is never recorded the lease runs out and
-/// they are sent again (at least once).
+/// they are sent again (at least once). Endpoints in `busy` (this replica is still waiting on
+/// them) are skipped and no endpoint gets more than `per_endpoint`, so a slow endpoint
+/// cannot take every slot from the others.
 pub async fn lease_due(
     executor: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     batch: i64,
+    busy: &[Uuid],
+    per_endpoint: i64,
 ) -> Result<Vec<Leased>, ServiceError> {
     Ok(sqlx::query_as(
         "WITH due AS (
              SELECT notification_id FROM notifications
-             WHERE delivered_at IS NULL AND next_attempt_at <= $1
+             WHERE notification_id IN (
+                 SELECT notification_id FROM (
+                     SELECT notification_id,
+                            row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
+                     FROM notifications
+                     WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= $1
+                       AND NOT (endpoint_id = ANY($4))) ranked
+                 WHERE place <= $5)
+               AND delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= $1
              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
          UPDATE notifications n SET next_attempt_at = $2
          FROM due, endpoints e
          WHERE n.notification_id = due.notification_id AND e.endpoint_id = n.endpoint_id
-         RETURNING n.notification_id, n.alert_id, n.event_type, n.endpoint_id, n.body, n.attempts, e.url, e.secret_sealed",
+         RETURNING n.notification_id, n.alert_id, n.event_type, n.endpoint_id, n.body, n.attempts, n.created_at,
+                   e.url, e.secret_sealed, e.township_code AS endpoint_township",
     )
     .bind(now)
     .bind(lease_until)
     .bind(batch)
+    .bind(busy)
+    .bind(per_endpoint)
     .fetch_all(executor)
     .await?)
 }
@@ -174,6 +190,8 @@ pub struct Attempt {
     /// 0 when no HTTP response was received.
     pub http_status: i32,
     pub delivered: bool,
+    /// Failed, and the last attempt: the notification is given up.
+    pub gave_up: bool,
     /// Empty when delivered.
     pub error: String,
     pub duration_ms: i32,
@@ -189,8 +207,8 @@ pub async fn record_attempt(
 ) -> Result<(), ServiceError> {
     sqlx::query(
         "INSERT INTO delivery_attempts (notification_id, alert_id, event_type, endpoint_id, url, attempt_number,
-             attempted_at, http_status, delivered, error, duration_ms, next_attempt_at)
-         SELECT $1, $2, $3, $4, url, $5, $6, $7, $8, $9, $10, $11 FROM endpoints WHERE endpoint_id = $4",
+             attempted_at, http_status, delivered, error, duration_ms, next_attempt_at, gave_up)
+         SELECT $1, $2, $3, $4, url, $5, $6, $7, $8, $9, $10, $11, $12 FROM endpoints WHERE endpoint_id = $4",
     )
     .bind(notification.notification_id)
     .bind(notification.alert_id)
@@ -203,11 +221,13 @@ pub async fn record_attempt(
     .bind(&attempt.error)
     .bind(attempt.duration_ms)
     .bind(attempt.next_attempt_at)
+    .bind(attempt.gave_up)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
         "UPDATE notifications SET attempts = $2, delivered_at = CASE WHEN $3 THEN $4 END,
-             next_attempt_at = COALESCE($5, next_attempt_at), last_error = NULLIF($6, '')
+             next_attempt_at = COALESCE($5, next_attempt_at), last_error = NULLIF($6, ''),
+             gave_up_at = CASE WHEN $7 THEN $4 END
          WHERE notification_id = $1",
     )
     .bind(notification.notification_id)
@@ -216,6 +236,7 @@ pub async fn record_attempt(
     .bind(attempt.attempted_at)
     .bind(attempt.next_attempt_at)
     .bind(&attempt.error)
+    .bind(attempt.gave_up)
     .execute(conn)
     .await?;
     Ok(())
@@ -243,7 +264,7 @@ pub async fn deliveries(
 ) -> Result<Vec<DeliveryRow>, ServiceError> {
     Ok(sqlx::query_as(
         "SELECT id, notification_id, event_type, endpoint_id, url, attempt_number, attempted_at, http_status,
-                delivered, error, duration_ms, next_attempt_at
+                delivered, gave_up, error, duration_ms, next_attempt_at
          FROM delivery_attempts WHERE alert_id = $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(alert_id)
