@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Days, Utc};
 use mesh_e2e::{
     HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, eventually, home_jurisdiction,
-    home_officer, jurisdiction, notice, prison, register, report_in_request, reported_in, submit_notice,
-    today, township_office, whole_seconds_ago,
+    home_officer, jurisdiction, notice, prison, register, registration, report_in_request, reported_in,
+    submit_notice, today, township_office, whole_seconds_ago,
 };
 use mesh_kit::proto_time::{from_timestamp, to_date, to_timestamp};
 use mesh_proto::{alert as pb, handover as handover_pb, registry as registry_pb};
@@ -349,4 +349,62 @@ async fn an_amended_destination_restarts_the_acknowledgement_watch_at_the_new_to
         new.jurisdiction.as_ref().map(|j| j.township_code.as_str()),
         Some("620702002")
     );
+}
+
+/// Sentenced directly to community corrections (registered pending report-in), the person
+/// must report in within the period from the term's first day (art. 21): 漏管 is watched for
+/// him too, and his report-in ends it.
+#[tokio::test]
+async fn a_person_registered_pending_report_in_who_does_not_report_in_is_alerted() {
+    let mesh = Mesh::builder()
+        .env(
+            "risk-alert",
+            &[
+                ("MESH_REPORT_IN_PERIOD_DIRECT", "2s"),
+                ("MESH_ALERT_TICK_MS", "100"),
+            ],
+        )
+        .start(&["registry", "risk-alert"])
+        .await
+        .expect("mesh");
+    let mut pending = registration(95);
+    pending.term_start = Some(to_date(today()));
+    let id = register(&mesh, pending).await;
+    // The term began at midnight: the 2 s period is long over.
+    let overdue = open_alert(
+        &mesh,
+        &id,
+        pb::AlertKind::ReportInOverdue,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+    assert_eq!(
+        overdue.rule.as_ref().map(|r| r.rule_id.as_str()),
+        Some("supervisee.report_in_overdue")
+    );
+    assert_eq!(overdue.escalation_target(), pb::EscalationTarget::CountyBureau);
+    assert!(overdue.legal_basis.contains("第二十一条"));
+
+    // He reports in: the alert is answered and the check-in deadlines start.
+    change_status(&mesh, &id, registry_pb::SuperviseeStatus::Active).await;
+    eventually(
+        "the report-in to answer the alert",
+        Duration::from_secs(15),
+        async || {
+            let alerts = alerts_about(&mesh, &id).await;
+            alerts
+                .iter()
+                .all(|a| a.status() == pb::AlertStatus::Resolved)
+                .then_some(())
+        },
+    )
+    .await;
+    let checkin_track = count(
+        &mesh,
+        "risk-alert",
+        &format!("SELECT count(*) FROM deadlines WHERE subject_id = '{id}' AND track = 'checkin'"),
+    )
+    .await;
+    assert_eq!(checkin_track, 1);
 }

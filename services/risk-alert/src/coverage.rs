@@ -291,6 +291,8 @@ fn supervisee_source(entry: registry_pb::UnderSupervision) -> Option<(Uuid, Sour
         status,
         version: entry.version,
         reported_at: entry.reported_at.as_ref().and_then(from_timestamp),
+        // Only people under supervision are listed; the report-in period no longer applies.
+        term_start: None,
     };
     Some((
         id,

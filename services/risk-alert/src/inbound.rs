@@ -48,6 +48,7 @@ pub fn supervisee(snapshot: registry_pb::SuperviseeSnapshot) -> Result<Supervise
         status: SuperviseeStatus::from_proto(snapshot.status),
         version: snapshot.version,
         reported_at: time(&snapshot.reported_at),
+        term_start: snapshot.term_start.as_ref().and_then(from_date),
         subject_id: snapshot.supervisee_id,
         name: snapshot.name,
     })

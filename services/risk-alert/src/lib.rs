@@ -125,6 +125,7 @@ impl Settings {
             absconding_warning: reader.optional("MESH_ABSCONDING_WARNING_AFTER", defaults.absconding_warning),
             absconding_revocation: reader
                 .optional("MESH_ABSCONDING_REVOCATION_AFTER", defaults.absconding_revocation),
+            report_in_direct: reader.optional("MESH_REPORT_IN_PERIOD_DIRECT", defaults.report_in_direct),
             handover: policy::HandoverPolicy {
                 ack_period: reader.optional("MESH_HANDOVER_ACK_PERIOD", defaults.handover.ack_period),
                 report_in_parole: reader

@@ -92,7 +92,10 @@ impl Projection {
         }
         let first_contact = watch::first_contact(existing.as_ref(), &snapshot, occurred_at);
         let episode = watch::episode(existing.as_ref(), &snapshot, occurred_at);
-        store::watch::save_supervisee(conn, &snapshot, first_contact, episode).await?;
+        let report_in_from = snapshot
+            .term_start
+            .and_then(|day| watch::start_of(day, self.watchlist.tz));
+        store::watch::save_supervisee(conn, &snapshot, first_contact, episode, report_in_from).await?;
 
         let now = self.clock.now();
         if watch::transferred(existing.as_ref(), &snapshot.jurisdiction) {
@@ -103,7 +106,10 @@ impl Projection {
                     .await?;
             }
         }
-        if let Some(withdrawal) = answers::status_withdrawal(snapshot.status) {
+        let withdrawals = answers::status_withdrawal(snapshot.status)
+            .into_iter()
+            .chain(answers::report_in_answered(snapshot.status));
+        for withdrawal in withdrawals {
             let reference = format!(
                 "supervisee.status:{}",
                 snapshot.status.map(|status| status.as_str()).unwrap_or_default()

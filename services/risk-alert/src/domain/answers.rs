@@ -68,6 +68,16 @@ pub fn status_withdrawal(status: Option<SuperviseeStatus>) -> Option<Withdrawal>
     })
 }
 
+/// What a supervisee's new status answers: once under supervision, the person has reported
+/// in, which answers an overdue report-in of a registration pending report-in.
+pub fn report_in_answered(status: Option<SuperviseeStatus>) -> Option<Withdrawal> {
+    status.filter(|status| status.is_watched())?;
+    Some(Withdrawal {
+        answers: Answers::Kind(AlertKind::ReportInOverdue),
+        note: "the person reported in (报到)".to_owned(),
+    })
+}
+
 /// What a handover snapshot resolves, in order: everything when it is settled (reported in
 /// and, where supervision follows, registered), cancelled or sent to a new destination
 /// (deadlines restart there); then the acknowledgement and gate-collection alerts once

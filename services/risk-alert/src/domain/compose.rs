@@ -58,6 +58,7 @@ impl Composer {
                 .map(|obligation| obligation.interval.to_string())
                 .unwrap_or_default(),
             Track::AbscondingWarning => self.policy.absconding_warning.to_string(),
+            Track::PendingReportIn => self.policy.report_in_direct.to_string(),
             _ => self.policy.absconding_revocation.to_string(),
         };
         let mut facts = vec![

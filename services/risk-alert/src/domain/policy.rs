@@ -221,6 +221,9 @@ pub struct Policy {
     pub lenient: LevelPolicy,
     pub absconding_warning: Span,
     pub absconding_revocation: Span,
+    /// Report-in period of a person sentenced directly to community corrections (registered
+    /// pending report-in), from the first day of the term.
+    pub report_in_direct: Span,
     pub handover: HandoverPolicy,
 }
 
@@ -257,6 +260,7 @@ impl Default for Policy {
             },
             absconding_warning: Span::Seconds(10 * 24 * 3600),
             absconding_revocation: Span::Months(1),
+            report_in_direct: Span::EndOfDay(10),
             handover: HandoverPolicy::default(),
         }
     }
@@ -269,7 +273,8 @@ mesh_kit::stored_enum!(Level, registry_pb::SupervisionLevel, {
     Lenient = "lenient" => Lenient,
 });
 
-/// The deadline tracks: four per watched supervisee, three per open handover.
+/// The deadline tracks: four per watched supervisee (one while pending report-in), three per
+/// open handover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Track {
     Checkin,
@@ -282,10 +287,12 @@ pub enum Track {
     GateCollection,
     /// The released person must report in (报到).
     ReportIn,
+    /// A person registered pending report-in must report in (报到, the Law, art. 21).
+    PendingReportIn,
 }
 
 impl Track {
-    pub const ALL: [Track; 7] = [
+    pub const ALL: [Track; 8] = [
         Track::Checkin,
         Track::InPerson,
         Track::AbscondingWarning,
@@ -293,6 +300,7 @@ impl Track {
         Track::HandoverAck,
         Track::GateCollection,
         Track::ReportIn,
+        Track::PendingReportIn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -304,6 +312,7 @@ impl Track {
             Track::HandoverAck => "handover_ack",
             Track::GateCollection => "gate_collection",
             Track::ReportIn => "report_in",
+            Track::PendingReportIn => "pending_report_in",
         }
     }
 

@@ -44,6 +44,9 @@ pub enum RuleId {
     GateNotCollected,
     /// `handover.report_in_overdue.<release category>`
     ReportInOverdue(ReleaseCategory),
+    /// `supervisee.report_in_overdue`: a person registered pending report-in did not report
+    /// in.
+    PendingReportInOverdue,
     /// `coverage.gap`: the registry's truth and the watch list diverged.
     CoverageGap,
     /// `operations.dead_letter`: an event was set aside as unusable.
@@ -66,6 +69,7 @@ impl RuleId {
             RuleId::OutOfArea,
             RuleId::HandoverNotAcknowledged,
             RuleId::GateNotCollected,
+            RuleId::PendingReportInOverdue,
             RuleId::CoverageGap,
             RuleId::DeadLetter,
             RuleId::ConsumerStalled,
@@ -89,6 +93,7 @@ impl fmt::Display for RuleId {
             RuleId::HandoverNotAcknowledged => f.write_str("handover.not_acknowledged"),
             RuleId::GateNotCollected => f.write_str("handover.gate_not_collected"),
             RuleId::ReportInOverdue(category) => write!(f, "handover.report_in_overdue.{category}"),
+            RuleId::PendingReportInOverdue => f.write_str("supervisee.report_in_overdue"),
             RuleId::CoverageGap => f.write_str("coverage.gap"),
             RuleId::DeadLetter => f.write_str("operations.dead_letter"),
             RuleId::ConsumerStalled => f.write_str("operations.consumer_stalled"),
@@ -164,6 +169,15 @@ pub fn for_track(track: Track, about: About) -> AlertSpec {
             } else {
                 RESETTLEMENT_REPORT_IN
             },
+        },
+        Track::PendingReportIn => AlertSpec {
+            kind: AlertKind::ReportInOverdue,
+            severity: AlertSeverity::High,
+            target: EscalationTarget::CountyBureau,
+            measure: RecommendedMeasure::None,
+            rule_id: RuleId::PendingReportInOverdue,
+            description: "判决、裁定生效后逾期未报到（漏管）".to_owned(),
+            legal_basis: LAW_REPORT_IN,
         },
         Track::Checkin => AlertSpec {
             kind: AlertKind::MissedCheckin,
@@ -405,7 +419,7 @@ mod tests {
     #[test]
     fn rule_ids_read_back_from_their_text() {
         let texts: Vec<String> = RuleId::all().map(|rule| rule.to_string()).collect();
-        assert_eq!(texts.len(), 15);
+        assert_eq!(texts.len(), 16);
         for rule in RuleId::all() {
             assert_eq!(RuleId::parse(&rule.to_string()), Some(rule), "{rule}");
         }

@@ -64,9 +64,11 @@ fn period(policy: &Policy, level: Option<Level>, track: Track) -> Option<super::
         Track::Checkin => level.map(|level| policy.level(level).checkin.interval),
         Track::InPerson => level.and_then(|level| policy.level(level).in_person.map(|o| o.interval)),
         Track::HandoverAck => Some(policy.handover.ack_period),
-        Track::AbscondingWarning | Track::AbscondingRevocation | Track::GateCollection | Track::ReportIn => {
-            None
-        }
+        Track::AbscondingWarning
+        | Track::AbscondingRevocation
+        | Track::GateCollection
+        | Track::ReportIn
+        | Track::PendingReportIn => None,
     }
 }
 

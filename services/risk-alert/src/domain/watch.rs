@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Jurisdiction,
-    policy::{Deadline, HandoverFacts, HandoverPolicy, Level, Policy, ReleaseCategory},
+    policy::{Deadline, HandoverFacts, HandoverPolicy, Level, Policy, ReleaseCategory, Track},
 };
 
 mesh_kit::stored_enum!(SuperviseeStatus, registry_pb::SuperviseeStatus, {
@@ -116,6 +116,9 @@ pub struct SuperviseeWatch {
     pub episode: i32,
     /// When the current episode began: deadlines never count from before it.
     pub episode_since: Option<DateTime<Utc>>,
+    /// Where the report-in period of a person registered pending report-in runs from: the
+    /// start of the first day of the term (the judgment's taking effect, the Law, art. 21).
+    pub report_in_from: Option<DateTime<Utc>>,
 }
 
 /// A registry snapshot of a supervisee, as far as deadlines are concerned.
@@ -130,6 +133,8 @@ pub struct SuperviseeSnapshot {
     pub status: Option<SuperviseeStatus>,
     pub version: i64,
     pub reported_at: Option<DateTime<Utc>>,
+    /// First day of the term, when the event says.
+    pub term_start: Option<NaiveDate>,
 }
 
 /// A recorded check-in.
@@ -270,9 +275,30 @@ pub fn transferred(existing: Option<&SuperviseeWatch>, to: &Jurisdiction) -> boo
     })
 }
 
-/// Every deadline a supervisee has now; none unless level, a contact and a watched status
-/// are all known.
+/// The start, in the office's time zone, of the day a term begins.
+pub fn start_of(day: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
+    day.and_time(NaiveTime::MIN)
+        .and_local_timezone(tz)
+        .earliest()
+        .map(|local| local.with_timezone(&Utc))
+}
+
+/// Every deadline a supervisee has now: while pending report-in, the report-in (counted from
+/// the start of the term); once watched, the check-in and absconding tracks, which need
+/// level and a contact.
 pub fn supervisee_deadlines(policy: &Policy, tz: Tz, watch: &SuperviseeWatch) -> Vec<Deadline> {
+    if watch.status == Some(SuperviseeStatus::PendingReportIn) {
+        return watch
+            .report_in_from
+            .map(|from| Deadline {
+                track: Track::PendingReportIn,
+                due: policy.report_in_direct.after(from, tz),
+                grace: std::time::Duration::ZERO,
+                since: from,
+            })
+            .into_iter()
+            .collect();
+    }
     let (Some(level), Some(last_contact)) = (watch.level, watch.last_contact_at) else {
         return Vec::new();
     };
@@ -348,7 +374,7 @@ pub(crate) mod tests {
     use chrono_tz::Asia::Shanghai;
 
     use super::*;
-    use crate::domain::{alert::tests::utc, policy::Track};
+    use crate::domain::alert::tests::utc;
 
     pub(crate) fn home() -> Jurisdiction {
         Jurisdiction {
@@ -369,6 +395,7 @@ pub(crate) mod tests {
             last_checkin_id: Some("c1".into()),
             episode: 1,
             episode_since: None,
+            report_in_from: None,
         }
     }
 
@@ -401,6 +428,7 @@ pub(crate) mod tests {
             status,
             version: 2,
             reported_at: reported_at.map(utc),
+            term_start: None,
         }
     }
 
@@ -587,5 +615,26 @@ pub(crate) mod tests {
             },
             "absconding does not pause supervision"
         );
+    }
+
+    #[test]
+    fn a_person_pending_report_in_must_report_in_within_ten_days_of_the_term_start() {
+        let pending = SuperviseeWatch {
+            status: Some(SuperviseeStatus::PendingReportIn),
+            last_contact_at: None,
+            report_in_from: start_of(NaiveDate::from_ymd_opt(2026, 12, 1).expect("date"), Shanghai),
+            ..supervisee(Level::Normal, "2026-11-20T02:00:00Z")
+        };
+        let deadlines = supervisee_deadlines(&Policy::default(), Shanghai, &pending);
+        assert_eq!(deadlines.len(), 1);
+        assert_eq!(deadlines[0].track, Track::PendingReportIn);
+        // From 1 Dec 00:00 local: by the end of 11 Dec local.
+        assert_eq!(deadlines[0].since, utc("2026-11-30T16:00:00Z"));
+        assert_eq!(deadlines[0].due, utc("2026-12-11T16:00:00Z"));
+        let unknown_term = SuperviseeWatch {
+            report_in_from: None,
+            ..pending
+        };
+        assert!(supervisee_deadlines(&Policy::default(), Shanghai, &unknown_term).is_empty());
     }
 }

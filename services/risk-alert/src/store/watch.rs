@@ -32,6 +32,7 @@ struct SuperviseeRow {
     last_checkin_id: Option<String>,
     episode: i32,
     episode_since: Option<DateTime<Utc>>,
+    report_in_from: Option<DateTime<Utc>>,
 }
 
 impl From<SuperviseeRow> for SuperviseeWatch {
@@ -50,12 +51,13 @@ impl From<SuperviseeRow> for SuperviseeWatch {
             last_checkin_id: row.last_checkin_id,
             episode: row.episode,
             episode_since: row.episode_since,
+            report_in_from: row.report_in_from,
         }
     }
 }
 
 const SUPERVISEE_COLUMNS: &str = "name, township_code, county_code, level, status, version, last_contact_at,
-    last_in_person_at, last_checkin_id, episode, episode_since";
+    last_in_person_at, last_checkin_id, episode, episode_since, report_in_from";
 
 /// A supervisee as known, locked for the rest of the transaction.
 pub async fn supervisee_for_update(
@@ -134,16 +136,18 @@ pub async fn save_supervisee(
     snapshot: &SuperviseeSnapshot,
     first_contact: Option<DateTime<Utc>>,
     episode: Episode,
+    report_in_from: Option<DateTime<Utc>>,
 ) -> Result<(), ServiceError> {
     sqlx::query(
         "INSERT INTO supervisees (supervisee_id, name, township_code, county_code, level, status, version,
-             last_contact_at, last_in_person_at, episode, episode_since, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, now())
+             last_contact_at, last_in_person_at, episode, episode_since, report_in_from, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, now())
          ON CONFLICT (supervisee_id) DO UPDATE SET name = $2, township_code = $3, county_code = $4,
              level = $5, status = $6, version = $7,
              last_contact_at = COALESCE(supervisees.last_contact_at, $8),
              last_in_person_at = COALESCE(supervisees.last_in_person_at, $8),
-             episode = $9, episode_since = $10, updated_at = now()",
+             episode = $9, episode_since = $10,
+             report_in_from = COALESCE($11, supervisees.report_in_from), updated_at = now()",
     )
     .bind(snapshot.id)
     .bind(&snapshot.name)
@@ -155,6 +159,7 @@ pub async fn save_supervisee(
     .bind(first_contact)
     .bind(episode.number)
     .bind(episode.since)
+    .bind(report_in_from)
     .execute(conn)
     .await?;
     Ok(())
