@@ -408,3 +408,80 @@ async fn a_person_registered_pending_report_in_who_does_not_report_in_is_alerted
     .await;
     assert_eq!(checkin_track, 1);
 }
+
+/// A check-in being applied as its deadline fires: the test takes the locks the consumer
+/// takes when it applies a check-in (the supervisee's row, then the supervisee's
+/// deadlines) while the scheduler fires. The scheduler takes them in the same order and
+/// skips a subject whose row is held, so nothing deadlocks, and the other people's alerts
+/// are not held up behind the busy one.
+#[tokio::test]
+async fn a_checkin_applied_as_its_deadline_fires_neither_deadlocks_nor_holds_up_others() {
+    let mesh = Mesh::builder()
+        .env(
+            "risk-alert",
+            &[
+                ("MESH_POLICY_NORMAL_INTERVAL", "2s"),
+                ("MESH_POLICY_NORMAL_GRACE", "0"),
+                ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
+                ("MESH_ABSCONDING_REVOCATION_AFTER", "1000h"),
+                ("MESH_ALERT_TICK_MS", "50"),
+            ],
+        )
+        .start(&["registry", "risk-alert"])
+        .await
+        .expect("mesh");
+    let reported = Utc::now() + chrono::Duration::seconds(4);
+    let busy = register(&mesh, reported_in(96, reported)).await;
+    let other = register(&mesh, reported_in(97, reported)).await;
+    let watched = format!("SELECT count(*) FROM deadlines WHERE subject_id IN ('{busy}', '{other}')");
+    eventually("both watched", Duration::from_secs(20), async || {
+        (count(&mesh, "risk-alert", &watched).await == 6).then_some(())
+    })
+    .await;
+
+    // The consumer's first step: the supervisee's row, held across the deadline.
+    let pool = mesh.pool("risk-alert").expect("pool");
+    let mut consumer = pool.begin().await.expect("transaction");
+    sqlx::query(&format!(
+        "SELECT 1 FROM supervisees WHERE supervisee_id = '{busy}' FOR UPDATE"
+    ))
+    .execute(&mut *consumer)
+    .await
+    .expect("row locked");
+    // Both deadlines fall due (4 s + 2 s); the other person's alert is not held up.
+    open_alert(
+        &mesh,
+        &other,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+    // The consumer's second step: the supervisee's deadlines, as a rescheduling does.
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *consumer)
+        .await
+        .expect("timeout set");
+    sqlx::query(&format!("DELETE FROM deadlines WHERE subject_id = '{busy}'"))
+        .execute(&mut *consumer)
+        .await
+        .expect("the consumer's step neither deadlocks nor waits on the scheduler");
+    consumer.rollback().await.expect("rolled back");
+    // Released, the busy person's deadline fires too.
+    open_alert(
+        &mesh,
+        &busy,
+        pb::AlertKind::MissedCheckin,
+        Duration::from_secs(15),
+        |_| true,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadlocks = count(
+        &mesh,
+        "risk-alert",
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await;
+    assert_eq!(deadlocks, 0, "PostgreSQL broke a deadlock");
+}
