@@ -39,6 +39,9 @@ use crate::{
     telemetry,
 };
 
+/// The longest pause after a receive error (see `consume`).
+const RECEIVE_ERROR_PAUSE_MAX: Duration = Duration::from_millis(500);
+
 /// A record from Kafka with the mesh's event headers decoded.
 #[derive(Debug, Clone)]
 pub struct InboundEvent {
@@ -318,12 +321,16 @@ impl<H: Handler> EventConsumer<H> {
                     }
                 }
                 Err(error) => {
+                    // librdkafka reports transport trouble as errors on the queue and
+                    // reconnects by itself; it can only rejoin the group and fetch while it is
+                    // polled. A long pause per queued error (an outage queues many) kept
+                    // consumers away for minutes after the broker was back: pause briefly.
                     tracing::warn!(error = %error, group = %self.config.group_id, "kafka receive failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    backoff = (backoff * 2).min(RECEIVE_ERROR_PAUSE_MAX);
                 }
             }
         }

@@ -166,7 +166,9 @@ impl Settings {
         // The coverage reconciliation asks the registry and the handover service for their
         // truth; without their URLs it cannot run (and says so at start).
         let lag_probe = Duration::from_millis(reader.optional("MESH_LAG_PROBE_MS", 1000u64).max(50));
-        let lag_settle = Duration::from_millis(reader.optional("MESH_LAG_SETTLE_MS", 10_000u64));
+        // Longer than the outbox relay's longest pause between attempts (10 s), so after an
+        // outage every producer has retried before a probe is trusted again.
+        let lag_settle = Duration::from_millis(reader.optional("MESH_LAG_SETTLE_MS", 15_000u64));
         let max_defer = reader.seconds("MESH_LAG_MAX_DEFER_SECS", 600, 0);
         let coverage = coverage::CoverageConfig {
             registry_url: reader.maybe("MESH_REGISTRY_URL"),
