@@ -133,12 +133,12 @@ impl LagMonitor {
                 Ok(Ok((partitions, (high, mut committed)))) => {
                     rounds += 1;
                     // Asked again now and then, in case partitions were added.
-                    if !rounds.is_multiple_of(300) {
-                        known_partitions = partitions;
-                    }
-                    match applied(&self.pool, &self.group, &self.topics).await {
+                    match applied(&self.pool, &self.group, &partitions).await {
                         Ok(applied) => furthest(&mut committed, applied),
                         Err(error) => tracing::debug!(error = %error, "applied positions not read"),
+                    }
+                    if !rounds.is_multiple_of(300) {
+                        known_partitions = partitions;
                     }
                     if last_failure.is_none_or(|failed| at - failed >= settle) {
                         last_failure = None;
@@ -226,22 +226,30 @@ fn probe(client: &BaseConsumer, partitions: &[(String, i32)]) -> KafkaResult<(Of
 }
 
 /// The next offset after what the group applied or set aside, per partition, from its
-/// database.
-async fn applied(pool: &PgPool, group: &str, topics: &[String]) -> sqlx::Result<Offsets> {
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, kafka_partition, max(kafka_offset) + 1 FROM kit_inbox
-         WHERE consumer = $1 AND topic = ANY($2) GROUP BY topic, kafka_partition
-         UNION ALL
-         SELECT source_topic, source_partition, max(source_offset) + 1 FROM kit_dead_letters
-         WHERE consumer = $1 AND source_topic = ANY($2) GROUP BY source_topic, source_partition",
+/// database. One index lookup per partition and table (the newest entry of the
+/// `(consumer, topic, partition, offset)` indexes), so the cost does not grow with the
+/// inbox.
+async fn applied(pool: &PgPool, group: &str, partitions: &[(String, i32)]) -> sqlx::Result<Offsets> {
+    let (topics, numbers): (Vec<&str>, Vec<i32>) = partitions
+        .iter()
+        .map(|(topic, partition)| (topic.as_str(), *partition))
+        .unzip();
+    let rows: Vec<(String, i32, Option<i64>)> = sqlx::query_as(
+        "SELECT p.topic, p.partition, GREATEST(
+             (SELECT max(i.kafka_offset) FROM kit_inbox i
+              WHERE i.consumer = $1 AND i.topic = p.topic AND i.kafka_partition = p.partition),
+             (SELECT max(d.source_offset) FROM kit_dead_letters d
+              WHERE d.consumer = $1 AND d.source_topic = p.topic AND d.source_partition = p.partition)) + 1
+         FROM unnest($2::text[], $3::int[]) AS p (topic, partition)",
     )
     .bind(group)
-    .bind(topics)
+    .bind(&topics)
+    .bind(&numbers)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(topic, partition, next)| ((topic, partition), next))
+        .filter_map(|(topic, partition, next)| Some(((topic, partition), next?)))
         .collect())
 }
 
