@@ -6,19 +6,19 @@
 //! older version) is reported only when a later round still finds it and the source record
 //! is older than `tolerance`; a current record that is not watched is reported at once.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{
     CancellationToken,
-    auth::{Caller, Role, TokenKeys},
+    auth::{Caller, Role, TokenKeys, authorized},
     change::{Change, Changes},
     clock::SharedClock,
     error::ServiceError,
     proto_time::from_timestamp,
 };
 use mesh_proto::{
-    common::PageRequest,
+    common::{PageRequest, PageResponse},
     handover::{self as handover_pb, handover_service_client::HandoverServiceClient},
     registry::{self as registry_pb, registry_service_client::RegistryServiceClient},
 };
@@ -81,18 +81,44 @@ impl Reconciler {
             tracing::warn!("coverage reconciliation disabled: no MESH_REGISTRY_URL or MESH_HANDOVER_URL");
             return;
         }
-        let mut registry = registry.map(RegistryServiceClient::new);
-        let mut handover = handover.map(HandoverServiceClient::new);
+        let registry = registry.map(RegistryServiceClient::new);
+        let handover = handover.map(HandoverServiceClient::new);
         loop {
-            if let Some(client) = registry.as_mut()
-                && let Err(error) = self.supervisees(client).await
-            {
-                tracing::warn!(error = %error, "coverage round over the registry failed; retrying");
+            if let Some(client) = &registry {
+                let round = self
+                    .reconcile(|page, token| {
+                        let mut client = client.clone();
+                        async move {
+                            let request = registry_pb::ListUnderSupervisionRequest { page: Some(page) };
+                            let response = client.list_under_supervision(authorized(request, &token)).await?;
+                            let response = response.into_inner();
+                            let sources = response.supervisees.into_iter().filter_map(supervisee_source);
+                            Ok((sources.collect(), next_page(response.page)))
+                        }
+                    })
+                    .await;
+                if let Err(error) = round {
+                    tracing::warn!(error = %error, "coverage round over the registry failed; retrying");
+                }
             }
-            if let Some(client) = handover.as_mut()
-                && let Err(error) = self.handovers(client).await
-            {
-                tracing::warn!(error = %error, "coverage round over handovers failed; retrying");
+            if let Some(client) = &handover {
+                let round = self
+                    .reconcile(|page, token| {
+                        let mut client = client.clone();
+                        async move {
+                            let request = handover_pb::ListAwaitingReportInRequest { page: Some(page) };
+                            let response = client
+                                .list_awaiting_report_in(authorized(request, &token))
+                                .await?;
+                            let response = response.into_inner();
+                            let sources = response.handovers.into_iter().filter_map(handover_source);
+                            Ok((sources.collect(), next_page(response.page)))
+                        }
+                    })
+                    .await;
+                if let Err(error) = round {
+                    tracing::warn!(error = %error, "coverage round over handovers failed; retrying");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -101,60 +127,35 @@ impl Reconciler {
         }
     }
 
-    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+    /// A short-lived token of the reconciliation's system caller.
+    fn token(&self) -> String {
         let now = self.clock.now();
         let caller = Caller::new("risk-alert.coverage", Role::System, None, None);
-        let token = self.keys.mint(&caller, now, now + chrono::Duration::minutes(5));
-        let mut request = tonic::Request::new(message);
-        if let Ok(value) = format!("Bearer {token}").parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        request
+        self.keys.mint(&caller, now, now + chrono::Duration::minutes(5))
     }
 
-    async fn supervisees(&mut self, client: &mut RegistryServiceClient<Channel>) -> anyhow::Result<()> {
+    /// Compares a source's truth with the watch list, page after page: `fetch` gets the
+    /// page to ask for and a fresh token, and returns the page's subjects and the next
+    /// page's token (empty after the last).
+    async fn reconcile<Fut>(
+        &mut self,
+        mut fetch: impl FnMut(PageRequest, String) -> Fut,
+    ) -> anyhow::Result<()>
+    where
+        Fut: Future<Output = Result<(Vec<(Uuid, Source)>, String), tonic::Status>>,
+    {
         let mut page_token = String::new();
         loop {
-            let request = self.authorized(registry_pb::ListUnderSupervisionRequest {
-                page: Some(PageRequest {
-                    page_size: 500,
-                    page_token,
-                }),
-            });
-            let response = client.list_under_supervision(request).await?.into_inner();
-            let sources: Vec<(Uuid, Source)> = response
-                .supervisees
-                .into_iter()
-                .filter_map(supervisee_source)
-                .collect();
+            let page = PageRequest {
+                page_size: 500,
+                page_token,
+            };
+            let (sources, next) = fetch(page, self.token()).await?;
             self.compare(sources).await?;
-            page_token = response.page.map(|page| page.next_page_token).unwrap_or_default();
-            if page_token.is_empty() {
+            if next.is_empty() {
                 return Ok(());
             }
-        }
-    }
-
-    async fn handovers(&mut self, client: &mut HandoverServiceClient<Channel>) -> anyhow::Result<()> {
-        let mut page_token = String::new();
-        loop {
-            let request = self.authorized(handover_pb::ListAwaitingReportInRequest {
-                page: Some(PageRequest {
-                    page_size: 500,
-                    page_token,
-                }),
-            });
-            let response = client.list_awaiting_report_in(request).await?.into_inner();
-            let sources: Vec<(Uuid, Source)> = response
-                .handovers
-                .into_iter()
-                .filter_map(handover_source)
-                .collect();
-            self.compare(sources).await?;
-            page_token = response.page.map(|page| page.next_page_token).unwrap_or_default();
-            if page_token.is_empty() {
-                return Ok(());
-            }
+            page_token = next;
         }
     }
 
@@ -270,6 +271,11 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// The token of the page after this one (empty after the last).
+fn next_page(page: Option<PageResponse>) -> String {
+    page.map(|page| page.next_page_token).unwrap_or_default()
 }
 
 fn client(url: &str) -> Result<Channel, tonic::transport::Error> {

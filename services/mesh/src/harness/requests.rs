@@ -55,14 +55,7 @@ pub fn prison(subject: &str, prison_id: &str) -> Caller {
     }
 }
 
-/// Attaches a bearer token to a request.
-pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
+pub use mesh_kit::auth::authorized;
 
 /// The prison of the demo's and tests' release notices.
 pub const PRISON_A: &str = "zhangye-prison";
