@@ -101,7 +101,8 @@ impl Scheduler {
         Ok(fired)
     }
 
-    /// Fires one subject's deadlines due by `cutoff`; false when its row was busy.
+    /// Fires one subject's deadlines due by `cutoff`; false when its row was busy or
+    /// nothing of it was due any more (another replica fired it).
     async fn fire_subject(
         &self,
         subject: DueSubject,
@@ -125,23 +126,31 @@ impl Scheduler {
             }
         };
         let due = store::deadlines::due_of_subject(&mut change, id, cutoff).await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let subject = Firing {
+            id,
+            watched,
+            open: store::alerts::open_for_subject(&mut change, &id.to_string()).await?,
+        };
         for row in &due {
-            self.fire(&mut change, id, row, watched.as_ref(), now).await?;
+            self.fire(&mut change, &subject, row, now).await?;
         }
         // Commit wakes the relay when an alert was raised.
         change.commit().await?;
-        Ok(!due.is_empty())
+        Ok(true)
     }
 
     /// Raises one missed deadline's alert and moves the deadline on.
     async fn fire(
         &self,
         change: &mut mesh_kit::change::Change,
-        id: Uuid,
+        subject: &Firing,
         row: &Scheduled,
-        watched: Option<&Watched>,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
+        let id = subject.id;
         let track = row.deadline.track;
         let deadline = DueDeadline {
             subject_id: id,
@@ -150,7 +159,7 @@ impl Scheduler {
             grace_seconds: i64::try_from(row.deadline.grace.as_secs()).unwrap_or(i64::MAX),
             since_at: row.deadline.since,
         };
-        let (draft, level) = match watched {
+        let (draft, level) = match &subject.watched {
             Some(Watched::Supervisee(watch)) => {
                 (self.composer.supervisee_alert(&deadline, watch, now), watch.level)
             }
@@ -165,8 +174,7 @@ impl Scheduler {
         // Each missed deadline starts a trace of its own, which the alert event and its
         // notifications carry on.
         let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %id);
-        let open = store::alerts::open_for_subject(change, &id.to_string()).await?;
-        if let Some(draft) = draft.filter(|_| !schedule::still_alerted(track, &open)) {
+        if let Some(draft) = draft.filter(|_| !schedule::still_alerted(track, &subject.open)) {
             self.lifecycle.raise(change, draft, now).instrument(span).await?;
         }
         let next = schedule::after_firing(&self.composer.policy, level, row, now, self.composer.tz);
@@ -174,7 +182,15 @@ impl Scheduler {
     }
 }
 
-/// The locked subject a deadline belongs to.
+/// A subject whose deadlines are being fired, under its row lock: what is known of it and
+/// its open alerts (read once for all its due deadlines).
+struct Firing {
+    id: Uuid,
+    watched: Option<Watched>,
+    open: Vec<crate::domain::alert::Alert>,
+}
+
+/// What is known of the subject a deadline belongs to.
 enum Watched {
     Supervisee(crate::domain::watch::SuperviseeWatch),
     Handover(crate::domain::watch::HandoverWatch),
