@@ -275,7 +275,8 @@ pub fn transferred(existing: Option<&SuperviseeWatch>, to: &Jurisdiction) -> boo
     })
 }
 
-/// The start, in the office's time zone, of the day a term begins.
+/// The start of a local day (a term's first day, an expected release day) in the office's
+/// time zone.
 pub fn start_of(day: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
     day.and_time(NaiveTime::MIN)
         .and_local_timezone(tz)
@@ -343,12 +344,7 @@ pub fn handover_deadlines(policy: &HandoverPolicy, tz: Tz, watch: &HandoverWatch
         return Vec::new();
     }
     // Without a confirmed release the period runs from the start of the expected day.
-    let expected_release = watch
-        .expected_release_date
-        .and_time(NaiveTime::MIN)
-        .and_local_timezone(tz)
-        .earliest()
-        .map(|local| local.with_timezone(&Utc));
+    let expected_release = start_of(watch.expected_release_date, tz);
     let Some(release) = watch.actual_release_time.or(expected_release) else {
         return Vec::new();
     };
