@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use mesh::harness::Infra;
+use mesh::harness::{Infra, MeshBuilder};
 use mesh_kit::{auth::Caller, national_id::synthesize, proto_time::to_date};
 use mesh_proto::registry as pb;
 
@@ -164,4 +164,28 @@ pub async fn dump(mesh: &Mesh, service: &str) -> (Vec<String>, String) {
         dump.push_str(&rows.join("\n"));
     }
     (tables, dump)
+}
+
+/// Risk-alert with second-scale policies: every level must check in every 4 s with 1 s of
+/// grace; lost-contact thresholds stay far away so only missed check-ins fire; webhooks may
+/// be plain http.
+pub const FAST_POLICY: &[(&str, &str)] = &[
+    ("MESH_POLICY_STRICT_INTERVAL", "4s"),
+    ("MESH_POLICY_STRICT_GRACE", "1s"),
+    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
+    ("MESH_POLICY_NORMAL_INTERVAL", "4s"),
+    ("MESH_POLICY_NORMAL_GRACE", "1s"),
+    ("MESH_POLICY_LENIENT_INTERVAL", "4s"),
+    ("MESH_POLICY_LENIENT_GRACE", "1s"),
+    ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
+    ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
+    ("MESH_ALERT_TICK_MS", "100"),
+    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
+];
+
+/// A mesh whose risk-alert runs [`FAST_POLICY`] and then `extra`.
+pub fn fast_risk_alert(extra: &[(&'static str, &'static str)]) -> MeshBuilder {
+    let mut env = FAST_POLICY.to_vec();
+    env.extend_from_slice(extra);
+    Mesh::builder().env("risk-alert", &env)
 }

@@ -11,36 +11,23 @@ use mesh::{
     receiver::{Received, Receiver},
 };
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, eventually, home_jurisdiction, home_officer,
-    jurisdiction, officer, register, reported_in, township_office,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, eventually, fast_risk_alert,
+    home_jurisdiction, home_officer, jurisdiction, officer, register, reported_in, township_office,
 };
 use mesh_kit::auth::Caller;
 use mesh_proto::{alert as pb, json::alert::alert_subject::Id as JsonSubjectId, registry as registry_pb};
 use prost::Message;
 use tonic::Code;
 
-/// Every level must check in every 4 s with 1 s of grace; lost-contact thresholds stay far
-/// away so only missed check-ins fire; retries are quick.
-const FAST_POLICY: &[(&str, &str)] = &[
-    ("MESH_POLICY_STRICT_INTERVAL", "4s"),
-    ("MESH_POLICY_STRICT_GRACE", "1s"),
-    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
-    ("MESH_POLICY_NORMAL_INTERVAL", "4s"),
-    ("MESH_POLICY_NORMAL_GRACE", "1s"),
-    ("MESH_POLICY_LENIENT_INTERVAL", "4s"),
-    ("MESH_POLICY_LENIENT_GRACE", "1s"),
-    ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
-    ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
-    ("MESH_ALERT_TICK_MS", "100"),
-    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
-    ("MESH_WEBHOOK_RETRY_BASE_MS", "200"),
-    ("MESH_WEBHOOK_RETRY_MAX_SECS", "1"),
-];
-
+/// A mesh whose risk-alert runs the shared fast policy with quick webhook retries, and then
+/// `extra`.
 fn fast(extra: &[(&'static str, &'static str)]) -> MeshBuilder {
-    let mut env = FAST_POLICY.to_vec();
+    let mut env = vec![
+        ("MESH_WEBHOOK_RETRY_BASE_MS", "200"),
+        ("MESH_WEBHOOK_RETRY_MAX_SECS", "1"),
+    ];
     env.extend_from_slice(extra);
-    Mesh::builder().env("risk-alert", &env)
+    fast_risk_alert(&env)
 }
 
 const OTHER_TOWNSHIP: &str = "620702002";

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use mesh::harness::{MeshBuilder, check_in, new_checkin, record_checkin};
 use mesh_e2e::{
-    Mesh, authorized, eventually, home_jurisdiction, home_officer, officer, register, reported_in,
+    Mesh, authorized, eventually, fast_risk_alert, home_jurisdiction, home_officer, officer, register,
+    reported_in,
 };
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
@@ -14,27 +15,13 @@ use mesh_proto::{
 use prost::Message;
 use tonic::{Code, transport::Channel};
 
-/// Every level must check in every 4 s with 1 s of grace; lost-contact thresholds stay far
-/// away so only missed check-ins fire.
-const FAST_POLICY: &[(&str, &str)] = &[
-    ("MESH_POLICY_STRICT_INTERVAL", "4s"),
-    ("MESH_POLICY_STRICT_GRACE", "1s"),
-    ("MESH_POLICY_STRICT_IN_PERSON_INTERVAL", "off"),
-    ("MESH_POLICY_NORMAL_INTERVAL", "4s"),
-    ("MESH_POLICY_NORMAL_GRACE", "1s"),
-    ("MESH_POLICY_LENIENT_INTERVAL", "4s"),
-    ("MESH_POLICY_LENIENT_GRACE", "1s"),
-    ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
-    ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
-    ("MESH_ALERT_TICK_MS", "100"),
-    ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
-    ("MESH_WEBHOOK_RETRY_BASE_MS", "300"),
-    ("MESH_WEBHOOK_RETRY_MAX_SECS", "2"),
-];
-
-/// A mesh whose risk-alert runs [`FAST_POLICY`].
+/// A mesh whose risk-alert runs the shared fast policy, with webhook retries a few hundred
+/// milliseconds apart.
 fn fast() -> MeshBuilder {
-    Mesh::builder().env("risk-alert", FAST_POLICY)
+    fast_risk_alert(&[
+        ("MESH_WEBHOOK_RETRY_BASE_MS", "300"),
+        ("MESH_WEBHOOK_RETRY_MAX_SECS", "2"),
+    ])
 }
 
 /// Registers person `n` as already reported in (active), returning the supervisee id.

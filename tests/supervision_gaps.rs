@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, Utc};
 use mesh_e2e::{
-    HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, eventually, home_jurisdiction,
-    home_officer, jurisdiction, notice, prison, register, registration, report_in_request, reported_in,
-    submit_notice, today, township_office, whole_seconds_ago,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, count, eventually, home_officer,
+    jurisdiction, notice, prison, register, registration, report_in_request, reported_in, submit_notice,
+    today, township_office, whole_seconds_ago,
 };
 use mesh_kit::proto_time::{from_timestamp, to_date, to_timestamp};
 use mesh_proto::{alert as pb, handover as handover_pb, registry as registry_pb};
@@ -36,15 +36,16 @@ async fn start(services: &[&str]) -> Mesh {
         .expect("mesh")
 }
 
-async fn alerts_about(mesh: &Mesh, subject_id: &str) -> Vec<pb::Alert> {
+/// The alerts about `subject_id` a township office sees in its township.
+async fn alerts_in(mesh: &Mesh, township: &str, subject_id: &str) -> Vec<pb::Alert> {
     mesh.risk_alert()
         .list_alerts(authorized(
             pb::ListAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
+                jurisdiction: Some(jurisdiction(township, HOME_COUNTY)),
                 subject_id: subject_id.to_owned(),
                 ..Default::default()
             },
-            &mesh.token(&home_officer()),
+            &mesh.token(&township_office(township)),
         ))
         .await
         .expect("alerts")
@@ -52,21 +53,40 @@ async fn alerts_about(mesh: &Mesh, subject_id: &str) -> Vec<pb::Alert> {
         .alerts
 }
 
-/// Waits for an open alert of `kind` about `subject_id` that `also` accepts.
+async fn alerts_about(mesh: &Mesh, subject_id: &str) -> Vec<pb::Alert> {
+    alerts_in(mesh, HOME_TOWNSHIP, subject_id).await
+}
+
+/// Waits (up to 15 s) for an open alert of `kind` about `subject_id` in `township` that
+/// `also` accepts.
+async fn open_alert_in(
+    mesh: &Mesh,
+    township: &str,
+    subject_id: &str,
+    kind: pb::AlertKind,
+    also: impl Fn(&pb::Alert) -> bool,
+) -> pb::Alert {
+    eventually(
+        &format!("an open {kind:?} alert"),
+        Duration::from_secs(15),
+        async || {
+            alerts_in(mesh, township, subject_id)
+                .await
+                .into_iter()
+                .find(|a| a.kind() == kind && a.status() == pb::AlertStatus::Open && also(a))
+        },
+    )
+    .await
+}
+
+/// [`open_alert_in`] the home township.
 async fn open_alert(
     mesh: &Mesh,
     subject_id: &str,
     kind: pb::AlertKind,
-    timeout: Duration,
     also: impl Fn(&pb::Alert) -> bool,
 ) -> pb::Alert {
-    eventually(&format!("an open {kind:?} alert"), timeout, async || {
-        alerts_about(mesh, subject_id)
-            .await
-            .into_iter()
-            .find(|a| a.kind() == kind && a.status() == pb::AlertStatus::Open && also(a))
-    })
-    .await
+    open_alert_in(mesh, HOME_TOWNSHIP, subject_id, kind, also).await
 }
 
 async fn change_status(mesh: &Mesh, id: &str, status: registry_pb::SuperviseeStatus) {
@@ -92,14 +112,7 @@ fn time(timestamp: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
 async fn a_reactivated_supervision_is_watched_again_counting_from_the_reactivation() {
     let mesh = start(&["registry", "risk-alert"]).await;
     let id = register(&mesh, reported_in(91, Utc::now())).await;
-    let first = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    let first = open_alert(&mesh, &id, pb::AlertKind::MissedCheckin, |_| true).await;
 
     // Suspended past the ten-day threshold (8 s here), then active again.
     change_status(&mesh, &id, registry_pb::SuperviseeStatus::Suspended).await;
@@ -116,13 +129,9 @@ async fn a_reactivated_supervision_is_watched_again_counting_from_the_reactivati
     change_status(&mesh, &id, registry_pb::SuperviseeStatus::Active).await;
 
     // The new episode has its own missed check-in, counted from the reactivation …
-    let second = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |a| a.alert_id != first.alert_id,
-    )
+    let second = open_alert(&mesh, &id, pb::AlertKind::MissedCheckin, |a| {
+        a.alert_id != first.alert_id
+    })
     .await;
     let since = time(&second.evidence.as_ref().expect("evidence").last_contact_at);
     assert!(
@@ -138,14 +147,7 @@ async fn a_reactivated_supervision_is_watched_again_counting_from_the_reactivati
         .filter(|a| a.kind() == pb::AlertKind::AbscondingTenDays)
         .collect();
     assert!(absconding.is_empty(), "{absconding:?}");
-    let warning = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::AbscondingTenDays,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    let warning = open_alert(&mesh, &id, pb::AlertKind::AbscondingTenDays, |_| true).await;
     assert!(time(&warning.deadline) >= reactivated_at + chrono::Duration::seconds(6));
 }
 
@@ -153,14 +155,7 @@ async fn a_reactivated_supervision_is_watched_again_counting_from_the_reactivati
 async fn a_missed_checkin_resolved_by_hand_is_followed_by_the_next_period() {
     let mesh = start(&["registry", "risk-alert"]).await;
     let id = register(&mesh, reported_in(92, Utc::now())).await;
-    let first = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    let first = open_alert(&mesh, &id, pb::AlertKind::MissedCheckin, |_| true).await;
     mesh.risk_alert()
         .resolve_alert(authorized(
             pb::ResolveAlertRequest {
@@ -173,13 +168,9 @@ async fn a_missed_checkin_resolved_by_hand_is_followed_by_the_next_period() {
         .expect("resolved");
 
     // No check-in follows: the next period is missed too, and alerted.
-    let next = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |a| a.alert_id != first.alert_id,
-    )
+    let next = open_alert(&mesh, &id, pb::AlertKind::MissedCheckin, |a| {
+        a.alert_id != first.alert_id
+    })
     .await;
     assert!(time(&next.deadline) > time(&first.deadline));
     assert_eq!(
@@ -281,14 +272,7 @@ async fn an_amended_destination_restarts_the_acknowledgement_watch_at_the_new_to
     let mut request = notice(94);
     request.expected_release_date = Some(to_date(today() + Days::new(20)));
     let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
-    let old = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::HandoverNotAcknowledged,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    let old = open_alert(&mesh, &id, pb::AlertKind::HandoverNotAcknowledged, |_| true).await;
 
     let new_township = jurisdiction("620702002", "620702");
     let amended_at = Utc::now();
@@ -297,7 +281,7 @@ async fn an_amended_destination_restarts_the_acknowledgement_watch_at_the_new_to
             handover_pb::AmendReleaseNoticeRequest {
                 handover_id: id.clone(),
                 new_expected_release_date: None,
-                new_destination: Some(new_township.clone()),
+                new_destination: Some(new_township),
                 reason: "家属变更居住地".into(),
             },
             &prison_token,
@@ -313,33 +297,13 @@ async fn an_amended_destination_restarts_the_acknowledgement_watch_at_the_new_to
         .await;
     assert!(told.iter().any(|r| r.event_type == "alert.resolved"));
     // The new township gets its own acknowledgement deadline, counted from the amendment.
-    let alerts_of_new = |mesh: &Mesh| {
-        let token = mesh.token(&township_office("620702002"));
-        let mut client = mesh.risk_alert();
-        let id = id.clone();
-        let new_township = new_township.clone();
-        async move {
-            client
-                .list_alerts(authorized(
-                    pb::ListAlertsRequest {
-                        jurisdiction: Some(new_township),
-                        subject_id: id,
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-                .expect("alerts")
-                .into_inner()
-                .alerts
-        }
-    };
-    let new = eventually("the new township's alert", Duration::from_secs(15), async || {
-        alerts_of_new(&mesh)
-            .await
-            .into_iter()
-            .find(|a| a.kind() == pb::AlertKind::HandoverNotAcknowledged && a.alert_id != old.alert_id)
-    })
+    let new = open_alert_in(
+        &mesh,
+        "620702002",
+        &id,
+        pb::AlertKind::HandoverNotAcknowledged,
+        |a| a.alert_id != old.alert_id,
+    )
     .await;
     assert!(
         time(&new.evidence.as_ref().expect("evidence").last_contact_at)
@@ -371,14 +335,7 @@ async fn a_person_registered_pending_report_in_who_does_not_report_in_is_alerted
     pending.term_start = Some(to_date(today()));
     let id = register(&mesh, pending).await;
     // The term began at midnight: the 2 s period is long over.
-    let overdue = open_alert(
-        &mesh,
-        &id,
-        pb::AlertKind::ReportInOverdue,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    let overdue = open_alert(&mesh, &id, pb::AlertKind::ReportInOverdue, |_| true).await;
     assert_eq!(
         overdue.rule.as_ref().map(|r| r.rule_id.as_str()),
         Some("supervisee.report_in_overdue")
@@ -449,14 +406,7 @@ async fn a_checkin_applied_as_its_deadline_fires_neither_deadlocks_nor_holds_up_
     .await
     .expect("row locked");
     // Both deadlines fall due (4 s + 2 s); the other person's alert is not held up.
-    open_alert(
-        &mesh,
-        &other,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    open_alert(&mesh, &other, pb::AlertKind::MissedCheckin, |_| true).await;
     // The consumer's second step: the supervisee's deadlines, as a rescheduling does.
     sqlx::query("SET LOCAL lock_timeout = '5s'")
         .execute(&mut *consumer)
@@ -468,14 +418,7 @@ async fn a_checkin_applied_as_its_deadline_fires_neither_deadlocks_nor_holds_up_
         .expect("the consumer's step neither deadlocks nor waits on the scheduler");
     consumer.rollback().await.expect("rolled back");
     // Released, the busy person's deadline fires too.
-    open_alert(
-        &mesh,
-        &busy,
-        pb::AlertKind::MissedCheckin,
-        Duration::from_secs(15),
-        |_| true,
-    )
-    .await;
+    open_alert(&mesh, &busy, pb::AlertKind::MissedCheckin, |_| true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let deadlocks = count(
         &mesh,
