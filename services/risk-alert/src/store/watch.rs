@@ -84,13 +84,40 @@ pub enum Locked<T> {
     Missing,
 }
 
-async fn exists(conn: &mut PgConnection, table_and_key: &str, id: Uuid) -> Result<bool, ServiceError> {
-    Ok(
-        sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table_and_key} = $1)"))
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
+/// Locks the row of `table` whose `key` is `id` without waiting, reading `columns`.
+/// Callers pass fixed table, key and column names, never input.
+async fn try_lock<R>(
+    conn: &mut PgConnection,
+    (table, key, columns): (&str, &str, &str),
+    id: Uuid,
+) -> Result<Locked<R>, ServiceError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let row: Option<R> = sqlx::query_as(&format!(
+        "SELECT {columns} FROM {table} WHERE {key} = $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Locked::Held(row));
+    }
+    let exists: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = $1)"))
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(if exists { Locked::Busy } else { Locked::Missing })
+}
+
+impl<R> Locked<R> {
+    fn map<T>(self, into: impl FnOnce(R) -> T) -> Locked<T> {
+        match self {
+            Locked::Held(row) => Locked::Held(into(row)),
+            Locked::Busy => Locked::Busy,
+            Locked::Missing => Locked::Missing,
+        }
+    }
 }
 
 /// A supervisee locked without waiting (the scheduler never queues behind the consumer).
@@ -98,17 +125,9 @@ pub async fn try_lock_supervisee(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Locked<SuperviseeWatch>, ServiceError> {
-    let row: Option<SuperviseeRow> = sqlx::query_as(&format!(
-        "SELECT {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(row) => Locked::Held(row.into()),
-        None if exists(conn, "supervisees WHERE supervisee_id", id).await? => Locked::Busy,
-        None => Locked::Missing,
-    })
+    let locked =
+        try_lock::<SuperviseeRow>(conn, ("supervisees", "supervisee_id", SUPERVISEE_COLUMNS), id).await?;
+    Ok(locked.map(SuperviseeWatch::from))
 }
 
 /// A handover locked without waiting.
@@ -116,17 +135,8 @@ pub async fn try_lock_handover(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Locked<HandoverWatch>, ServiceError> {
-    let row: Option<HandoverRow> = sqlx::query_as(&format!(
-        "SELECT {HANDOVER_COLUMNS} FROM handovers WHERE handover_id = $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(row) => Locked::Held(row.into()),
-        None if exists(conn, "handovers WHERE handover_id", id).await? => Locked::Busy,
-        None => Locked::Missing,
-    })
+    let locked = try_lock::<HandoverRow>(conn, ("handovers", "handover_id", HANDOVER_COLUMNS), id).await?;
+    Ok(locked.map(HandoverWatch::from))
 }
 
 /// Applies a registry snapshot and the episode it leaves. A known last contact is kept;
