@@ -3,8 +3,9 @@
 //! each with what this service watches (`domain::coverage`), and for every gap raises a
 //! coverage-gap alert to the person's township and county and restores the watch in the
 //! same transaction. A gap that may be events still in flight (an unknown subject, an
-//! older version) is reported only when a later round still finds it and the source record
-//! is older than `tolerance`; a current record that is not watched is reported at once.
+//! older version) is reported only when a later round still finds it and the consumer's
+//! progress (kit `lag`) has passed the source record by `tolerance`, so a broker outage or a
+//! backlog is not taken for a gap; a current record that is not watched is reported at once.
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
@@ -15,6 +16,7 @@ use mesh_kit::{
     change::{Change, Changes},
     clock::SharedClock,
     error::ServiceError,
+    lag::{self, CaughtUp},
     proto_time::from_timestamp,
 };
 use mesh_proto::{
@@ -59,6 +61,10 @@ pub struct Reconciler {
     pub keys: TokenKeys,
     /// Gaps that may be lag, with when they were first seen.
     pub suspects: HashMap<Uuid, DateTime<Utc>>,
+    /// The projection consumer's progress (`None`: judged by the wall clock).
+    pub caught_up: Option<CaughtUp>,
+    /// How long the consumer's progress is waited for at most (as the scheduler does).
+    pub max_defer: Duration,
 }
 
 /// One subject as its source service holds it.
@@ -208,12 +214,21 @@ impl Reconciler {
         }
     }
 
-    /// Whether a possible-lag gap has lasted: seen in an earlier round, and the source
-    /// record older than the tolerance.
+    /// Whether a possible-lag gap has lasted (`coverage::lag_gap_persists`).
     fn persists(&mut self, id: Uuid, source: &Source, now: DateTime<Utc>) -> bool {
         let first_seen = *self.suspects.entry(id).or_insert(now);
         let tolerance = chrono::Duration::from_std(self.config.tolerance).unwrap_or_default();
-        first_seen < now && now - source.truth.updated_at >= tolerance
+        let applied_through = match &self.caught_up {
+            Some(caught_up) => lag::firing_cutoff(now, *caught_up.borrow(), self.max_defer),
+            None => now,
+        };
+        coverage::lag_gap_persists(
+            first_seen,
+            now,
+            applied_through,
+            source.truth.updated_at,
+            tolerance,
+        )
     }
 
     /// Under the subject's lock: checks the gap again, raises the coverage-gap alert (unless

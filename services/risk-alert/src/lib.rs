@@ -232,37 +232,6 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         clock: clock.clone(),
         lifecycle: lifecycle.clone(),
     };
-    let reconciler = coverage::Reconciler {
-        config: settings.coverage.clone(),
-        changes: host.changes(),
-        projection: projection::Projection {
-            watchlist,
-            clock: clock.clone(),
-            lifecycle: lifecycle.clone(),
-        },
-        watchlist,
-        lifecycle: lifecycle.clone(),
-        clock: clock.clone(),
-        keys: TokenKeys::new(&settings.common.jwt_secret),
-        suspects: Default::default(),
-    };
-    host.spawn("coverage reconciliation", move |shutdown| {
-        reconciler.run(shutdown)
-    });
-    host.consume(
-        projection,
-        &[
-            topics.registry.as_str(),
-            topics.checkin.as_str(),
-            topics.handover.as_str(),
-        ],
-    )?;
-    // Apart, so a stalled projection cannot hold up the alert that says it is stalled.
-    let operations = operations::Operations {
-        clock: clock.clone(),
-        lifecycle: lifecycle.clone(),
-    };
-    host.consume_apart("ops", operations, &[topics.ops.as_str()])?;
     let consumed = [
         topics.registry.as_str(),
         topics.checkin.as_str(),
@@ -277,6 +246,32 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     )?;
     let caught_up = monitor.caught_up();
     host.spawn("consumer lag", move |shutdown| monitor.run(shutdown));
+    let reconciler = coverage::Reconciler {
+        config: settings.coverage.clone(),
+        changes: host.changes(),
+        projection: projection::Projection {
+            watchlist,
+            clock: clock.clone(),
+            lifecycle: lifecycle.clone(),
+        },
+        watchlist,
+        lifecycle: lifecycle.clone(),
+        clock: clock.clone(),
+        keys: TokenKeys::new(&settings.common.jwt_secret),
+        suspects: Default::default(),
+        caught_up: Some(caught_up.clone()),
+        max_defer: settings.max_defer,
+    };
+    host.spawn("coverage reconciliation", move |shutdown| {
+        reconciler.run(shutdown)
+    });
+    host.consume(projection, &consumed)?;
+    // Apart, so a stalled projection cannot hold up the alert that says it is stalled.
+    let operations = operations::Operations {
+        clock: clock.clone(),
+        lifecycle: lifecycle.clone(),
+    };
+    host.consume_apart("ops", operations, &[topics.ops.as_str()])?;
     let scheduler = scheduler::Scheduler {
         changes: host.changes(),
         composer,

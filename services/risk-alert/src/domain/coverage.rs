@@ -79,6 +79,22 @@ impl Policy {
     }
 }
 
+/// Whether a gap that may be lag has lasted long enough to be reported: it was seen in an
+/// earlier round (`first_seen` before `now`), and the consumer's progress (`applied_through`:
+/// the instant before which it has applied every event, see kit `lag`) has passed the
+/// source record's `updated_at` by `tolerance` — the record's event had time to be
+/// published and applied. Measured against the consumer's progress, not the wall clock, a
+/// broker outage or a backlog is never mistaken for a gap.
+pub fn lag_gap_persists(
+    first_seen: DateTime<Utc>,
+    now: DateTime<Utc>,
+    applied_through: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    tolerance: chrono::Duration,
+) -> bool {
+    first_seen < now && applied_through - updated_at >= tolerance
+}
+
 fn missing(required: &[Track], stored: &[Track]) -> Option<Gap> {
     let missing: Vec<Track> = required
         .iter()
@@ -228,6 +244,21 @@ mod tests {
         let not_watched = supervisee_gap(&policy, Level::Normal, 1, Some(&suspended), &[]).expect("gap");
         assert_eq!(not_watched, Gap::NotWatched);
         assert!(!not_watched.may_be_lag());
+    }
+
+    #[test]
+    fn a_possible_lag_gap_is_reported_only_once_the_consumer_has_passed_the_record() {
+        let updated = utc("2026-11-30T02:00:00Z");
+        let tolerance = chrono::Duration::seconds(30);
+        let first_seen = utc("2026-11-30T02:00:40Z");
+        let now = utc("2026-11-30T02:01:00Z");
+        // The consumer is past the record by the tolerance: the event should have been applied.
+        assert!(lag_gap_persists(first_seen, now, now, updated, tolerance));
+        // A broker outage: the wall clock moved on, the consumer's progress did not.
+        let stuck = utc("2026-11-30T02:00:10Z");
+        assert!(!lag_gap_persists(first_seen, now, stuck, updated, tolerance));
+        // Seen for the first time in this round: wait for the next.
+        assert!(!lag_gap_persists(now, now, now, updated, tolerance));
     }
 
     #[test]
