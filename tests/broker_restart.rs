@@ -1,4 +1,5 @@
-//! The event backbone heals itself: after the broker is killed (SIGKILL) and started again
+//! The event backbone heals itself: a service whose Kafka client is stuck rebuilds it and
+//! says it is not ready meanwhile; after the broker is killed (SIGKILL) and started again
 //! on the same storage, every service consumes again without being restarted, and the
 //! outage raises no alert — neither a deadline nor a coverage gap (a person registered
 //! while the broker is down is events in flight, not a person lost).
@@ -13,6 +14,9 @@ use mesh_e2e::{
 };
 use mesh_kit::proto_time::to_date;
 use mesh_proto::alert as pb;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Nothing falls due during the test: any alert would be a false one.
 const QUIET: &[(&str, &str)] = &[
@@ -124,4 +128,58 @@ async fn every_service_consumes_again_after_a_broker_crash_without_being_restart
     drop(mesh);
     broker.kill().await.expect("broker stopped");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_service_with_a_stuck_consumer_rebuilds_it_and_is_not_ready_meanwhile() {
+    let mesh = Mesh::builder()
+        .env(
+            "checkin",
+            &[
+                // Its consumer's first client stops fetching after one record.
+                ("MESH_FAULT_STICK_CONSUMER_AFTER", "1"),
+                ("MESH_CONSUMER_WATCHDOG_SECS", "1"),
+            ],
+        )
+        .start(&["registry", "checkin"])
+        .await
+        .expect("mesh");
+    let known = |id: &str| format!("SELECT count(*) FROM supervisees WHERE id = '{id}'");
+    let first = register(&mesh, reported_in(311, Utc::now())).await;
+    consumed(&mesh, "checkin", &known(&first)).await;
+
+    // Every status the health service reports from now on.
+    let mut health = HealthClient::new(mesh.channel("checkin", 0))
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let statuses = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(update)) = health.message().await {
+            seen.push(update.status());
+            if seen.ends_with(&[ServingStatus::NotServing, ServingStatus::Serving]) {
+                break;
+            }
+        }
+        seen
+    });
+
+    let second = register(&mesh, reported_in(312, Utc::now())).await;
+    consumed(&mesh, "checkin", &known(&second)).await;
+    let seen = tokio::time::timeout(Duration::from_secs(30), statuses)
+        .await
+        .expect("ready again")
+        .expect("health watch");
+    assert_eq!(
+        seen.first(),
+        Some(&ServingStatus::Serving),
+        "ready before: {seen:?}"
+    );
+    assert!(
+        seen.ends_with(&[ServingStatus::NotServing, ServingStatus::Serving]),
+        "not ready while stuck, ready once rebuilt: {seen:?}"
+    );
 }

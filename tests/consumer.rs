@@ -1,21 +1,25 @@
 //! The kit's at-least-once consumer against real Kafka and PostgreSQL: poison records and
 //! records the database refuses (a constraint violation) are set aside in the service's
 //! `kit_dead_letters` with an `ops.dead_lettered` event and the consumer keeps going;
-//! redelivered events apply once; infrastructure errors are retried, never skipped.
+//! redelivered events apply once; infrastructure errors are retried, never skipped; a Kafka
+//! client stuck on purpose is found by the watchdog and rebuilt, the service reporting
+//! itself not ready meanwhile, and nothing is skipped or applied twice.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use mesh::harness::{Mesh, publish_record};
+use mesh_e2e::eventually;
 use mesh_kit::{
     CancellationToken,
     consumer::{ConsumerConfig, EventConsumer, HandleError, Handler, InboundEvent},
     kafka::headers,
+    readiness::Readiness,
 };
 use sqlx::PgConnection;
 
@@ -72,15 +76,7 @@ fn topic(mesh: &Mesh) -> &str {
 async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
     // One partition: the dead letters' source offsets count every record sent.
     let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
-    mesh.database("consumer").await.expect("database");
-    let pool = mesh.pool("consumer").expect("pool");
-    mesh_kit::db::migrate(&pool, &mesh_kit::db::KIT_MIGRATOR)
-        .await
-        .expect("kit tables");
-    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL CHECK (value >= 0))")
-        .execute(&pool)
-        .await
-        .expect("table");
+    let pool = consumer_database(&mut mesh).await;
     let topic = topic(&mesh).to_owned();
 
     let first_id = uuid::Uuid::now_v7().to_string();
@@ -186,6 +182,100 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
         1,
         "only the new event reached the handler"
     );
+    shutdown.cancel();
+    running.await.expect("consumer stops");
+}
+
+/// A database with the kit's tables and the handler's `applied` table, for one test.
+async fn consumer_database(mesh: &mut Mesh) -> sqlx::PgPool {
+    mesh.database("consumer").await.expect("database");
+    let pool = mesh.pool("consumer").expect("pool");
+    mesh_kit::db::migrate(&pool, &mesh_kit::db::KIT_MIGRATOR)
+        .await
+        .expect("kit tables");
+    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL CHECK (value >= 0))")
+        .execute(&pool)
+        .await
+        .expect("table");
+    pool
+}
+
+#[tokio::test]
+async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
+    let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
+    let pool = consumer_database(&mut mesh).await;
+    let topic = topic(&mesh).to_owned();
+    let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
+    let config = ConsumerConfig {
+        ops_topic: mesh.topics.ops.clone(),
+        watchdog_window: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(6),
+        // The first client stops fetching after one record, as a client stuck after a
+        // broker crash does.
+        stick_after: Some(1),
+        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
+    };
+    let readiness = Readiness::default();
+    let consumer = EventConsumer::new(
+        pool.clone(),
+        RecordingHandler {
+            attempts: Arc::new(AtomicUsize::new(0)),
+            flaky: 0,
+        },
+        config,
+    )
+    .expect("consumer")
+    .reporting_to(readiness.clone());
+    let rebuilds = consumer.rebuilds();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    // Whether the service ever reported itself not ready.
+    let seen_not_ready = Arc::new(AtomicBool::new(false));
+    let mut changes = readiness.watch();
+    let seen = seen_not_ready.clone();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            if !changes.borrow_and_update().is_empty() {
+                seen.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    let applied = async || -> Vec<i32> {
+        sqlx::query_scalar("SELECT value FROM applied ORDER BY value")
+            .fetch_all(&pool)
+            .await
+            .expect("rows")
+    };
+
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:1").await;
+    eventually("the first record", Duration::from_secs(30), async || {
+        (applied().await == [1]).then_some(())
+    })
+    .await;
+    // The client is stuck now; these wait for it.
+    for n in 2..=4 {
+        send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), &format!("ok:{n}")).await;
+    }
+    eventually(
+        "the records behind the stuck client",
+        Duration::from_secs(30),
+        async || (applied().await.len() >= 4).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        applied().await,
+        vec![1, 2, 3, 4],
+        "nothing skipped, nothing applied twice"
+    );
+    assert!(rebuilds.load(Ordering::SeqCst) >= 1, "the client was rebuilt");
+    assert!(
+        seen_not_ready.load(Ordering::SeqCst),
+        "readiness reported the stall"
+    );
+    eventually("ready again", Duration::from_secs(10), async || {
+        readiness.is_ready().then_some(())
+    })
+    .await;
     shutdown.cancel();
     running.await.expect("consumer stops");
 }

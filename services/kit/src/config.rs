@@ -237,6 +237,12 @@ pub struct CommonSettings {
     /// How long one record may keep failing before its consumer reports itself stalled
     /// (`MESH_CONSUMER_STALL_AFTER_SECS`, default 300).
     pub consumer_stall_after: Duration,
+    /// How long a consumer's Kafka client may deliver nothing while records wait before it
+    /// is rebuilt (`MESH_CONSUMER_WATCHDOG_SECS`, default 10).
+    pub consumer_watchdog_window: Duration,
+    /// Fault injection for tests and drills (`MESH_FAULT_STICK_CONSUMER_AFTER`, default 0:
+    /// off): each consumer's first Kafka client stops fetching after this many records.
+    pub fault_stick_consumer_after: Option<u64>,
 }
 
 impl CommonSettings {
@@ -266,6 +272,8 @@ impl CommonSettings {
         let topics = crate::kafka::Topics::read(reader);
         let consumer_group = reader.optional("MESH_CONSUMER_GROUP", service.to_owned());
         let consumer_stall_after = reader.seconds("MESH_CONSUMER_STALL_AFTER_SECS", 300, 1);
+        let consumer_watchdog_window = reader.seconds("MESH_CONSUMER_WATCHDOG_SECS", 10, 1);
+        let stick_after: u64 = reader.optional("MESH_FAULT_STICK_CONSUMER_AFTER", 0);
         Some(Self {
             grpc_addr,
             database_url: database_url?,
@@ -279,6 +287,8 @@ impl CommonSettings {
             topics,
             consumer_group,
             consumer_stall_after,
+            consumer_watchdog_window,
+            fault_stick_consumer_after: (stick_after > 0).then_some(stick_after),
         })
     }
 }

@@ -7,19 +7,23 @@
 //! backoff and never skips a record; a record failing for longer than the stall cap writes
 //! one `ops.consumer_stalled` event, and `ops.consumer_recovered` when it applies at last.
 //! Beside the live records, a replay worker applies the dead letters an operator asked to
-//! replay (`mesh dlq replay`), through the same handler and inbox.
+//! replay (`mesh dlq replay`), through the same handler and inbox. A watchdog rebuilds the
+//! Kafka client when it is stuck (`watchdog.rs`): the consumer is cattle, the committed
+//! offset the truth; while stuck, the service's readiness reports NOT_SERVING.
 
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    Message,
     message::{BorrowedMessage, Headers},
 };
 use sqlx::{PgConnection, PgPool};
@@ -27,17 +31,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod client;
+mod config;
 mod replay;
 mod stall;
+mod watchdog;
+
+use client::{Client, close, stick, store_offset};
+pub use config::ConsumerConfig;
 
 use crate::{
     dead_letter,
     error::{ServiceError, is_permanent_data_error},
     kafka,
     ops::{Origin, Reporter},
+    readiness::Readiness,
     stalls::Place,
     telemetry,
 };
+use watchdog::{Progress, Watchdog};
 
 /// The longest pause after a receive error (see `consume`).
 const RECEIVE_ERROR_PAUSE_MAX: Duration = Duration::from_millis(500);
@@ -183,78 +195,9 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
 }
 
-/// Consumer settings.
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    pub brokers: String,
-    pub group_id: String,
-    pub topics: Vec<String>,
-    pub session_timeout: Duration,
-    pub max_backoff: Duration,
-    /// The consuming service, named in dead letters and operational events.
-    pub service: String,
-    /// Where operational events (`ops.*`) go.
-    pub ops_topic: String,
-    /// How long one record may keep failing before `ops.consumer_stalled` is written.
-    pub stall_after: Duration,
-    /// How often the replay worker looks for requested replays.
-    pub replay_poll: Duration,
-}
-
-impl ConsumerConfig {
-    /// A consumer of `topics` in the service's own group.
-    pub fn from_settings(settings: &crate::config::CommonSettings, service: &str, topics: &[&str]) -> Self {
-        Self {
-            service: service.to_owned(),
-            ops_topic: settings.topics.ops.clone(),
-            stall_after: settings.consumer_stall_after,
-            ..Self::new(&settings.kafka_brokers, &settings.consumer_group, topics)
-        }
-    }
-
-    pub fn new(brokers: &str, group_id: &str, topics: &[&str]) -> Self {
-        Self {
-            brokers: brokers.to_owned(),
-            group_id: group_id.to_owned(),
-            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
-            session_timeout: Duration::from_secs(10),
-            max_backoff: Duration::from_secs(30),
-            service: group_id.to_owned(),
-            ops_topic: kafka::OPS_TOPIC.to_owned(),
-            stall_after: Duration::from_secs(300),
-            replay_poll: Duration::from_secs(1),
-        }
-    }
-
-    /// The longest wait between retries of a failing record: never longer than the stall
-    /// cap, so a stall is reported (and a recovery noticed) within about one cap.
-    fn retry_cap(&self) -> Duration {
-        self.max_backoff
-            .min(self.stall_after)
-            .max(Duration::from_millis(100))
-    }
-}
-
-/// Commits stored offsets before partitions are taken away, so the next owner resumes
-/// right after what this consumer applied.
-struct CommitOnRevoke;
-
-impl ClientContext for CommitOnRevoke {}
-
-impl ConsumerContext for CommitOnRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance
-            && let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
-        {
-            tracing::debug!(error = %error, "no offsets committed on revoke");
-        }
-    }
-}
-
 /// Runs a [`Handler`] over the configured topics, and replays the dead letters an operator
 /// asked to replay through the same handler.
 pub struct EventConsumer<H: Handler> {
-    consumer: StreamConsumer<CommitOnRevoke>,
     pool: PgPool,
     handler: Arc<H>,
     config: ConsumerConfig,
@@ -264,29 +207,64 @@ pub struct EventConsumer<H: Handler> {
     /// The records this consumer group reported stalled on and has not got past (a copy of
     /// `kit_consumer_stalls`, refreshed by the replay loop), with when each began failing.
     stalled: Mutex<HashMap<Place, DateTime<Utc>>>,
+    watchdog: Watchdog,
+    /// Where a stuck client is reported (NOT_SERVING until it delivers again).
+    readiness: Readiness,
+    rebuilds: Arc<AtomicU64>,
+    rebuild_counter: opentelemetry::metrics::Counter<u64>,
 }
 
 impl<H: Handler> EventConsumer<H> {
     pub fn new(pool: PgPool, handler: H, config: ConsumerConfig) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<CommitOnRevoke> =
-            kafka::consumer_config(&config.brokers, &config.group_id, config.session_timeout)
-                .create_with_context(CommitOnRevoke)?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        // The watchdog's probe reads the group's committed offsets; it never joins the group.
+        let probe =
+            kafka::consumer_config(&config.brokers, &config.group_id, config.session_timeout).create()?;
+        let watchdog = Watchdog::new(
+            probe,
+            &config.topics,
+            config.watchdog_window,
+            config.session_timeout,
+        );
         let reporter = Reporter {
             service: config.service.clone(),
             consumer: config.group_id.clone(),
             topic: config.ops_topic.clone(),
         };
-        Ok(Self {
-            consumer,
+        let rebuild_counter = telemetry::meter()
+            .u64_counter("mesh.consumer.rebuilds")
+            .with_description("Kafka clients rebuilt because they were stuck")
+            .build();
+        let consumer = Self {
             pool,
             handler: Arc::new(handler),
             config,
             reporter,
             outbox: None,
             stalled: Mutex::default(),
-        })
+            watchdog,
+            readiness: Readiness::default(),
+            rebuilds: Arc::default(),
+            rebuild_counter,
+        };
+        // Fails here, at start, on a bad setting rather than in the loop.
+        drop(consumer.client()?);
+        Ok(consumer)
+    }
+
+    /// Reports a stuck client to `readiness` (the service's health), as `consumer <group>`.
+    pub fn reporting_to(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// How many times the client was rebuilt (shared: it counts on after `run` starts).
+    pub fn rebuilds(&self) -> Arc<AtomicU64> {
+        self.rebuilds.clone()
+    }
+
+    /// The name of this consumer in the service's readiness.
+    fn part(&self) -> String {
+        format!("consumer {}", self.config.group_id)
     }
 
     /// Wakes the outbox relay after each applied record.
@@ -300,24 +278,76 @@ impl<H: Handler> EventConsumer<H> {
         // Before the first record, so a stall an earlier process reported is recognised.
         self.refresh_stalls().await;
         tokio::join!(self.consume(&shutdown), self.replay(&shutdown));
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %error, "nothing to commit at shutdown");
-        }
         tracing::info!(group = %self.config.group_id, "consumer stopped");
     }
 
+    /// Receives with one client after another: a client the watchdog finds stuck is closed
+    /// (its stored offsets committed) and replaced by a new one of the same group, which
+    /// resumes from the committed offsets.
     async fn consume(&self, shutdown: &CancellationToken) {
+        let part = self.part();
+        let mut failed_rebuilds = 0;
+        let mut generation = 0;
+        loop {
+            let client = match self.client() {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(error = %error, group = %self.config.group_id, "kafka client not created; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(RECEIVE_ERROR_PAUSE_MAX) => continue,
+                    }
+                }
+            };
+            let progress = Progress::new();
+            let window = self.watchdog.window(failed_rebuilds);
+            let stuck = tokio::select! {
+                () = self.receive(&client, &progress, generation, shutdown) => None,
+                reason = self.watchdog.stuck(&client, &progress, window, || self.readiness.recovered(&part)) => Some(reason),
+            };
+            close(client).await;
+            let Some(reason) = stuck else { break };
+            self.readiness.stalled(&part);
+            self.rebuilds.fetch_add(1, Ordering::SeqCst);
+            self.rebuild_counter
+                .add(1, &[telemetry::attribute("group", self.config.group_id.clone())]);
+            tracing::error!(group = %self.config.group_id, reason, "kafka client stuck: rebuilt (same group, from the committed offsets)");
+            failed_rebuilds = if progress.deliveries() > 0 {
+                0
+            } else {
+                failed_rebuilds + 1
+            };
+            generation += 1;
+        }
+        self.readiness.recovered(&part);
+    }
+
+    /// Receives and applies records with `client` until `shutdown`.
+    async fn receive(
+        &self,
+        client: &Client,
+        progress: &Progress,
+        generation: u64,
+        shutdown: &CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
+        let mut applied = 0;
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = client.recv() => message,
             };
             match message {
                 Ok(message) => {
                     backoff = Duration::from_millis(100);
-                    if !self.process(&message, shutdown).await {
+                    progress.delivered();
+                    if !self.process(client, &message, shutdown).await {
                         break;
+                    }
+                    progress.idle();
+                    applied += 1;
+                    if generation == 0 && self.config.stick_after == Some(applied) {
+                        stick(client);
                     }
                 }
                 Err(error) => {
@@ -326,6 +356,7 @@ impl<H: Handler> EventConsumer<H> {
                     // polled. A long pause per queued error (an outage queues many) kept
                     // consumers away for minutes after the broker was back: pause briefly.
                     tracing::warn!(error = %error, group = %self.config.group_id, "kafka receive failed; retrying");
+                    progress.receive_error();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -338,7 +369,12 @@ impl<H: Handler> EventConsumer<H> {
 
     /// Applies one record and stores its offset. Returns false when shutdown interrupted a
     /// retry (the offset is then not stored and the record is redelivered later).
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    async fn process(
+        &self,
+        client: &Client,
+        message: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let event = match InboundEvent::from_message(message) {
             Ok(event) => event,
             Err(reason) => {
@@ -360,7 +396,7 @@ impl<H: Handler> EventConsumer<H> {
                 {
                     return false;
                 }
-                return self.store_offset(message);
+                return store_offset(client, message);
             }
         };
         let span = tracing::info_span!(
@@ -405,7 +441,7 @@ impl<H: Handler> EventConsumer<H> {
                 }
             }
         }
-        self.store_offset(message)
+        store_offset(client, message)
     }
 
     fn wake_outbox(&self) {
@@ -442,23 +478,6 @@ impl<H: Handler> EventConsumer<H> {
             return Ok(());
         }
         self.handler.handle(conn, event).await
-    }
-
-    fn store_offset(&self, message: &BorrowedMessage<'_>) -> bool {
-        let mut list = TopicPartitionList::new();
-        if let Err(error) = list
-            .add_partition_offset(
-                message.topic(),
-                message.partition(),
-                Offset::Offset(message.offset() + 1),
-            )
-            .and_then(|()| self.consumer.store_offsets(&list))
-        {
-            // The partition was revoked meanwhile: the next owner re-reads the record and the
-            // inbox makes that harmless.
-            tracing::warn!(error = %error, topic = message.topic(), offset = message.offset(), "offset not stored");
-        }
-        true
     }
 
     /// Sets a record aside in the service's database (with its `ops.dead_lettered` event),

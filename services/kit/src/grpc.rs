@@ -1,5 +1,6 @@
-//! gRPC server plumbing shared by every service: standard health checking (flipped to
-//! NOT_SERVING as soon as shutdown starts), server reflection, per-call trace spans, and
+//! gRPC server plumbing shared by every service: standard health checking (NOT_SERVING
+//! while a part of the service is stalled, see `readiness`, and as soon as shutdown
+//! starts), server reflection, per-call trace spans, and
 //! graceful shutdown that drains in-flight calls.
 
 use std::{convert::Infallible, time::Duration};
@@ -10,13 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, transport::Server};
 use tonic_health::ServingStatus;
 
-use crate::telemetry::GrpcTraceLayer;
+use crate::{readiness::Readiness, telemetry::GrpcTraceLayer};
 
 /// Largest request a service accepts (bounded request sizes; see ARCHITECTURE.md, security).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
-/// Serves `service` (plus health and reflection) on `listener` until `shutdown`.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken) -> anyhow::Result<()>
+/// Serves `service` (plus health and reflection) on `listener` until `shutdown`; health
+/// follows `readiness`.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
 where
     S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
         + NamedService
@@ -35,13 +42,35 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let stopping = async move {
+    // One task sets every status, so none lands after NOT_SERVING at shutdown.
+    let mut stalled = readiness.watch();
+    let health = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = stalled.changed() => if changed.is_err() { break },
+            }
+            let parts = stalled.borrow_and_update().clone();
+            let status = if parts.is_empty() {
+                ServingStatus::Serving
+            } else {
+                tracing::warn!(stalled = ?parts, "not ready: reporting NOT_SERVING");
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(S::NAME, status).await;
+            reporter.set_service_status("", status).await;
+        }
         shutdown.cancelled().await;
         // Load balancers and probes see NOT_SERVING before the listener closes.
         reporter
             .set_service_status(S::NAME, ServingStatus::NotServing)
             .await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
+    });
+    let stopping = async move {
+        if let Err(error) = health.await {
+            tracing::error!(error = %error, "health reporting failed");
+        }
         tracing::info!("grpc server draining");
     };
     Server::builder()

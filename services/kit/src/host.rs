@@ -20,6 +20,7 @@ use crate::{
     db, grpc,
     outbox::{OutboxSignal, Relay, RelayConfig},
     page::Cursors,
+    readiness::Readiness,
 };
 
 /// A generated gRPC server (`XServiceServer<Api>`) the host can serve.
@@ -63,6 +64,8 @@ pub struct Host {
     signal: OutboxSignal,
     relay: Relay,
     workers: Vec<(&'static str, Worker)>,
+    /// What the health service reports: NOT_SERVING while a consumer is stuck.
+    readiness: Readiness,
 }
 
 impl std::fmt::Debug for Host {
@@ -99,6 +102,7 @@ impl Host {
             signal,
             relay,
             workers: Vec::new(),
+            readiness: Readiness::default(),
         })
     }
 
@@ -128,14 +132,8 @@ impl Host {
     /// the outbox leave as soon as each record's transaction commits. Records it can never
     /// apply are set aside in this service's `kit_dead_letters`, replayed on request.
     pub fn consume<H: Handler>(&mut self, handler: H, topics: &[&str]) -> anyhow::Result<()> {
-        let consumer = EventConsumer::new(
-            self.pool.clone(),
-            handler,
-            ConsumerConfig::from_settings(&self.common, self.name, topics),
-        )?
-        .waking(self.signal.clone());
-        self.spawn("consumer", move |shutdown| consumer.run(shutdown));
-        Ok(())
+        let config = ConsumerConfig::from_settings(&self.common, self.name, topics);
+        self.run_consumer(handler, config)
     }
 
     /// [`Host::consume`] in a group of its own, `<service group>.<suffix>`: for a consumer
@@ -148,7 +146,13 @@ impl Host {
     ) -> anyhow::Result<()> {
         let mut config = ConsumerConfig::from_settings(&self.common, self.name, topics);
         config.group_id = format!("{}.{suffix}", config.group_id);
-        let consumer = EventConsumer::new(self.pool.clone(), handler, config)?.waking(self.signal.clone());
+        self.run_consumer(handler, config)
+    }
+
+    fn run_consumer<H: Handler>(&mut self, handler: H, config: ConsumerConfig) -> anyhow::Result<()> {
+        let consumer = EventConsumer::new(self.pool.clone(), handler, config)?
+            .waking(self.signal.clone())
+            .reporting_to(self.readiness.clone());
         self.spawn("consumer", move |shutdown| consumer.run(shutdown));
         Ok(())
     }
@@ -175,7 +179,7 @@ impl Host {
             .collect();
         let service = tonic::service::interceptor::InterceptedService::new(service, self.keys.interceptor());
         tracing::info!(addr = %self.listener.local_addr()?, service = self.name, "listening");
-        let served = grpc::serve(self.listener, service, shutdown.clone()).await;
+        let served = grpc::serve(self.listener, service, self.readiness, shutdown.clone()).await;
         shutdown.cancel();
         for (name, worker) in workers {
             if let Err(error) = worker.await {

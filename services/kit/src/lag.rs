@@ -170,10 +170,10 @@ impl LagMonitor {
     }
 }
 
-type Offsets = HashMap<(String, i32), i64>;
+pub(crate) type Offsets = HashMap<(String, i32), i64>;
 
 /// The partitions of `topics` (they change rarely; the monitor asks again now and then).
-fn partitions(client: &BaseConsumer, topics: &[String]) -> KafkaResult<Vec<(String, i32)>> {
+pub(crate) fn partitions(client: &BaseConsumer, topics: &[String]) -> KafkaResult<Vec<(String, i32)>> {
     let mut partitions = Vec::new();
     for topic in topics {
         let metadata = client.fetch_metadata(Some(topic), PROBE_TIMEOUT)?;
@@ -207,7 +207,7 @@ fn offsets(list: &TopicPartitionList) -> Offsets {
 /// Each partition's high watermark and the group's committed offset (a partition the group
 /// never committed counts from its low watermark: nothing of it was applied). Two or three
 /// requests whatever the number of partitions, so probing stays cheap for the broker.
-fn probe(client: &BaseConsumer, partitions: &[(String, i32)]) -> KafkaResult<(Offsets, Offsets)> {
+pub(crate) fn probe(client: &BaseConsumer, partitions: &[(String, i32)]) -> KafkaResult<(Offsets, Offsets)> {
     let high = offsets_at(client, partitions, Offset::End)?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in partitions {

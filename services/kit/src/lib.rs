@@ -25,6 +25,7 @@ pub mod ops;
 pub mod outbox;
 pub mod page;
 pub mod proto_time;
+pub mod readiness;
 pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;
