@@ -1,7 +1,9 @@
 //! The kit's at-least-once consumer against real Kafka and PostgreSQL: poison records and
 //! records the database refuses (a constraint violation) are set aside in the service's
 //! `kit_dead_letters` with an `ops.dead_lettered` event and the consumer keeps going;
-//! redelivered events apply once; infrastructure errors are retried, never skipped; a Kafka
+//! redelivered events apply once; infrastructure errors are retried, never skipped; records
+//! waiting together are applied in one transaction per partition, and a batch holding a
+//! record the database refuses falls back to one by one with the same outcome; a Kafka
 //! client stuck on purpose is found by the watchdog and rebuilt, the service reporting
 //! itself not ready meanwhile, and nothing is skipped or applied twice.
 
@@ -42,7 +44,7 @@ impl Handler for RecordingHandler {
             .strip_prefix("ok:")
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| HandleError::Permanent(format!("unexpected payload {text:?}")))?;
-        sqlx::query("INSERT INTO applied (value) VALUES ($1)")
+        sqlx::query("INSERT INTO applied (value, tx) VALUES ($1, txid_current())")
             .bind(value)
             .execute(conn)
             .await?;
@@ -193,7 +195,7 @@ async fn consumer_database(mesh: &mut Mesh) -> sqlx::PgPool {
     mesh_kit::db::migrate(&pool, &mesh_kit::db::KIT_MIGRATOR)
         .await
         .expect("kit tables");
-    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL CHECK (value >= 0))")
+    sqlx::query("CREATE TABLE applied (value INTEGER NOT NULL CHECK (value >= 0), tx BIGINT NOT NULL)")
         .execute(&pool)
         .await
         .expect("table");
@@ -276,6 +278,90 @@ async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
         readiness.is_ready().then_some(())
     })
     .await;
+    shutdown.cancel();
+    running.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn waiting_records_apply_together_and_a_refused_one_is_set_aside_alone() {
+    let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
+    let pool = consumer_database(&mut mesh).await;
+    let topic = topic(&mesh).to_owned();
+    let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
+    let config = ConsumerConfig {
+        ops_topic: mesh.topics.ops.clone(),
+        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
+    };
+    let run = async |config: ConsumerConfig| {
+        let consumer = EventConsumer::new(
+            pool.clone(),
+            RecordingHandler {
+                attempts: Arc::new(AtomicUsize::new(0)),
+                flaky: 0,
+            },
+            config,
+        )
+        .expect("consumer");
+        let shutdown = CancellationToken::new();
+        (shutdown.clone(), tokio::spawn(consumer.run(shutdown)))
+    };
+    let applied = async || -> Vec<(i32, i64)> {
+        sqlx::query_as("SELECT value, tx FROM applied ORDER BY value")
+            .fetch_all(&pool)
+            .await
+            .expect("rows")
+    };
+
+    // Forty records wait before the consumer starts; one is sent twice.
+    let repeated = uuid::Uuid::now_v7().to_string();
+    for n in 1..=40 {
+        let id = if n == 20 {
+            repeated.clone()
+        } else {
+            uuid::Uuid::now_v7().to_string()
+        };
+        send(&mesh, Some(&id), &format!("ok:{n}")).await;
+    }
+    send(&mesh, Some(&repeated), "ok:20").await;
+    let (shutdown, running) = run(config.clone()).await;
+    eventually("forty records applied", Duration::from_secs(30), async || {
+        (applied().await.len() >= 40).then_some(())
+    })
+    .await;
+    let rows = applied().await;
+    assert_eq!(
+        rows.iter().map(|(value, _)| *value).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>(),
+        "each applied once"
+    );
+    let transactions: std::collections::HashSet<i64> = rows.iter().map(|(_, tx)| *tx).collect();
+    assert!(
+        transactions.len() < 10,
+        "applied together, not in forty transactions: {} transactions",
+        transactions.len()
+    );
+    shutdown.cancel();
+    running.await.expect("consumer stops");
+
+    // A batch holding a value the database refuses: the others apply, it alone is set aside.
+    for payload in ["ok:41", "ok:-1", "ok:42"] {
+        send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), payload).await;
+    }
+    let (shutdown, running) = run(config).await;
+    eventually(
+        "the good records of the batch",
+        Duration::from_secs(30),
+        async || (applied().await.len() >= 42).then_some(()),
+    )
+    .await;
+    let dead: Vec<(i64, String)> = sqlx::query_as("SELECT source_offset, reason FROM kit_dead_letters")
+        .fetch_all(&pool)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, 42, "the refused record, by its offset");
+    assert!(dead[0].1.contains("database refused the record"), "{dead:?}");
+    assert_eq!(applied().await.len(), 42);
     shutdown.cancel();
     running.await.expect("consumer stops");
 }

@@ -243,6 +243,12 @@ pub struct CommonSettings {
     /// Fault injection for tests and drills (`MESH_FAULT_STICK_CONSUMER_AFTER`, default 0:
     /// off): each consumer's first Kafka client stops fetching after this many records.
     pub fault_stick_consumer_after: Option<u64>,
+    /// The most records a consumer applies together (`MESH_CONSUMER_BATCH_MAX`, default 500;
+    /// 1 applies each record in its own transaction).
+    pub consumer_batch_max: usize,
+    /// How long a consumer's batch waits for more records after its first
+    /// (`MESH_CONSUMER_BATCH_LINGER_MS`, default 2).
+    pub consumer_batch_linger: Duration,
 }
 
 impl CommonSettings {
@@ -274,6 +280,11 @@ impl CommonSettings {
         let consumer_stall_after = reader.seconds("MESH_CONSUMER_STALL_AFTER_SECS", 300, 1);
         let consumer_watchdog_window = reader.seconds("MESH_CONSUMER_WATCHDOG_SECS", 10, 1);
         let stick_after: u64 = reader.optional("MESH_FAULT_STICK_CONSUMER_AFTER", 0);
+        let consumer_batch_max: usize = reader.optional("MESH_CONSUMER_BATCH_MAX", 500);
+        if consumer_batch_max == 0 {
+            reader.problem("MESH_CONSUMER_BATCH_MAX must be at least 1");
+        }
+        let consumer_batch_linger_ms: u64 = reader.optional("MESH_CONSUMER_BATCH_LINGER_MS", 2);
         Some(Self {
             grpc_addr,
             database_url: database_url?,
@@ -289,6 +300,8 @@ impl CommonSettings {
             consumer_stall_after,
             consumer_watchdog_window,
             fault_stick_consumer_after: (stick_after > 0).then_some(stick_after),
+            consumer_batch_max,
+            consumer_batch_linger: Duration::from_millis(consumer_batch_linger_ms),
         })
     }
 }

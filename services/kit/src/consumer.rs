@@ -13,7 +13,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -22,28 +21,25 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use rdkafka::{
-    Message,
-    message::{BorrowedMessage, Headers},
-};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
+mod batch;
 mod client;
 mod config;
+mod event;
 mod replay;
 mod stall;
 mod watchdog;
 
 use client::{Client, close, stick, store_offset};
 pub use config::ConsumerConfig;
+use event::Received;
+pub use event::{HandleError, Handler, InboundEvent};
 
 use crate::{
-    dead_letter,
-    error::{ServiceError, is_permanent_data_error},
-    kafka,
+    dead_letter, kafka,
     ops::{Origin, Reporter},
     readiness::Readiness,
     stalls::Place,
@@ -53,147 +49,6 @@ use watchdog::{Progress, Watchdog};
 
 /// The longest pause after a receive error (see `consume`).
 const RECEIVE_ERROR_PAUSE_MAX: Duration = Duration::from_millis(500);
-
-/// A record from Kafka with the mesh's event headers decoded.
-#[derive(Debug, Clone)]
-pub struct InboundEvent {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub occurred_at: Option<DateTime<Utc>>,
-    pub producer: Option<String>,
-    pub payload: Vec<u8>,
-    pub headers: HashMap<String, String>,
-}
-
-impl InboundEvent {
-    /// Decodes headers; an error is a reason to dead-letter the record.
-    fn from_message(message: &BorrowedMessage<'_>) -> Result<Self, String> {
-        Self::from_parts(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
-            header_map(message),
-            message.payload().unwrap_or_default().to_vec(),
-        )
-    }
-
-    /// An event from a record's parts (live, or a stored dead letter being replayed).
-    pub fn from_parts(
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: Option<String>,
-        headers: HashMap<String, String>,
-        payload: Vec<u8>,
-    ) -> Result<Self, String> {
-        let event_id = headers
-            .get(kafka::headers::EVENT_ID)
-            .ok_or("missing event_id header")?
-            .parse::<Uuid>()
-            .map_err(|_| "event_id header is not a UUID")?;
-        let event_type = headers
-            .get(kafka::headers::EVENT_TYPE)
-            .ok_or("missing event_type header")?
-            .clone();
-        let occurred_at = headers
-            .get(kafka::headers::OCCURRED_AT)
-            .and_then(|value| DateTime::parse_from_rfc3339(value).ok())
-            .map(|time| time.with_timezone(&Utc));
-        Ok(Self {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            key,
-            event_id,
-            event_type,
-            occurred_at,
-            producer: headers.get(kafka::headers::PRODUCER).cloned(),
-            payload,
-            headers,
-        })
-    }
-
-    /// Decodes the payload as `M`, or a permanent error naming the event type.
-    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, HandleError> {
-        M::decode(self.payload.as_slice()).map_err(|error| {
-            HandleError::Permanent(format!("undecodable {} payload: {error}", self.event_type))
-        })
-    }
-}
-
-fn header_map(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    if let Some(headers) = message.headers() {
-        for header in headers.iter() {
-            if let Some(value) = header.value.and_then(|value| std::str::from_utf8(value).ok()) {
-                map.insert(header.key.to_owned(), value.to_owned());
-            }
-        }
-    }
-    map
-}
-
-/// How handling an event failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// The event can never be applied: dead-letter it and move on.
-    #[error("{0}")]
-    Permanent(String),
-    /// Infrastructure trouble (database, network): retry the same event with backoff.
-    #[error(transparent)]
-    Transient(#[from] anyhow::Error),
-}
-
-impl HandleError {
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, HandleError::Permanent(_))
-    }
-}
-
-impl From<ServiceError> for HandleError {
-    /// Bad data is permanent: a refused value (`Invalid`), a taken unique key (`Conflict`) or
-    /// a database data exception or constraint violation however it was wrapped. Everything
-    /// else is retried: a record not found or in the wrong state may be found or change once
-    /// a projection catches up, and an outage passes.
-    fn from(error: ServiceError) -> Self {
-        match error {
-            ServiceError::Invalid(_) | ServiceError::Conflict(_) => HandleError::Permanent(error.to_string()),
-            ServiceError::Internal(inner) => match inner.downcast::<sqlx::Error>() {
-                Ok(database) => HandleError::from(database),
-                Err(inner) => HandleError::Transient(ServiceError::Internal(inner).into()),
-            },
-            other => HandleError::Transient(other.into()),
-        }
-    }
-}
-
-impl From<sqlx::Error> for HandleError {
-    /// SQLSTATE classes 22 (data exception: out-of-range timestamp, NUL byte) and 23
-    /// (integrity constraint violation) fail the same way every time: permanent. The rest
-    /// (lost connections, deadlocks, a missing table) can pass: transient.
-    fn from(error: sqlx::Error) -> Self {
-        if is_permanent_data_error(&error) {
-            HandleError::Permanent(format!("database refused the record: {error}"))
-        } else {
-            HandleError::Transient(error.into())
-        }
-    }
-}
-
-/// Applies events. Runs inside the transaction that also records the event id, so the
-/// effect and the dedup record commit together.
-pub trait Handler: Send + Sync + 'static {
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a InboundEvent,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
-}
 
 /// Runs a [`Handler`] over the configured topics, and replays the dead letters an operator
 /// asked to replay through the same handler.
@@ -322,7 +177,8 @@ impl<H: Handler> EventConsumer<H> {
         self.readiness.recovered(&part);
     }
 
-    /// Receives and applies records with `client` until `shutdown`.
+    /// Receives and applies records with `client` until `shutdown`: what the client holds
+    /// is taken as one batch (`batch.rs`).
     async fn receive(
         &self,
         client: &Client,
@@ -341,12 +197,22 @@ impl<H: Handler> EventConsumer<H> {
                 Ok(message) => {
                     backoff = Duration::from_millis(100);
                     progress.delivered();
-                    if !self.process(client, &message, shutdown).await {
+                    let first = Received::from_message(&message);
+                    drop(message);
+                    let batch = self.gather(client, first, progress).await;
+                    let count = batch.len() as u64;
+                    if !self.apply_batch(client, batch, shutdown).await {
                         break;
                     }
                     progress.idle();
-                    applied += 1;
-                    if generation == 0 && self.config.stick_after == Some(applied) {
+                    let before = applied;
+                    applied += count;
+                    if generation == 0
+                        && self
+                            .config
+                            .stick_after
+                            .is_some_and(|after| before < after && after <= applied)
+                    {
                         stick(client);
                     }
                 }
@@ -367,36 +233,26 @@ impl<H: Handler> EventConsumer<H> {
         }
     }
 
-    /// Applies one record and stores its offset. Returns false when shutdown interrupted a
-    /// retry (the offset is then not stored and the record is redelivered later).
-    async fn process(
-        &self,
-        client: &Client,
-        message: &BorrowedMessage<'_>,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let event = match InboundEvent::from_message(message) {
-            Ok(event) => event,
-            Err(reason) => {
-                let headers = header_map(message);
-                let origin = Origin {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
-                    event_type: headers.get(kafka::headers::EVENT_TYPE).cloned(),
-                    event_id: headers
-                        .get(kafka::headers::EVENT_ID)
-                        .and_then(|id| id.parse().ok()),
-                };
-                let payload = message.payload().unwrap_or_default();
+    /// Applies one record on its own and stores its offset: retried while it fails
+    /// temporarily, set aside when it can never apply. Returns false when shutdown
+    /// interrupted a retry (the offset is then not stored and the record is redelivered).
+    async fn process(&self, client: &Client, record: Received, shutdown: &CancellationToken) -> bool {
+        let event = match record {
+            Received::Event(event) => event,
+            Received::Poison {
+                origin,
+                headers,
+                payload,
+                reason,
+            } => {
                 if !self
-                    .dead_letter(&origin, &headers, payload, &reason, shutdown)
+                    .dead_letter(&origin, &headers, &payload, &reason, shutdown)
                     .await
                 {
                     return false;
                 }
-                return store_offset(client, message);
+                store_offset(client, &origin.topic, origin.partition, origin.offset);
+                return true;
             }
         };
         let span = tracing::info_span!(
@@ -441,7 +297,8 @@ impl<H: Handler> EventConsumer<H> {
                 }
             }
         }
-        store_offset(client, message)
+        store_offset(client, &event.topic, event.partition, event.offset);
+        true
     }
 
     fn wake_outbox(&self) {
@@ -533,61 +390,4 @@ impl<H: Handler> EventConsumer<H> {
 /// Where a record is: its topic, partition and offset.
 fn place(event: &InboundEvent) -> Place {
     (event.topic.clone(), event.partition, event.offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::tests::database_error;
-
-    #[test]
-    fn data_exceptions_and_constraint_violations_are_permanent() {
-        // Out-of-range timestamp, NUL byte, foreign key, check constraint.
-        for code in ["22008", "22021", "23503", "23514"] {
-            assert!(HandleError::from(database_error(code)).is_permanent(), "{code}");
-            assert!(
-                HandleError::from(ServiceError::from(database_error(code))).is_permanent(),
-                "{code} through ServiceError"
-            );
-        }
-    }
-
-    #[test]
-    fn outages_and_missing_tables_are_retried() {
-        for code in ["40001", "40P01", "08006", "57P01", "42P01"] {
-            assert!(!HandleError::from(database_error(code)).is_permanent(), "{code}");
-            assert!(!HandleError::from(ServiceError::from(database_error(code))).is_permanent());
-        }
-        assert!(!HandleError::from(sqlx::Error::PoolTimedOut).is_permanent());
-    }
-
-    #[test]
-    fn bad_data_service_errors_are_permanent_and_lagging_state_is_retried() {
-        assert!(HandleError::from(ServiceError::invalid("f", "bad")).is_permanent());
-        assert!(HandleError::from(ServiceError::conflict("taken")).is_permanent());
-        for lagging in [
-            ServiceError::not_found("not yet projected"),
-            ServiceError::precondition("not yet"),
-            ServiceError::Unavailable("down".into()),
-            ServiceError::internal("bug"),
-        ] {
-            assert!(!HandleError::from(lagging).is_permanent());
-        }
-    }
-
-    #[test]
-    fn a_stall_is_reported_within_the_cap() {
-        let mut config = ConsumerConfig::new("b", "g", &["t"]);
-        config.stall_after = Duration::from_secs(2);
-        assert_eq!(config.retry_cap(), Duration::from_secs(2));
-        config.stall_after = Duration::from_secs(300);
-        assert_eq!(config.retry_cap(), config.max_backoff);
-    }
-
-    #[test]
-    fn a_record_without_an_event_id_is_no_event() {
-        let headers = HashMap::from([(kafka::headers::EVENT_TYPE.to_owned(), "x".to_owned())]);
-        let error = InboundEvent::from_parts("t", 0, 1, None, headers, vec![]).expect_err("no id");
-        assert_eq!(error, "missing event_id header");
-    }
 }

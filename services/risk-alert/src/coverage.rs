@@ -276,7 +276,13 @@ impl Reconciler {
         if let (Some(snapshot), Gap::Unknown | Gap::Behind { .. } | Gap::NotWatched) = (&source.snapshot, gap)
         {
             self.projection
-                .apply_supervisee(change, snapshot.clone(), source.truth.updated_at)
+                .apply_supervisee(
+                    change,
+                    snapshot.clone(),
+                    source.truth.updated_at,
+                    // Recomputed below in any case.
+                    &mut Default::default(),
+                )
                 .await?;
         }
         if source.truth.subject.kind == SubjectKind::Handover {

@@ -1,7 +1,10 @@
 //! The consumer of registry, check-in and handover events. Each event is applied once, in
 //! the transaction that records it: the projection of what is watched moves, the alerts it
 //! answers are resolved (and an out-of-area check-in raises its own), and the subject's
-//! deadlines are computed again.
+//! deadlines are computed again — once per subject for a whole batch of events, and for a
+//! check-in only when it moves the last contact.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{
@@ -33,12 +36,59 @@ pub struct Projection {
     pub lifecycle: Lifecycle,
 }
 
+/// The subjects whose deadlines must be computed again before the transaction commits,
+/// each once however many events of the batch changed it.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty {
+    supervisees: BTreeSet<Uuid>,
+    handovers: BTreeSet<Uuid>,
+}
+
+impl Dirty {
+    async fn reschedule(self, watchlist: &Watchlist, conn: &mut PgConnection) -> Result<(), ServiceError> {
+        for id in self.supervisees {
+            watchlist.reschedule_supervisee(conn, id).await?;
+        }
+        for id in self.handovers {
+            watchlist.reschedule_handover(conn, id).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Handler for Projection {
     async fn handle(&self, conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandleError> {
+        self.handle_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[InboundEvent],
+    ) -> Result<(), HandleError> {
+        let mut dirty = Dirty::default();
+        for event in events {
+            self.apply(conn, event, &mut dirty).await?;
+        }
+        dirty
+            .reschedule(&self.watchlist, conn)
+            .await
+            .map_err(HandleError::from)
+    }
+}
+
+impl Projection {
+    /// Applies one event; the subjects whose deadlines it changed go to `dirty`.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+        dirty: &mut Dirty,
+    ) -> Result<(), HandleError> {
         let occurred_at = event.occurred_at.unwrap_or_else(|| self.clock.now());
         let applied = if event.event_type == "checkin.recorded" {
             let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
-            self.apply_checkin(conn, checkin).await
+            self.apply_checkin(conn, checkin, dirty).await
         } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
             let from_handover = inbound::registered_handover(event, &snapshot)?;
             let snapshot = inbound::supervisee(snapshot)?;
@@ -46,13 +96,14 @@ impl Handler for Projection {
                 snapshot.id,
                 snapshot.status.is_some_and(SuperviseeStatus::is_watched),
             );
-            let applied = self.apply_supervisee(conn, snapshot, occurred_at).await;
+            let applied = self.apply_supervisee(conn, snapshot, occurred_at, dirty).await;
             // The 漏管 watch ends once the person is under supervision (a pending record
             // linked to the handover is not yet).
             match from_handover {
                 Some(handover_id) if applied.is_ok() && supervised => {
                     let reference = format!("{}:{}", event.event_type, event.event_id);
-                    self.apply_registration(conn, handover_id, id, &reference).await
+                    self.apply_registration(conn, handover_id, id, &reference, dirty)
+                        .await
                 }
                 _ => applied,
             }
@@ -68,7 +119,7 @@ impl Handler for Projection {
             }
             let snapshot = inbound::handover(snapshot)?;
             let reference = format!("{}:{}", event.event_type, event.event_id);
-            self.apply_handover(conn, snapshot, existing, &reference, occurred_at)
+            self.apply_handover(conn, snapshot, existing, (&reference, occurred_at), dirty)
                 .await
         } else {
             // Other event types on these topics are not about deadlines.
@@ -76,15 +127,14 @@ impl Handler for Projection {
         };
         applied.map_err(HandleError::from)
     }
-}
 
-impl Projection {
     /// Applies a registry snapshot unless a newer one was applied already.
     pub(crate) async fn apply_supervisee(
         &self,
         conn: &mut PgConnection,
         snapshot: SuperviseeSnapshot,
         occurred_at: DateTime<Utc>,
+        dirty: &mut Dirty,
     ) -> Result<(), ServiceError> {
         let existing = store::watch::supervisee_for_update(conn, snapshot.id).await?;
         if watch::is_stale(existing.as_ref().map(|watch| watch.version), snapshot.version) {
@@ -118,16 +168,25 @@ impl Projection {
                 .withdraw(conn, &snapshot.subject_id, &withdrawal, &reference, now)
                 .await?;
         }
-        self.watchlist.reschedule_supervisee(conn, snapshot.id).await?;
+        dirty.supervisees.insert(snapshot.id);
         Ok(())
     }
 
     /// Applies a check-in: a verified one moves the last contact, resolves what it answers
-    /// and moves the deadlines; a flagged one raises the out-of-area alert.
-    async fn apply_checkin(&self, conn: &mut PgConnection, checkin: Checkin) -> Result<(), ServiceError> {
+    /// and moves the deadlines (when it is the newest contact); a flagged one raises the
+    /// out-of-area alert.
+    async fn apply_checkin(
+        &self,
+        conn: &mut PgConnection,
+        checkin: Checkin,
+        dirty: &mut Dirty,
+    ) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let existing = store::watch::supervisee_for_update(conn, checkin.supervisee).await?;
         if checkin.identity_verified {
+            if watch::moves_contact(existing.as_ref(), &checkin) {
+                dirty.supervisees.insert(checkin.supervisee);
+            }
             store::watch::record_contact(conn, &checkin).await?;
             let answered = Withdrawal {
                 answers: Answers::Contact(Contact {
@@ -139,9 +198,6 @@ impl Projection {
             let reference = format!("checkin:{}", checkin.checkin_id);
             self.lifecycle
                 .withdraw(conn, &checkin.subject_id, &answered, &reference, now)
-                .await?;
-            self.watchlist
-                .reschedule_supervisee(conn, checkin.supervisee)
                 .await?;
         }
         let name = existing.map(|watch| watch.name).unwrap_or_default();
@@ -157,8 +213,8 @@ impl Projection {
         conn: &mut PgConnection,
         snapshot: HandoverSnapshot,
         existing: Option<watch::HandoverWatch>,
-        reference: &str,
-        occurred_at: DateTime<Utc>,
+        (reference, occurred_at): (&str, DateTime<Utc>),
+        dirty: &mut Dirty,
     ) -> Result<(), ServiceError> {
         let redirected = watch::redirected(existing.as_ref(), &snapshot.destination);
         let ack_since = watch::ack_since(existing.as_ref(), redirected, snapshot.notified_at, occurred_at);
@@ -172,7 +228,7 @@ impl Projection {
                 .withdraw(conn, &snapshot.subject_id, &withdrawal, reference, now)
                 .await?;
         }
-        self.watchlist.reschedule_handover(conn, snapshot.id).await?;
+        dirty.handovers.insert(snapshot.id);
         Ok(())
     }
 
@@ -184,6 +240,7 @@ impl Projection {
         handover_id: Uuid,
         supervisee_id: Uuid,
         reference: &str,
+        dirty: &mut Dirty,
     ) -> Result<(), ServiceError> {
         let Some(handover) = store::watch::handover_for_update(conn, handover_id).await? else {
             tracing::warn!(%handover_id, "registration names a handover not known here");
@@ -206,7 +263,7 @@ impl Projection {
                 )
                 .await?;
         }
-        self.watchlist.reschedule_handover(conn, handover_id).await?;
+        dirty.handovers.insert(handover_id);
         Ok(())
     }
 }

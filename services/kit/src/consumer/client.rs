@@ -5,9 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
+    ClientContext, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    message::BorrowedMessage,
 };
 
 use super::{EventConsumer, Handler};
@@ -50,22 +49,17 @@ impl<H: Handler> EventConsumer<H> {
     }
 }
 
-/// Stores the offset after `message`, to be committed in the background.
-pub(super) fn store_offset(client: &Client, message: &BorrowedMessage<'_>) -> bool {
+/// Stores the offset after the record at `offset`, to be committed in the background.
+pub(super) fn store_offset(client: &Client, topic: &str, partition: i32, offset: i64) {
     let mut list = TopicPartitionList::new();
     if let Err(error) = list
-        .add_partition_offset(
-            message.topic(),
-            message.partition(),
-            Offset::Offset(message.offset() + 1),
-        )
+        .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
         .and_then(|()| client.store_offsets(&list))
     {
         // The partition was revoked meanwhile: the next owner re-reads the record and the
         // inbox makes that harmless.
-        tracing::warn!(error = %error, topic = message.topic(), offset = message.offset(), "offset not stored");
+        tracing::warn!(error = %error, topic, offset, "offset not stored");
     }
-    true
 }
 
 /// Commits what `client` applied and closes it (leaving the group), off the async

@@ -24,6 +24,10 @@ pub struct ConsumerConfig {
     /// How long a client may deliver nothing while records wait (or keep failing while the
     /// broker answers) before it is rebuilt.
     pub watchdog_window: Duration,
+    /// The most records applied together (per batch, across partitions).
+    pub batch_max: usize,
+    /// How long a batch waits for more records after its first.
+    pub batch_linger: Duration,
     /// Fault injection for tests: the first client stops fetching after this many records,
     /// as a stuck client does, so the watchdog can be seen at work.
     pub stick_after: Option<u64>,
@@ -38,6 +42,8 @@ impl ConsumerConfig {
             stall_after: settings.consumer_stall_after,
             watchdog_window: settings.consumer_watchdog_window,
             stick_after: settings.fault_stick_consumer_after,
+            batch_max: settings.consumer_batch_max,
+            batch_linger: settings.consumer_batch_linger,
             ..Self::new(&settings.kafka_brokers, &settings.consumer_group, topics)
         }
     }
@@ -55,6 +61,8 @@ impl ConsumerConfig {
             replay_poll: Duration::from_secs(1),
             watchdog_window: Duration::from_secs(10),
             stick_after: None,
+            batch_max: 500,
+            batch_linger: Duration::from_millis(2),
         }
     }
 
@@ -64,5 +72,19 @@ impl ConsumerConfig {
         self.max_backoff
             .min(self.stall_after)
             .max(Duration::from_millis(100))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_reported_within_the_cap() {
+        let mut config = ConsumerConfig::new("b", "g", &["t"]);
+        config.stall_after = Duration::from_secs(2);
+        assert_eq!(config.retry_cap(), Duration::from_secs(2));
+        config.stall_after = Duration::from_secs(300);
+        assert_eq!(config.retry_cap(), config.max_backoff);
     }
 }
