@@ -202,20 +202,29 @@ async fn consumer_database(mesh: &mut Mesh) -> sqlx::PgPool {
     pool
 }
 
-#[tokio::test]
-async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
+/// A mesh with one-partition topics (no service runs), the consumer's database, and a
+/// consumer of the test topic in a group of its own.
+async fn one_partition() -> (Mesh, sqlx::PgPool, ConsumerConfig) {
     let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
     let pool = consumer_database(&mut mesh).await;
-    let topic = topic(&mesh).to_owned();
     let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
     let config = ConsumerConfig {
         ops_topic: mesh.topics.ops.clone(),
+        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic(&mesh)])
+    };
+    (mesh, pool, config)
+}
+
+#[tokio::test]
+async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
+    let (mesh, pool, config) = one_partition().await;
+    let config = ConsumerConfig {
         watchdog_window: Duration::from_secs(1),
         session_timeout: Duration::from_secs(6),
         // The first client stops fetching after one record, as a client stuck after a
         // broker crash does.
         stick_after: Some(1),
-        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
+        ..config
     };
     let readiness = Readiness::default();
     let consumer = EventConsumer::new(
@@ -284,14 +293,7 @@ async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
 
 #[tokio::test]
 async fn waiting_records_apply_together_and_a_refused_one_is_set_aside_alone() {
-    let mut mesh = Mesh::builder().partitions(1).build().await.expect("mesh");
-    let pool = consumer_database(&mut mesh).await;
-    let topic = topic(&mesh).to_owned();
-    let group = format!("test-group-{}", uuid::Uuid::new_v4().simple());
-    let config = ConsumerConfig {
-        ops_topic: mesh.topics.ops.clone(),
-        ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
-    };
+    let (mesh, pool, config) = one_partition().await;
     let run = async |config: ConsumerConfig| {
         let consumer = EventConsumer::new(
             pool.clone(),
