@@ -34,15 +34,28 @@ enum Command {
     },
     /// Start the services against the local broker and PostgreSQL and play the demo scenario.
     Demo,
-    /// Measure one risk-alert instance: check-ins/s absorbed and deadline → webhook delay
-    /// (0 skips a part).
+    /// Measure the mesh end to end beside its ceilings (0 skips a stage); writes bench.json
+    /// and bench.md under --out.
     Bench {
+        /// Check-ins through the check-in service (and produced straight to risk-alert).
         #[arg(long, default_value_t = 20_000)]
         checkins: usize,
+        /// Concurrent gRPC clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        offline_batches: usize,
+        #[arg(long, default_value_t = 100)]
+        offline_batch_size: usize,
         #[arg(long, default_value_t = 500)]
         supervisees: usize,
         #[arg(long, default_value_t = 200)]
         deadlines: usize,
+        /// A run of seconds through every stage (overrides the sizes).
+        #[arg(long)]
+        smoke: bool,
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
     },
     /// Print a signed bearer token for a caller (development only).
     Token {
@@ -118,16 +131,31 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench {
             checkins,
+            clients,
+            offline_batches,
+            offline_batch_size,
             supervisees,
             deadlines,
+            smoke,
+            out,
         } => {
-            mesh::bench::run(
-                mesh::harness::Infra::from_env(),
-                checkins,
-                supervisees.max(1),
-                deadlines,
-            )
-            .await
+            let options = if smoke {
+                mesh::bench::Options::smoke(out)
+            } else {
+                mesh::bench::Options {
+                    checkins,
+                    clients,
+                    offline_batches,
+                    offline_batch_size: offline_batch_size.clamp(1, 500),
+                    supervisees: supervisees.max(1),
+                    deadlines,
+                    out,
+                }
+            };
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            mesh::bench::run(mesh::harness::Infra::from_env(), options, command)
+                .await
+                .map(drop)
         }
         Command::Token {
             secret,

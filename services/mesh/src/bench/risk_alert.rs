@@ -1,120 +1,50 @@
-//! `mesh bench`: measures one risk-alert instance on this machine against the local broker
-//! and PostgreSQL — how many check-in events per second it absorbs, and how long after a
-//! deadline (plus grace) passes the township's webhook receives the alert. Events are
-//! produced straight onto fresh topics (as the registry and check-in services would), so
-//! the figures are risk-alert's own.
+//! The risk-alert stages of `mesh bench`: how many check-in events per second one
+//! risk-alert instance absorbs when they are produced straight onto its topics (its own
+//! ceiling, without the check-in service in front), and how long after a deadline (plus
+//! grace) passes the township's webhook receives the alert.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mesh_kit::{
     auth::{Caller, Role},
-    kafka::Topics,
     proto_time::to_timestamp,
 };
 use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
     checkin::{CheckinMethod, CheckinRecorded},
     common::{GeoPoint, Jurisdiction},
-    registry::{SuperviseeRegistered, SuperviseeSnapshot},
 };
 use prost::Message;
 use rdkafka::producer::FutureProducer;
 
+use super::{
+    SECRET, bench_mesh, futures_join, ingest::QUIET_POLICY, publish, register_all, registered, wait_for_inbox,
+};
 use crate::{
-    harness::{self, Infra, Mesh, authorized, publish_event},
+    bench::report::{Report, quantile},
+    harness::{Infra, authorized},
     receiver::Receiver,
 };
 
-const SECRET: &str = "benchmark-webhook-secret-0123456789abcdef";
-
-async fn publish(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    event_type: &str,
-    payload: Vec<u8>,
-) -> anyhow::Result<()> {
-    publish_event(producer, topic, key, event_type, &payload)
-        .await
-        .map(drop)
-}
-
-fn registered(id: &str, n: usize, reported_at: chrono::DateTime<Utc>) -> Vec<u8> {
-    SuperviseeRegistered {
-        supervisee: Some(SuperviseeSnapshot {
-            name: format!("基准{n}"),
-            reported_at: Some(to_timestamp(reported_at)),
-            ..harness::supervisee_snapshot(id, 1)
-        }),
-        actor: None,
-        handover_id: String::new(),
-    }
-    .encode_to_vec()
-}
-
-/// Fresh topics of four partitions; its databases go with it.
-async fn bench_mesh(infra: Infra, log_dir: &std::path::Path) -> anyhow::Result<Mesh> {
-    Mesh::builder()
-        .infra(infra)
-        .partitions(4)
-        .log_dir(log_dir)
-        .topics(Topics::unique("bench"))
-        .build()
-        .await
-}
-
-async fn inbox_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM kit_inbox")
-        .fetch_one(pool)
-        .await?)
-}
-
-pub async fn run(infra: Infra, checkins: usize, supervisees: usize, deadlines: usize) -> anyhow::Result<()> {
-    let log_dir = std::env::temp_dir().join("mesh-bench");
-    let producer = harness::producer(&infra.brokers)?;
-
-    if checkins > 0 {
-        throughput(&infra, &producer, &log_dir, checkins, supervisees).await?;
-    }
-    if deadlines > 0 {
-        latency(infra, &producer, &log_dir, deadlines).await?;
-    }
-    Ok(())
-}
-
 /// Check-ins per second one risk-alert instance applies.
-async fn throughput(
+pub(super) async fn throughput(
+    report: &mut Report,
     infra: &Infra,
     producer: &FutureProducer,
     log_dir: &std::path::Path,
-    checkins: usize,
-    supervisees: usize,
+    (checkins, supervisees): (usize, usize),
 ) -> anyhow::Result<()> {
     // Throughput: check-ins only move deadlines (a policy far longer than the run).
-    println!("== check-in throughput: {checkins} check-ins over {supervisees} supervisees ==");
+    println!("== risk-alert alone: {checkins} check-in events over {supervisees} supervisees ==");
     let mut mesh = bench_mesh(infra.clone(), log_dir).await?;
-    let quiet_policy = [
-        ("MESH_POLICY_NORMAL_INTERVAL", "1000h"),
-        ("MESH_ABSCONDING_WARNING_AFTER", "2000h"),
-    ];
-    let risk = mesh.spawn("risk-alert", &quiet_policy).await?;
+    let risk = mesh.spawn("risk-alert", &QUIET_POLICY).await?;
     let pool = mesh.pool("risk-alert")?;
     let ids: Vec<String> = (0..supervisees)
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
-    let now = Utc::now();
-    futures_join(ids.iter().enumerate().map(|(n, id)| {
-        publish(
-            producer,
-            &mesh.topics.registry,
-            id,
-            "supervisee.registered",
-            registered(id, n, now),
-        )
-    }))
-    .await?;
-    wait_for(&pool, supervisees as i64, Duration::from_secs(120)).await?;
+    register_all(producer, &mesh, &ids).await?;
+    wait_for_inbox(&pool, None, supervisees as i64, Duration::from_secs(120)).await?;
 
     let started = Instant::now();
     let base = Utc::now() - chrono::Duration::hours(1);
@@ -149,14 +79,24 @@ async fn throughput(
     }
     futures_join(sends).await?;
     let produced = started.elapsed();
-    wait_for(&pool, (supervisees + checkins) as i64, Duration::from_secs(1800)).await?;
+    wait_for_inbox(
+        &pool,
+        None,
+        (supervisees + checkins) as i64,
+        Duration::from_secs(1800),
+    )
+    .await?;
     let absorbed = started.elapsed();
-    println!(
-        "produced in {:.1} s; risk-alert applied all {checkins} in {:.1} s → {:.0} check-ins/s (each: inbox dedup, \
-         projection update, deadline reschedule, in one transaction)",
-        produced.as_secs_f64(),
-        absorbed.as_secs_f64(),
-        checkins as f64 / absorbed.as_secs_f64()
+    report.add(
+        "risk-alert",
+        "risk-alert apply rate (events produced directly)",
+        checkins as f64 / absorbed.as_secs_f64(),
+        "check-ins/s",
+        format!(
+            "{checkins} events produced in {:.1} s; applied (inbox, projection, deadlines) in {:.1} s",
+            produced.as_secs_f64(),
+            absorbed.as_secs_f64()
+        ),
     );
     risk.stop(Duration::from_secs(30)).await?;
 
@@ -164,14 +104,15 @@ async fn throughput(
 }
 
 /// Delay from a deadline passing to the township's webhook receiving the alert.
-async fn latency(
+pub(super) async fn latency(
+    report: &mut Report,
     infra: Infra,
     producer: &FutureProducer,
     log_dir: &std::path::Path,
     deadlines: usize,
 ) -> anyhow::Result<()> {
     // Latency: each supervisee's deadline passes 3 s after its report-in, grace 0.
-    println!("\n== deadline → webhook delay: {deadlines} deadlines, default 500 ms scheduler tick ==");
+    println!("== deadline → webhook delay: {deadlines} deadlines ==");
     let mut mesh = bench_mesh(infra, log_dir).await?;
     let policy = [
         ("MESH_POLICY_NORMAL_INTERVAL", "3s"),
@@ -228,35 +169,15 @@ async fn latency(
         })
         .collect();
     delays.sort_by(f64::total_cmp);
-    let percentile = |p: f64| delays[((delays.len() as f64 - 1.0) * p).round() as usize];
-    println!(
-        "delay from deadline to signed webhook received: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms ({} alerts)",
-        percentile(0.5),
-        percentile(0.95),
-        percentile(1.0),
-        delays.len()
-    );
-    risk.stop(Duration::from_secs(30)).await?;
-    Ok(())
-}
-
-async fn futures_join<F: std::future::Future<Output = anyhow::Result<()>>>(
-    futures: impl IntoIterator<Item = F>,
-) -> anyhow::Result<()> {
-    for result in futures::future::join_all(futures).await {
-        result?;
-    }
-    Ok(())
-}
-
-async fn wait_for(pool: &sqlx::PgPool, count: i64, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while inbox_count(pool).await? < count {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "risk-alert did not apply {count} events within {timeout:?}"
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        report.add(
+            "alerts",
+            format!("deadline → signed webhook received {label}"),
+            quantile(&delays, q),
+            "ms",
+            format!("{} alerts, grace 0", delays.len()),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    risk.stop(Duration::from_secs(30)).await?;
     Ok(())
 }
