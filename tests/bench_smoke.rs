@@ -23,6 +23,13 @@ async fn the_bench_smoke_measures_every_stage_and_writes_its_report() {
         "end to end / raw insert",
         "risk-alert apply rate (events produced directly)",
         "deadline → signed webhook received p99",
+        "seeding (COPY)",
+        "at 2000: deadline → alert raised p99",
+        "at 2000: deadline → signed webhook received p99",
+        "wave of 500: all alerts raised",
+        "wave of 500: all notifications delivered",
+        "risk-alert peak RSS",
+        "risk-alert database size",
     ] {
         let value = report
             .value(figure)

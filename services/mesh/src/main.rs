@@ -51,6 +51,15 @@ enum Command {
         supervisees: usize,
         #[arg(long, default_value_t = 200)]
         deadlines: usize,
+        /// Supervisees seeded for the scale stage (e.g. 1000000; 0 skips it).
+        #[arg(long, default_value_t = 0)]
+        scale: usize,
+        /// Deadlines passing in the same second in the scale stage.
+        #[arg(long, default_value_t = 100_000)]
+        wave: usize,
+        /// Check-ins per second of churn while deadlines are measured at scale.
+        #[arg(long, default_value_t = 200)]
+        churn: u64,
         /// A run of seconds through every stage (overrides the sizes).
         #[arg(long)]
         smoke: bool,
@@ -136,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
             offline_batch_size,
             supervisees,
             deadlines,
+            scale,
+            wave,
+            churn,
             smoke,
             out,
         } => {
@@ -149,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
                     offline_batch_size: offline_batch_size.clamp(1, 500),
                     supervisees: supervisees.max(1),
                     deadlines,
+                    scale,
+                    wave,
+                    churn,
                     out,
                 }
             };

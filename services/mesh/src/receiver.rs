@@ -102,6 +102,11 @@ impl Receiver {
         self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// How many notifications arrived (without copying them).
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Waits until `predicate` holds for what was received, or `timeout`.
     pub async fn wait_for(
         &self,

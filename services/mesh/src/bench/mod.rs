@@ -6,7 +6,9 @@
 //! - ceilings (`ceilings.rs`): a raw batched insert of the same rows, and the broker's raw
 //!   produce rate;
 //! - risk-alert alone (`risk_alert.rs`): its apply rate with events produced directly, and
-//!   the delay from a missed deadline to the signed webhook.
+//!   the delay from a missed deadline to the signed webhook;
+//! - at scale (`scale.rs`): N supervisees seeded, deadline → alert under churn, a wave of
+//!   deadlines passing at once, peak memory and database size.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -22,6 +24,7 @@ mod ceilings;
 mod ingest;
 pub mod report;
 mod risk_alert;
+mod scale;
 
 use report::Report;
 
@@ -43,6 +46,11 @@ pub struct Options {
     pub supervisees: usize,
     /// Deadlines of the deadline → webhook stage.
     pub deadlines: usize,
+    /// Supervisees seeded for the scale stage, and the deadlines of its wave.
+    pub scale: usize,
+    pub wave: usize,
+    /// Check-ins per second of steady churn while deadlines are measured at scale.
+    pub churn: u64,
     /// Where `bench.json` and `bench.md` go.
     pub out: PathBuf,
 }
@@ -57,6 +65,9 @@ impl Options {
             offline_batch_size: 50,
             supervisees: 30,
             deadlines: 20,
+            scale: 2_000,
+            wave: 500,
+            churn: 10,
             out,
         }
     }
@@ -97,7 +108,17 @@ pub async fn run(infra: Infra, options: Options, command: String) -> anyhow::Res
         .await?;
     }
     if options.deadlines > 0 {
-        risk_alert::latency(&mut report, infra, &producer, &log_dir, options.deadlines).await?;
+        risk_alert::latency(&mut report, infra.clone(), &producer, &log_dir, options.deadlines).await?;
+    }
+    if options.scale > 0 {
+        scale::at_scale(
+            &mut report,
+            &infra,
+            &producer,
+            &log_dir,
+            (options.scale, options.wave, options.churn),
+        )
+        .await?;
     }
     report.write(&options.out)?;
     println!("\n{}\nwritten to {}", report.table(), options.out.display());

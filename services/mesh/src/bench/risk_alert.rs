@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     bench::report::{Report, quantile},
-    harness::{Infra, authorized},
-    receiver::Receiver,
+    harness::{Infra, Mesh, ServiceProcess, authorized},
+    receiver::{Received, Receiver},
 };
 
 /// Check-ins per second one risk-alert instance applies.
@@ -121,6 +121,32 @@ pub(super) async fn latency(
         ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
     ];
     let risk = mesh.spawn("risk-alert", &policy).await?;
+    let receiver = webhook_receiver(&mesh, &risk).await?;
+    register_probes(producer, &mesh, deadlines).await?;
+    let received = receiver
+        .wait_for(Duration::from_secs(120), |r| r.len() >= deadlines)
+        .await;
+    anyhow::ensure!(
+        received.len() == deadlines,
+        "only {} of {deadlines} notifications arrived",
+        received.len()
+    );
+    let delays = delays(&received, Delay::Received);
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        report.add(
+            "alerts",
+            format!("deadline → signed webhook received {label}"),
+            quantile(&delays, q),
+            "ms",
+            format!("{} alerts, grace 0", delays.len()),
+        );
+    }
+    risk.stop(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// A receiver of the home township's webhooks, registered with `risk`.
+pub(super) async fn webhook_receiver(mesh: &Mesh, risk: &ServiceProcess) -> anyhow::Result<Receiver> {
     let receiver = Receiver::start(SECRET).await?;
     let office = mesh.token(&Caller {
         subject: "bench-office".into(),
@@ -143,41 +169,53 @@ pub(super) async fn latency(
             &office,
         ))
         .await?;
+    Ok(receiver)
+}
+
+/// Registers `count` new people reported in now, as the registry would: under the probe
+/// policy (normal level, 3 s interval, no grace) each one's deadline passes 3 s later.
+pub(super) async fn register_probes(
+    producer: &FutureProducer,
+    mesh: &Mesh,
+    count: usize,
+) -> anyhow::Result<()> {
     let reported_at = Utc::now();
-    futures_join((0..deadlines).map(|n| {
+    futures_join((0..count).map(|n| {
         let id = uuid::Uuid::now_v7().to_string();
         let payload = registered(&id, n, reported_at);
         let topic = mesh.topics.registry.clone();
-
         async move { publish(producer, &topic, &id, "supervisee.registered", payload).await }
     }))
-    .await?;
-    let received = receiver
-        .wait_for(Duration::from_secs(120), |r| r.len() >= deadlines)
-        .await;
-    anyhow::ensure!(
-        received.len() == deadlines,
-        "only {} of {deadlines} notifications arrived",
-        received.len()
-    );
+    .await
+}
+
+/// Which delay after the deadline.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Delay {
+    /// Until the alert was raised (its `raised_at`).
+    Raised,
+    /// Until the signed webhook was received.
+    Received,
+}
+
+/// The delays after the deadline of each received notification, milliseconds, sorted.
+pub(super) fn delays(received: &[Received], delay: Delay) -> Vec<f64> {
+    let time = |value: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str()?)
+            .ok()
+            .map(|time| time.with_timezone(&Utc))
+    };
     let mut delays: Vec<f64> = received
         .iter()
-        .filter_map(|n| {
-            let deadline =
-                chrono::DateTime::parse_from_rfc3339(n.body["alert"]["deadline"].as_str()?).ok()?;
-            Some((n.received_at - deadline.with_timezone(&Utc)).num_milliseconds() as f64)
+        .filter_map(|notification| {
+            let deadline = time(&notification.body["alert"]["deadline"])?;
+            let at = match delay {
+                Delay::Raised => time(&notification.body["alert"]["raisedAt"])?,
+                Delay::Received => notification.received_at,
+            };
+            Some((at - deadline).num_milliseconds() as f64)
         })
         .collect();
     delays.sort_by(f64::total_cmp);
-    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-        report.add(
-            "alerts",
-            format!("deadline → signed webhook received {label}"),
-            quantile(&delays, q),
-            "ms",
-            format!("{} alerts, grace 0", delays.len()),
-        );
-    }
-    risk.stop(Duration::from_secs(30)).await?;
-    Ok(())
+    delays
 }

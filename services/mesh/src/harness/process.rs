@@ -118,6 +118,11 @@ impl ServiceProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(self.endpoint())?.connect().await?)
     }
