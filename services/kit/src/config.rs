@@ -224,6 +224,10 @@ pub struct CommonSettings {
     /// Whether producers use Kafka's idempotence (`MESH_KAFKA_IDEMPOTENT_PRODUCER`, default
     /// true; set false for Tansu, see [`crate::kafka::producer_config`]).
     pub kafka_idempotent_producer: bool,
+    /// Extra librdkafka properties for every Kafka client of the process
+    /// (`MESH_KAFKA_CLIENT_CONFIG`, `name=value` pairs separated by commas; default none, as
+    /// Apache Kafka needs), applied after the kit's own, see [`crate::kafka::client_config`].
+    pub kafka_client_config: Vec<(String, String)>,
     /// HS256 secret that signs caller tokens.
     pub jwt_secret: SecretString,
     /// How long shutdown waits for in-flight work.
@@ -272,6 +276,13 @@ impl CommonSettings {
             reader.problem("MESH_KAFKA_MESSAGE_TIMEOUT_MS must be at least 1000");
         }
         let kafka_idempotent_producer = reader.optional("MESH_KAFKA_IDEMPOTENT_PRODUCER", true);
+        let kafka_client_config = match reader.maybe::<String>("MESH_KAFKA_CLIENT_CONFIG") {
+            None => Vec::new(),
+            Some(value) => crate::kafka::parse_client_config(&value).unwrap_or_else(|problem| {
+                reader.problem(format!("MESH_KAFKA_CLIENT_CONFIG: {problem}"));
+                Vec::new()
+            }),
+        };
         let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
@@ -285,6 +296,9 @@ impl CommonSettings {
             reader.problem("MESH_CONSUMER_BATCH_MAX must be at least 1");
         }
         let consumer_batch_linger_ms: u64 = reader.optional("MESH_CONSUMER_BATCH_LINGER_MS", 2);
+        // Consumers, the lag monitor and the outbox each build their own client from
+        // `crate::kafka`; the extra properties reach all of them through the process.
+        crate::kafka::set_client_config(kafka_client_config.clone());
         Some(Self {
             grpc_addr,
             database_url: database_url?,
@@ -292,6 +306,7 @@ impl CommonSettings {
             kafka_brokers: kafka_brokers?,
             kafka_message_timeout: Duration::from_millis(kafka_message_timeout_ms),
             kafka_idempotent_producer,
+            kafka_client_config,
             jwt_secret: jwt_secret?,
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),

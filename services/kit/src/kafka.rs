@@ -1,7 +1,7 @@
 //! Kafka client settings shared by the outbox relay and the consumers, and the mesh's topic
 //! names (one topic per producing service, and the operations topic every service writes to).
 
-use std::time::Duration;
+use std::{sync::RwLock, time::Duration};
 
 use rdkafka::ClientConfig;
 
@@ -100,6 +100,47 @@ pub mod headers {
     pub const PRODUCER: &str = "producer";
 }
 
+/// Extra librdkafka properties of this process (`MESH_KAFKA_CLIENT_CONFIG`), set once from
+/// the configuration; empty by default.
+static CLIENT_CONFIG: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
+
+/// Sets the extra properties every client created afterwards gets (see [`client_config`]).
+pub fn set_client_config(properties: Vec<(String, String)>) {
+    if let Ok(mut config) = CLIENT_CONFIG.write() {
+        *config = properties;
+    }
+}
+
+/// Parses `name=value` pairs separated by commas, e.g.
+/// `session.timeout.ms=45000,auto.commit.interval.ms=5000`.
+pub fn parse_client_config(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+                Ok((name.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("{pair:?} is not name=value")),
+        })
+        .collect()
+}
+
+/// Applies the process's extra properties (`MESH_KAFKA_CLIENT_CONFIG`) over `config`. They
+/// exist for brokers that need other settings than Apache Kafka does: the local Tansu broker
+/// with SQLite storage answers group requests slowly under load (see `docs/tansu.md`), so
+/// `scripts/infra` prints the settings the services need against it. With Apache Kafka the
+/// variable stays unset and the kit's settings below apply unchanged.
+pub fn client_config(mut config: ClientConfig) -> ClientConfig {
+    if let Ok(extra) = CLIENT_CONFIG.read() {
+        for (name, value) in extra.iter() {
+            config.set(name, value);
+        }
+    }
+    config
+}
+
 /// Config of a producer that never reorders within a partition. `message_timeout` bounds
 /// how long a send waits for a down broker before reporting failure (the outbox then keeps
 /// the row and tries again).
@@ -123,7 +164,7 @@ pub fn producer_config(brokers: &str, message_timeout: Duration, idempotent: boo
             .set("enable.idempotence", "false")
             .set("max.in.flight.requests.per.connection", "1");
     }
-    config
+    client_config(config)
 }
 
 /// Config of an at-least-once consumer: offsets are stored by the application only after
@@ -139,5 +180,24 @@ pub fn consumer_config(brokers: &str, group_id: &str, session_timeout: Duration)
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", session_timeout.as_millis().to_string())
         .set("enable.partition.eof", "false");
-    config
+    client_config(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_is_name_value_pairs_separated_by_commas() {
+        assert_eq!(
+            parse_client_config(" session.timeout.ms=45000, auto.commit.interval.ms = 5000 ,"),
+            Ok(vec![
+                ("session.timeout.ms".to_owned(), "45000".to_owned()),
+                ("auto.commit.interval.ms".to_owned(), "5000".to_owned()),
+            ])
+        );
+        assert_eq!(parse_client_config(""), Ok(vec![]));
+        assert!(parse_client_config("session.timeout.ms").is_err());
+        assert!(parse_client_config("=1").is_err());
+    }
 }
