@@ -1,13 +1,21 @@
 //! The one place with SQL: the projected supervisees, the check-ins and the permitted areas,
 //! their rows and how they become domain types. Every function runs on the connection it is
 //! given (a [`Change`](mesh_kit::change::Change), a pooled connection, the consumer's
-//! transaction), so the caller decides what one transaction holds.
+//! transaction), so the caller decides what one transaction holds. Recording check-ins,
+//! a group at a time, is in [`group`] and [`publish`].
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{auth::Caller, error::ServiceError};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+mod group;
+mod publish;
+
+pub use self::{
+    group::{circles_of, find_checkins, find_supervisees, insert_checkins, supervisions_at},
+    publish::{Publication, publish_all},
+};
 use crate::domain::{
     AreaCheck, AreaVersion, Checkin, Circle, Identity, Jurisdiction, Method, Position, ProjectedSupervisee,
     Supervisee, SuperviseeStatus,
