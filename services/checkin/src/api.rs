@@ -1,37 +1,32 @@
 //! The check-in gRPC API, thin: each handler gets the caller, checks its role, converts the
 //! request (`request`), loads through `store`, applies the `domain` rules, writes through
-//! `store` in one [`Change`] (rows, `checkin.recorded` event and audit record together) and
-//! converts the result (`response`).
-//!
-//! Idempotency: the client-generated check-in id is the primary key and the stored content
-//! fingerprint tells a retry (same content: the stored check-in is returned, nothing is
-//! written or published) from a conflicting reuse of the id (`AlreadyExists`).
+//! `store` in one transaction (rows, `checkin.recorded` event and audit record together) and
+//! converts the result (`response`). Check-ins are recorded a group at a time (`record`):
+//! RecordCheckin through the group commit (`ingest`), an offline batch a chunk at a time.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use mesh_kit::{
     auth::{self, Caller, Role},
     change::{Changes, Tx},
     clock::SharedClock,
     error::ServiceError,
-    outbox::NewEvent,
     page::Cursors,
+    telemetry,
 };
 use mesh_proto::checkin as pb;
-use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{
-        self, AreaPolicy, Checkin, Jurisdiction, PermittedArea, RecordError, Rules,
-        sync::{self, ItemFailure, Supervision},
-    },
+    domain::{AreaPolicy, Checkin, PermittedArea, Rules, sync::ItemFailure},
+    ingest::Ingest,
+    record::{Failure, Recorded, Recorder, Submission, ensure_access, replay},
     request, response, store,
 };
 
-/// Event type of a stored check-in.
-const CHECKIN_RECORDED: &str = "checkin.recorded";
+/// Most check-ins of an offline batch recorded in one transaction.
+const BATCH_CHUNK: usize = crate::ingest::MAX_GROUP;
 
 /// Roles that record and read check-ins (prisons do not).
 const RECORDERS: &[Role] = &[
@@ -52,51 +47,16 @@ pub struct Checkins {
     changes: Changes,
     cursors: Cursors,
     clock: SharedClock,
-    /// Topic of `checkin.recorded`.
-    topic: String,
     rules: Arc<Rules>,
     areas: AreaPolicy,
+    recorder: Recorder,
+    ingest: Ingest,
 }
 
-/// What recording one check-in came to.
-enum Recorded {
-    /// Stored now (and `checkin.recorded` enqueued).
-    Accepted(Checkin),
-    /// Already stored with the same content: the stored check-in, nothing written.
-    Duplicate(Checkin),
-}
-
-fn ensure_access(caller: &Caller, jurisdiction: &Jurisdiction) -> Result<(), ServiceError> {
-    caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)
-}
-
-/// Why one check-in was not stored: a rule of check-ins (which an offline batch tells the app
-/// to drop or to retry), or any other error.
-#[derive(Debug)]
-enum Failure {
-    Record(RecordError),
-    Service(ServiceError),
-}
-
-impl From<RecordError> for Failure {
-    fn from(error: RecordError) -> Self {
-        Failure::Record(error)
-    }
-}
-
-impl From<ServiceError> for Failure {
-    fn from(error: ServiceError) -> Self {
-        Failure::Service(error)
-    }
-}
-
-impl From<Failure> for ServiceError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Record(error) => error.into(),
-            Failure::Service(error) => error,
-        }
-    }
+/// A submitted check-in after validation: ready to record, or already answered.
+enum Prepared {
+    Valid(Submission),
+    Answered(Result<Recorded, Failure>),
 }
 
 /// How a batch item that was not stored is answered: rejected or retry later, with its
@@ -108,14 +68,6 @@ fn item_failure(failure: &Failure) -> Option<(ItemFailure, String, String)> {
             rejection(error).map(|(reason, field)| (ItemFailure::Rejected, reason, field))
         }
     }
-}
-
-/// Answers a check-in whose id is already stored: the stored one for a retry with the
-/// same content (to callers who may see it), `AlreadyExists` otherwise.
-fn replay(caller: &Caller, stored: Checkin, fingerprint: &[u8]) -> Result<Recorded, Failure> {
-    domain::check_retry(&stored, fingerprint)?;
-    ensure_access(caller, &stored.jurisdiction)?;
-    Ok(Recorded::Duplicate(stored))
 }
 
 /// How a batch item failing with anything but a check-in rule is reported: rejected (a bad
@@ -137,7 +89,40 @@ fn rejection(error: &ServiceError) -> Option<(String, String)> {
     Some((error.public_message(), field.to_owned()))
 }
 
+/// Answers an item refused as invalid whose id an earlier item of the batch was accepted
+/// under as a retry of that one (a reuse of its id, unless the content is the same), as if
+/// the batch had been stored one item at a time.
+fn answer_invalid_as_retries(
+    caller: &Caller,
+    items: &[pb::NewCheckin],
+    answers: &mut [Option<Result<Recorded, Failure>>],
+) {
+    let mut accepted: HashMap<Uuid, Checkin> = HashMap::new();
+    for (item, answer) in items.iter().zip(answers.iter_mut()) {
+        match answer {
+            Some(Ok(Recorded::Accepted(checkin))) => {
+                accepted
+                    .entry(checkin.checkin_id)
+                    .or_insert_with(|| checkin.clone());
+            }
+            Some(Err(Failure::Service(ServiceError::Invalid(_)))) => {
+                let earlier = item
+                    .checkin_id
+                    .trim()
+                    .parse::<Uuid>()
+                    .ok()
+                    .and_then(|id| accepted.get(&id));
+                if let Some(earlier) = earlier {
+                    *answer = Some(replay(caller, earlier.clone(), &request::fingerprint(item)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Checkins {
+    /// The handlers, with the ingesters of RecordCheckin started on the current runtime.
     pub fn new(
         changes: Changes,
         cursors: Cursors,
@@ -146,90 +131,65 @@ impl Checkins {
         rules: Rules,
         areas: AreaPolicy,
     ) -> Self {
+        let rules = Arc::new(rules);
+        let recorder = Recorder::new(changes.clone(), topic, rules.clone(), areas);
         Self {
             changes,
             cursors,
             clock,
-            topic,
-            rules: Arc::new(rules),
+            rules,
             areas,
+            ingest: Ingest::start(recorder.clone()),
+            recorder,
         }
     }
 
-    /// Records one check-in (RecordCheckin, or one item of an offline batch). Field paths in
-    /// errors start with `prefix`.
-    async fn record(&self, caller: &Caller, new: &pb::NewCheckin, prefix: &str) -> Result<Recorded, Failure> {
-        let fingerprint = request::fingerprint(new);
-        // A retry answers from what is stored, whatever has changed since (the device-time
-        // window has moved on, the supervisee's status has changed): same question, same answer.
-        if let Ok(id) = new.checkin_id.trim().parse::<Uuid>()
-            && let Some(stored) = store::find_checkin(self.changes.pool(), id).await?
-        {
-            return replay(caller, stored, &fingerprint);
-        }
-
+    /// Validates each submitted check-in; field paths in errors start with `prefix`. A
+    /// check-in that is not valid (any more) may still be a retry of a stored one, which is
+    /// answered from what is stored whatever has changed since (the device-time window has
+    /// moved on, the supervisee's status has changed): same question, same answer. Valid
+    /// retries are recognised when they are recorded.
+    async fn prepare(
+        &self,
+        caller: &Caller,
+        items: &[pb::NewCheckin],
+        prefix: &str,
+    ) -> Result<Vec<Prepared>, ServiceError> {
         let now = self.clock.now();
         let officer_subject = (caller.role == Role::Officer).then_some(caller.subject.as_str());
-        let valid = request::checkin(new, prefix, now, &self.rules, officer_subject)?;
-
-        let mut change = self.changes.begin().await?;
-        let supervisee = store::find_supervisee(&mut change, valid.supervisee_id)
-            .await?
-            .ok_or(RecordError::UnknownSupervisee)?;
-        let at_capture = store::supervision_at(&mut change, valid.supervisee_id, valid.device_time).await?;
-        let supervision = Supervision {
-            now: (supervisee.jurisdiction, supervisee.status),
-            at_capture: at_capture.map(|then| (then.jurisdiction, then.status)),
-        };
-        let jurisdiction = sync::attribute(&supervision, |jurisdiction| {
-            ensure_access(caller, jurisdiction).is_ok()
-        })?;
-        // Without a position there is nothing to test against the area.
-        let circles = match valid.position {
-            Some(_) => {
-                let set = store::area_circles(&mut change, &jurisdiction.township_code).await?;
-                self.areas.circles(set, &jurisdiction.county_code)
+        let trace_headers = serde_json::to_value(telemetry::current_trace_headers()).unwrap_or_default();
+        let mut prepared = Vec::with_capacity(items.len());
+        let mut invalid = Vec::new();
+        for (index, new) in items.iter().enumerate() {
+            let fingerprint = request::fingerprint(new);
+            prepared.push(
+                match request::checkin(new, prefix, now, &self.rules, officer_subject) {
+                    Ok(valid) => Prepared::Valid(Submission {
+                        caller: caller.clone(),
+                        valid,
+                        fingerprint,
+                        received_at: now,
+                        trace_headers: trace_headers.clone(),
+                    }),
+                    Err(error) => {
+                        if let Ok(id) = new.checkin_id.trim().parse::<Uuid>() {
+                            invalid.push((index, id, fingerprint));
+                        }
+                        Prepared::Answered(Err(error.into()))
+                    }
+                },
+            );
+        }
+        if !invalid.is_empty() {
+            let ids: Vec<Uuid> = invalid.iter().map(|(_, id, _)| *id).collect();
+            let stored = store::find_checkins(self.changes.pool(), &ids).await?;
+            for (index, id, fingerprint) in invalid {
+                if let (Some(stored), Some(slot)) = (stored.get(&id), prepared.get_mut(index)) {
+                    *slot = Prepared::Answered(replay(caller, stored.clone(), &fingerprint));
+                }
             }
-            None => Vec::new(),
-        };
-        let checkin = domain::assess(valid, jurisdiction, &circles, now, &self.rules, fingerprint);
-        let Some(stored) = store::insert_checkin(&mut change, &checkin, caller).await? else {
-            // A concurrent call with the same id committed first: answer as a retry would.
-            drop(change);
-            let stored = store::find_checkin(self.changes.pool(), checkin.checkin_id)
-                .await?
-                .ok_or_else(|| ServiceError::internal("check-in missing after an id conflict"))?;
-            return replay(caller, stored, &fingerprint);
-        };
-
-        let event = NewEvent {
-            topic: self.topic.clone(),
-            key: stored.supervisee_id.to_string(),
-            event_type: CHECKIN_RECORDED,
-            payload: response::recorded(&stored, caller).encode_to_vec(),
-            occurred_at: stored.received_at,
-        };
-        let detail = serde_json::json!({
-            "checkin_id": stored.checkin_id,
-            "method": stored.method.as_str(),
-            "captured_offline": stored.captured_offline,
-            "out_of_area": stored.area.out_of_area,
-        });
-        change
-            .publish(caller, event, Some(stored.supervisee_id), detail)
-            .await?;
-        change.commit().await?;
-        // Ids and flags only: positions are personal data and stay out of logs.
-        tracing::info!(
-            checkin_id = %stored.checkin_id,
-            supervisee_id = %stored.supervisee_id,
-            method = stored.method.as_str(),
-            captured_offline = stored.captured_offline,
-            out_of_area = stored.area.out_of_area,
-            identity_verified = stored.identity_verified,
-            "check-in recorded"
-        );
-        Ok(Recorded::Accepted(stored))
+        }
+        Ok(prepared)
     }
 
     async fn record_checkin(
@@ -239,7 +199,13 @@ impl Checkins {
         let caller = auth::caller(&request)?;
         caller.ensure_role(RECORDERS)?;
         let new = request::record(request.into_inner())?;
-        let (checkin, duplicate) = match self.record(&caller, &new, "checkin.").await? {
+        let prepared = self.prepare(&caller, &[new], "checkin.").await?.pop();
+        let recorded = match prepared {
+            Some(Prepared::Valid(submission)) => self.ingest.record(submission).await?,
+            Some(Prepared::Answered(answer)) => answer?,
+            None => return Err(ServiceError::internal("no check-in prepared")),
+        };
+        let (checkin, duplicate) = match recorded {
             Recorded::Accepted(checkin) => (checkin, false),
             Recorded::Duplicate(checkin) => (checkin, true),
         };
@@ -258,17 +224,40 @@ impl Checkins {
         let request = request.into_inner();
         tracing::Span::current().record("items", request.checkins.len());
         let items = request::batch(request)?;
-        // Items are stored one by one, each in its own transaction: one bad item never
-        // costs the others, and a batch cut short by an outage is simply sent again.
+        let mut answers = Vec::with_capacity(items.len());
+        let (mut positions, mut submissions) = (Vec::new(), Vec::new());
+        for (index, prepared) in self.prepare(&caller, &items, "").await?.into_iter().enumerate() {
+            match prepared {
+                Prepared::Valid(submission) => {
+                    answers.push(None);
+                    positions.push(index);
+                    submissions.push(submission);
+                }
+                Prepared::Answered(answer) => answers.push(Some(answer)),
+            }
+        }
+        // One transaction per chunk: an item the chunk cannot store never costs the others
+        // (see `Recorder::record`), and a batch cut short by an outage is simply sent again.
+        for (positions, chunk) in positions.chunks(BATCH_CHUNK).zip(submissions.chunks(BATCH_CHUNK)) {
+            let results = self.recorder.record(chunk).await;
+            for (&index, result) in positions.iter().zip(results) {
+                if let Some(answer) = answers.get_mut(index) {
+                    *answer = Some(result);
+                }
+            }
+        }
+        answer_invalid_as_retries(&caller, &items, &mut answers);
         let mut results = Vec::with_capacity(items.len());
         let (mut accepted, mut duplicates, mut rejected, mut retry_later) = (0u32, 0u32, 0u32, 0u32);
-        for (index, item) in items.iter().enumerate() {
+        for (index, (item, answer)) in items.iter().zip(answers).enumerate() {
             let mut result = pb::SyncItemResult {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 checkin_id: item.checkin_id.clone(),
                 ..Default::default()
             };
-            match self.record(&caller, item, "").await {
+            let answer =
+                answer.unwrap_or_else(|| Err(ServiceError::internal("batch item left unanswered").into()));
+            match answer {
                 Ok(Recorded::Accepted(checkin)) => {
                     accepted += 1;
                     result.set_outcome(pb::SyncItemOutcome::Accepted);
@@ -447,6 +436,7 @@ impl pb::checkin_service_server::CheckinService for Checkins {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::RecordError;
 
     #[test]
     fn infrastructure_errors_fail_the_batch_and_the_rest_reject_the_item() {

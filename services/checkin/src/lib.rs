@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod domain;
+pub mod ingest;
 pub mod projection;
+pub mod record;
 pub mod request;
 pub mod response;
 pub mod store;

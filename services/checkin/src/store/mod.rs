@@ -1,13 +1,21 @@
 //! The one place with SQL: the projected supervisees, the check-ins and the permitted areas,
 //! their rows and how they become domain types. Every function runs on the connection it is
 //! given (a [`Change`](mesh_kit::change::Change), a pooled connection, the consumer's
-//! transaction), so the caller decides what one transaction holds.
+//! transaction), so the caller decides what one transaction holds. Recording check-ins,
+//! a group at a time, is in [`group`] and [`publish`].
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{auth::Caller, error::ServiceError};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
+mod group;
+mod publish;
+
+pub use self::{
+    group::{circles_of, find_checkins, find_supervisees, insert_checkins, supervisions_at},
+    publish::{Publication, publish_all},
+};
 use crate::domain::{
     AreaCheck, AreaVersion, Checkin, Circle, Identity, Jurisdiction, Method, Position, ProjectedSupervisee,
     Supervisee, SuperviseeStatus,
@@ -65,24 +73,6 @@ pub async fn record_supervision(
     Ok(())
 }
 
-/// How the supervisee was supervised at `at` (the newest snapshot of a change made by
-/// then), if this service has heard of one.
-pub async fn supervision_at(
-    conn: &mut PgConnection,
-    id: Uuid,
-    at: DateTime<Utc>,
-) -> Result<Option<Supervisee>, ServiceError> {
-    let row: Option<SuperviseeRow> = sqlx::query_as(
-        "SELECT township_code, county_code, status FROM supervision_history
-         WHERE supervisee_id = $1 AND since <= $2 ORDER BY version DESC LIMIT 1",
-    )
-    .bind(id)
-    .bind(at)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Supervisee::try_from).transpose()
-}
-
 /// A supervisee as projected from the registry.
 #[derive(sqlx::FromRow)]
 struct SuperviseeRow {
@@ -93,12 +83,7 @@ struct SuperviseeRow {
 
 /// The projected supervisee `id`, if the registry has told of it.
 pub async fn find_supervisee(conn: &mut PgConnection, id: Uuid) -> Result<Option<Supervisee>, ServiceError> {
-    let row: Option<SuperviseeRow> =
-        sqlx::query_as("SELECT township_code, county_code, status FROM supervisees WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-    row.map(Supervisee::try_from).transpose()
+    Ok(find_supervisees(conn, &[id]).await?.remove(&id))
 }
 
 impl TryFrom<SuperviseeRow> for Supervisee {
@@ -196,65 +181,6 @@ impl TryFrom<CheckinRow> for Checkin {
     }
 }
 
-/// The stored check-in `id`, if any (read on the pool or in a transaction).
-pub async fn find_checkin(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Checkin>, ServiceError> {
-    let row: Option<CheckinRow> = sqlx::query_as(&format!(
-        "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE checkin_id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    row.map(Checkin::try_from).transpose()
-}
-
-/// Stores `checkin`, recorded by `caller`, and returns it as stored (times to the
-/// microsecond); `None` when its id is taken (a concurrent twin committed first).
-pub async fn insert_checkin(
-    conn: &mut PgConnection,
-    checkin: &Checkin,
-    caller: &Caller,
-) -> Result<Option<Checkin>, ServiceError> {
-    let (face_match_score, manual_officer_id, manual_note) = match &checkin.identity {
-        Identity::FaceMatch { score } => (Some(*score), None, None),
-        Identity::Manual { officer_id, note } => (None, Some(officer_id.as_str()), Some(note.as_str())),
-    };
-    let position = checkin.position;
-    let row: Option<CheckinRow> = sqlx::query_as(&format!(
-        "INSERT INTO checkins (checkin_id, supervisee_id, method, recording_officer_id, device_time, received_at,
-             latitude, longitude, accuracy_m, face_match_score, manual_officer_id, manual_note,
-             identity_verified, captured_offline, out_of_area, distance_outside_m, township_code,
-             county_code, note, content_sha256, recorded_by_subject, recorded_by_role)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-         ON CONFLICT (checkin_id) DO NOTHING
-         RETURNING {CHECKIN_COLUMNS}"
-    ))
-    .bind(checkin.checkin_id)
-    .bind(checkin.supervisee_id)
-    .bind(checkin.method.as_str())
-    .bind(&checkin.recording_officer_id)
-    .bind(checkin.device_time)
-    .bind(checkin.received_at)
-    .bind(position.map(|p| p.latitude))
-    .bind(position.map(|p| p.longitude))
-    .bind(position.map(|p| p.accuracy_m))
-    .bind(face_match_score)
-    .bind(manual_officer_id)
-    .bind(manual_note)
-    .bind(checkin.identity_verified)
-    .bind(checkin.captured_offline)
-    .bind(checkin.area.out_of_area)
-    .bind(checkin.area.distance_outside_m)
-    .bind(&checkin.jurisdiction.township_code)
-    .bind(&checkin.jurisdiction.county_code)
-    .bind(&checkin.note)
-    .bind(checkin.fingerprint.as_slice())
-    .bind(&caller.subject)
-    .bind(caller.role.as_str())
-    .fetch_optional(conn)
-    .await?;
-    row.map(Checkin::try_from).transpose()
-}
-
 /// A supervisee's check-ins with device times in `[start, end)`, newest first, after the
 /// check-in `after` (device time, id) of the previous page; at most `limit`.
 pub async fn list_checkins(
@@ -283,21 +209,9 @@ pub async fn list_checkins(
 
 /// The circles a township has set, in the order given (none if it has set none).
 pub async fn area_circles(conn: &mut PgConnection, township_code: &str) -> Result<Vec<Circle>, ServiceError> {
-    let rows: Vec<(f64, f64, f64)> = sqlx::query_as(
-        "SELECT latitude, longitude, radius_m FROM permitted_area_circles
-         WHERE township_code = $1 ORDER BY position",
-    )
-    .bind(township_code)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(latitude, longitude, radius_m)| Circle {
-            latitude,
-            longitude,
-            radius_m,
-        })
-        .collect())
+    let township_code = township_code.to_owned();
+    let mut circles = circles_of(conn, std::slice::from_ref(&township_code)).await?;
+    Ok(circles.remove(&township_code).unwrap_or_default())
 }
 
 #[derive(sqlx::FromRow)]
