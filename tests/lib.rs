@@ -180,6 +180,7 @@ pub const FAST_POLICY: &[(&str, &str)] = &[
     ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
     ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
     ("MESH_ALERT_TICK_MS", "100"),
+    ("MESH_WEBHOOK_POLL_MS", "100"),
     ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
 ];
 
