@@ -11,7 +11,8 @@
 //! Each subject is handled in a transaction of its own that first locks the subject's row
 //! without waiting (`SKIP LOCKED`), then its due deadlines: the consumer takes the same
 //! locks in the same order, so a check-in arriving as its deadline fires can neither
-//! deadlock with the scheduler nor abort anyone else's firing.
+//! deadlock with the scheduler nor abort anyone else's firing. A few subjects are fired at
+//! once, so a wave of deadlines falling due together (midnight) is not one long queue.
 //!
 //! Between rounds the scheduler sleeps until the earliest pending deadline (`wake`), read
 //! from the table, which stays the truth across replicas and restarts; a deadline written
@@ -26,6 +27,7 @@ pub mod wake;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
 use mesh_kit::{
     CancellationToken,
     change::Changes,
@@ -48,6 +50,10 @@ use crate::{
 
 /// Subjects looked at per round.
 const BATCH: i64 = 200;
+
+/// Subjects fired at once, each in its own transaction (of the pool's connections, which
+/// the consumers, the relay and the API share).
+const CONCURRENCY: usize = 4;
 
 /// The pause before a due deadline a round left (its subject busy with an event) is tried
 /// again: the consumer holds a subject for one event's transaction.
@@ -123,7 +129,7 @@ impl Scheduler {
         }
     }
 
-    /// Fires the due deadlines of up to `batch` subjects; returns how many
+    /// Fires the due deadlines of up to `batch` subjects, a few at once; returns how many
     /// subjects had deadlines fired (so a busy round is followed at once by the next) and
     /// the cutoff it fired up to. A subject whose row is busy is left for the next round;
     /// one that fails is logged and does not stop the others.
@@ -139,16 +145,20 @@ impl Scheduler {
             change.commit().await?;
             due
         };
-        let mut fired = 0;
-        for subject in due {
-            match self.fire_subject(subject, cutoff, now).await {
-                Ok(true) => fired += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
+        let fired = stream::iter(due)
+            .map(|subject| async move {
+                match self.fire_subject(subject, cutoff, now).await {
+                    Ok(fired) => fired,
+                    Err(error) => {
+                        tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
+                        false
+                    }
                 }
-            }
-        }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter(|fired| std::future::ready(*fired))
+            .count()
+            .await;
         Ok(Round { fired, cutoff })
     }
 
