@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use mesh::harness::MeshBuilder;
-use mesh_e2e::{
-    authorized, eventually, fast_risk_alert, home_jurisdiction, home_officer, register, reported_in,
-};
+use mesh_e2e::{authorized, eventually, fast_risk_alert, home_officer, list_alerts, register, reported_in};
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
     registry as registry_pb,
@@ -32,20 +30,7 @@ fn slow_poll(extra: &[(&'static str, &'static str)]) -> MeshBuilder {
 
 async fn first_alert(alerts: &mut AlertServiceClient<Channel>, token: &str) -> pb::Alert {
     eventually("an alert", Duration::from_secs(30), async || {
-        alerts
-            .list_alerts(authorized(
-                pb::ListAlertsRequest {
-                    jurisdiction: Some(home_jurisdiction()),
-                    ..Default::default()
-                },
-                token,
-            ))
-            .await
-            .ok()?
-            .into_inner()
-            .alerts
-            .into_iter()
-            .next()
+        list_alerts(alerts, token).await.into_iter().next()
     })
     .await
 }
