@@ -180,8 +180,28 @@ pub const FAST_POLICY: &[(&str, &str)] = &[
     ("MESH_ABSCONDING_WARNING_AFTER", "1000h"),
     ("MESH_ABSCONDING_REVOCATION_AFTER", "2000h"),
     ("MESH_ALERT_TICK_MS", "100"),
+    ("MESH_WEBHOOK_POLL_MS", "100"),
     ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
 ];
+
+/// The alerts of [`home_jurisdiction`] that `token` may see, newest first.
+pub async fn list_alerts(
+    alerts: &mut mesh_proto::alert::alert_service_client::AlertServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> Vec<mesh_proto::alert::Alert> {
+    alerts
+        .list_alerts(authorized(
+            mesh_proto::alert::ListAlertsRequest {
+                jurisdiction: Some(home_jurisdiction()),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("alerts listed")
+        .into_inner()
+        .alerts
+}
 
 /// A mesh whose risk-alert runs [`FAST_POLICY`] and then `extra`.
 pub fn fast_risk_alert(extra: &[(&'static str, &'static str)]) -> MeshBuilder {

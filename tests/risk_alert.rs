@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use mesh::harness::{MeshBuilder, check_in, new_checkin, record_checkin};
 use mesh_e2e::{
-    Mesh, authorized, eventually, fast_risk_alert, home_jurisdiction, home_officer, officer, register,
-    reported_in,
+    Mesh, authorized, eventually, fast_risk_alert, home_jurisdiction, home_officer, list_alerts, officer,
+    register, reported_in,
 };
 use mesh_proto::{
     alert::{self as pb, alert_service_client::AlertServiceClient},
@@ -27,21 +27,6 @@ fn fast() -> MeshBuilder {
 /// Registers person `n` as already reported in (active), returning the supervisee id.
 async fn register_active(mesh: &Mesh, n: u16) -> String {
     register(mesh, reported_in(n, chrono::Utc::now())).await
-}
-
-async fn list_alerts(alerts: &mut AlertServiceClient<Channel>, token: &str) -> Vec<pb::Alert> {
-    alerts
-        .list_alerts(authorized(
-            pb::ListAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .expect("alerts listed")
-        .into_inner()
-        .alerts
 }
 
 async fn wait_for_alerts(

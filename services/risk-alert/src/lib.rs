@@ -55,7 +55,8 @@ pub const DEFAULT_PORT: u16 = 50055;
 pub struct Settings {
     pub common: CommonSettings,
     pub policy: Policy,
-    /// How often due deadlines and pending webhooks are looked for (`MESH_ALERT_TICK_MS`).
+    /// The scheduler's fallback poll (`MESH_ALERT_TICK_MS`): it wakes at the next deadline
+    /// and on deadline-change notices, and polls in case a notice was lost.
     pub tick: Duration,
     pub delivery: delivery::DeliveryConfig,
     /// Accept plain-http webhook URLs (development only; `MESH_WEBHOOK_ALLOW_HTTP`).
@@ -145,9 +146,10 @@ impl Settings {
                 ),
             },
         };
-        let tick_ms: u64 = reader.optional("MESH_ALERT_TICK_MS", 500);
+        let tick_ms: u64 = reader.optional("MESH_ALERT_TICK_MS", 30_000);
         let delivery = delivery::DeliveryConfig {
-            tick: Duration::from_millis(tick_ms.max(20)),
+            // New alerts wake delivery at once; the poll finds retries that came due.
+            tick: Duration::from_millis(reader.optional("MESH_WEBHOOK_POLL_MS", 500u64).max(20)),
             retry: domain::redelivery::RetryPolicy {
                 base: Duration::from_millis(reader.optional("MESH_WEBHOOK_RETRY_BASE_MS", 1000u64).max(10)),
                 max: reader.seconds("MESH_WEBHOOK_RETRY_MAX_SECS", 300, 1),

@@ -11,11 +11,23 @@
 //! Each subject is handled in a transaction of its own that first locks the subject's row
 //! without waiting (`SKIP LOCKED`), then its due deadlines: the consumer takes the same
 //! locks in the same order, so a check-in arriving as its deadline fires can neither
-//! deadlock with the scheduler nor abort anyone else's firing.
+//! deadlock with the scheduler nor abort anyone else's firing. A few subjects are fired at
+//! once, so a wave of deadlines falling due together (midnight) is not one long queue.
+//!
+//! Between rounds the scheduler sleeps until the earliest pending deadline (`wake`), read
+//! from the table, which stays the truth across replicas and restarts; a deadline written
+//! to fall due sooner rings the `alarm` (LISTEN/NOTIFY), and a due deadline deferred for
+//! events in flight is looked at again as the consumer's caught-up instant moves. The
+//! fallback poll (`MESH_ALERT_TICK_MS`) catches what a notice lost with its connection did
+//! not announce.
+
+mod alarm;
+pub mod wake;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
 use mesh_kit::{
     CancellationToken,
     change::Changes,
@@ -39,13 +51,27 @@ use crate::{
 /// Subjects looked at per round.
 const BATCH: i64 = 200;
 
+/// Subjects fired at once, each in its own transaction (of the pool's connections, which
+/// the consumers, the relay and the API share).
+const CONCURRENCY: usize = 4;
+
+/// The pause before a due deadline a round left (its subject busy with an event) is tried
+/// again: the consumer holds a subject for one event's transaction.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The longest fallback poll: deadlines firing within the hour notify
+/// (`migrations/risk-alert/20261130500001_deadline_notices.sql`), so one further away must
+/// be seen by a poll before then.
+const MAX_FALLBACK: Duration = Duration::from_secs(30 * 60);
+
 /// Fires due deadlines.
 pub struct Scheduler {
     pub changes: Changes,
     pub composer: Composer,
     pub clock: SharedClock,
     pub lifecycle: Lifecycle,
-    /// How often due deadlines are looked for.
+    /// The fallback poll: the longest sleep between rounds, in case a deadline-change notice
+    /// was lost (the alarm's connection dropped unnoticed).
     pub tick: Duration,
     /// Until when the consumer has applied every event (`None`: not monitored). A
     /// deadline after it waits, since an event in flight may answer it …
@@ -56,27 +82,58 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Runs until shutdown; the first round runs at once, so deadlines that passed while the
-    /// service was down are alerted right after start.
+    /// service was down are alerted right after start. Then it sleeps until the earliest
+    /// pending deadline, a deadline-change notice, the consumer's progress (for a deferred
+    /// deadline) or the fallback poll, whichever comes first.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut alarm = alarm::Alarm::new(self.changes.pool().clone());
+        let mut progress = self.caught_up.clone();
+        let timing = wake::Timing {
+            fallback: self.tick.min(MAX_FALLBACK),
+            retry: RETRY,
+            max_defer: self.max_defer,
+        };
         loop {
-            match self.fire_due(BATCH).await {
-                Ok(handled) if handled > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(error = %error, "deadline round failed; retrying"),
-            }
+            let wake = match self.fire_due(BATCH).await {
+                Ok(round) if round.fired > 0 => continue,
+                Ok(round) => self.next_wake(round.cutoff, &timing).await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "deadline round failed; retrying");
+                    None
+                }
+            };
+            let wake = wake.unwrap_or_else(|| wake::Wake {
+                at: wake::after(self.clock.now(), RETRY),
+                on_progress: false,
+            });
+            let sleep = (wake.at - self.clock.now()).to_std().unwrap_or_default();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.tick) => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = alarm.rung() => {}
+                _ = moved(&mut progress), if wake.on_progress => {}
             }
         }
         tracing::info!("deadline scheduler stopped");
     }
 
-    /// Fires the due deadlines of up to `batch` subjects; returns how many subjects had
-    /// deadlines fired (so a busy round is followed at once by the next). A subject whose
-    /// row is busy is left for the next round; one that fails is logged and does not stop
-    /// the others.
-    pub async fn fire_due(&self, batch: i64) -> Result<usize, ServiceError> {
+    /// When to look again after a round that fired nothing (`None`: the table could not be
+    /// read; try again shortly).
+    async fn next_wake(&self, cutoff: DateTime<Utc>, timing: &wake::Timing) -> Option<wake::Wake> {
+        match store::deadlines::earliest_pending(self.changes.pool()).await {
+            Ok(earliest) => Some(wake::next(self.clock.now(), earliest, cutoff, timing)),
+            Err(error) => {
+                tracing::warn!(error = %error, "earliest deadline not read; retrying");
+                None
+            }
+        }
+    }
+
+    /// Fires the due deadlines of up to `batch` subjects, a few at once; returns how many
+    /// subjects had deadlines fired (so a busy round is followed at once by the next) and
+    /// the cutoff it fired up to. A subject whose row is busy is left for the next round;
+    /// one that fails is logged and does not stop the others.
+    pub async fn fire_due(&self, batch: i64) -> Result<Round, ServiceError> {
         let now = self.clock.now();
         let cutoff = match &self.caught_up {
             Some(caught_up) => lag::firing_cutoff(now, *caught_up.borrow(), self.max_defer),
@@ -88,17 +145,21 @@ impl Scheduler {
             change.commit().await?;
             due
         };
-        let mut fired = 0;
-        for subject in due {
-            match self.fire_subject(subject, cutoff, now).await {
-                Ok(true) => fired += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
+        let fired = stream::iter(due)
+            .map(|subject| async move {
+                match self.fire_subject(subject, cutoff, now).await {
+                    Ok(fired) => fired,
+                    Err(error) => {
+                        tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
+                        false
+                    }
                 }
-            }
-        }
-        Ok(fired)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter(|fired| std::future::ready(*fired))
+            .count()
+            .await;
+        Ok(Round { fired, cutoff })
     }
 
     /// Fires one subject's deadlines due by `cutoff`; false when its row was busy or
@@ -179,6 +240,26 @@ impl Scheduler {
         }
         let next = schedule::after_firing(&self.composer.policy, level, row, now, self.composer.tz);
         store::deadlines::put(change, id, &next).await
+    }
+}
+
+/// What a round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Subjects whose deadlines were fired.
+    pub fired: usize,
+    /// The instant the round fired up to (now, or earlier while events may be in flight).
+    pub cutoff: DateTime<Utc>,
+}
+
+/// Resolves when the consumer's caught-up instant moves; never when it is not monitored or
+/// its monitor stopped (the timer and the alarm still wake the scheduler).
+async fn moved(progress: &mut Option<CaughtUp>) {
+    let Some(caught_up) = progress else {
+        return std::future::pending().await;
+    };
+    if caught_up.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use mesh_kit::error::ServiceError;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -39,6 +39,10 @@ impl Row {
         })
     }
 }
+
+/// The channel a trigger notifies when a pending deadline is written to fire soon
+/// (`migrations/risk-alert/20261130500001_deadline_notices.sql`); the scheduler listens.
+pub const CHANGES_CHANNEL: &str = "mesh_deadline_changes";
 
 const COLUMNS: &str = "track, due_at, grace_seconds, since_at, origin_due, fired_at";
 
@@ -155,6 +159,15 @@ pub async fn due_subjects(
         .into_iter()
         .map(|(subject_id, handover)| DueSubject { subject_id, handover })
         .collect())
+}
+
+/// When the earliest pending deadline fires, if any (the scheduler sleeps until then).
+pub async fn earliest_pending(pool: &PgPool) -> Result<Option<DateTime<Utc>>, ServiceError> {
+    Ok(
+        sqlx::query_scalar("SELECT min(fire_at) FROM deadlines WHERE fired_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// The tracks each of `ids` has a deadline on (pending or fired).
