@@ -72,6 +72,8 @@ pub struct EventConsumer<H: Handler> {
 impl<H: Handler> EventConsumer<H> {
     pub fn new(pool: PgPool, handler: H, config: ConsumerConfig) -> anyhow::Result<Self> {
         // The watchdog's probe reads the group's committed offsets; it never joins the group.
+        // Built from the same settings as the consumer's own client, it also refuses a bad
+        // setting here, at start, rather than in the loop.
         let probe =
             kafka::consumer_config(&config.brokers, &config.group_id, config.session_timeout).create()?;
         let watchdog = Watchdog::new(
@@ -101,8 +103,6 @@ impl<H: Handler> EventConsumer<H> {
             rebuilds: Arc::default(),
             rebuild_counter,
         };
-        // Fails here, at start, on a bad setting rather than in the loop.
-        drop(consumer.client()?);
         Ok(consumer)
     }
 
