@@ -52,6 +52,16 @@ impl Handler for RecordingHandler {
     }
 }
 
+/// A consumer applying with a [`RecordingHandler`] whose first `flaky` attempts fail.
+fn recording(
+    pool: &sqlx::PgPool,
+    attempts: Arc<AtomicUsize>,
+    flaky: usize,
+    config: ConsumerConfig,
+) -> EventConsumer<RecordingHandler> {
+    EventConsumer::new(pool.clone(), RecordingHandler { attempts, flaky }, config).expect("consumer")
+}
+
 async fn send(mesh: &Mesh, event_id: Option<&str>, payload: &str) {
     let mut record_headers = vec![(headers::EVENT_TYPE, "test.event")];
     if let Some(id) = event_id {
@@ -95,15 +105,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
         ops_topic: mesh.topics.ops.clone(),
         ..ConsumerConfig::new(&mesh.infra.brokers, &group, &[topic.as_str()])
     };
-    let consumer = EventConsumer::new(
-        pool.clone(),
-        RecordingHandler {
-            attempts: attempts.clone(),
-            flaky: 2,
-        },
-        config.clone(),
-    )
-    .expect("consumer");
+    let consumer = recording(&pool, attempts.clone(), 2, config.clone());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
 
@@ -157,15 +159,7 @@ async fn poison_records_are_dead_lettered_and_duplicates_apply_once() {
     // applied twice and a new event is picked up.
     send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ok:3").await;
     let handled_before = attempts.load(Ordering::SeqCst);
-    let consumer = EventConsumer::new(
-        pool.clone(),
-        RecordingHandler {
-            attempts: attempts.clone(),
-            flaky: 0,
-        },
-        config,
-    )
-    .expect("consumer");
+    let consumer = recording(&pool, attempts.clone(), 0, config);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
     for _ in 0..300 {
@@ -227,16 +221,7 @@ async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
         ..config
     };
     let readiness = Readiness::default();
-    let consumer = EventConsumer::new(
-        pool.clone(),
-        RecordingHandler {
-            attempts: Arc::new(AtomicUsize::new(0)),
-            flaky: 0,
-        },
-        config,
-    )
-    .expect("consumer")
-    .reporting_to(readiness.clone());
+    let consumer = recording(&pool, Arc::new(AtomicUsize::new(0)), 0, config).reporting_to(readiness.clone());
     let rebuilds = consumer.rebuilds();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
@@ -295,15 +280,7 @@ async fn a_stuck_client_is_rebuilt_and_the_service_is_not_ready_meanwhile() {
 async fn waiting_records_apply_together_and_a_refused_one_is_set_aside_alone() {
     let (mesh, pool, config) = one_partition().await;
     let run = async |config: ConsumerConfig| {
-        let consumer = EventConsumer::new(
-            pool.clone(),
-            RecordingHandler {
-                attempts: Arc::new(AtomicUsize::new(0)),
-                flaky: 0,
-            },
-            config,
-        )
-        .expect("consumer");
+        let consumer = recording(&pool, Arc::new(AtomicUsize::new(0)), 0, config);
         let shutdown = CancellationToken::new();
         (shutdown.clone(), tokio::spawn(consumer.run(shutdown)))
     };

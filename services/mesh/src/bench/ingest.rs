@@ -75,7 +75,13 @@ pub(super) async fn end_to_end(
             .run(options.checkins, options.clients, Client::record)
             .await?;
         let applied = settle(&risk_pool, &topic, expected, calls).await?;
-        add(report, "RecordCheckin", options.checkins, &applied, "check-ins");
+        add(
+            report,
+            "RecordCheckin",
+            options.checkins,
+            &applied,
+            ("check-ins", "check-ins/s"),
+        );
     }
     if options.offline_batches > 0 {
         let size = options.offline_batch_size;
@@ -91,7 +97,7 @@ pub(super) async fn end_to_end(
             "SyncOfflineBatch",
             options.offline_batches * size,
             &applied,
-            "offline check-ins",
+            ("offline check-ins", "offline check-ins/s"),
         );
     }
     checkin.stop(Duration::from_secs(30)).await?;
@@ -115,39 +121,30 @@ async fn settle(
     })
 }
 
-fn add(report: &mut Report, rpc: &str, items: usize, calls: &Calls, what: &'static str) {
+fn add(report: &mut Report, rpc: &str, items: usize, calls: &Calls, (what, unit): (&str, &'static str)) {
     let per_second = |elapsed: Duration| items as f64 / elapsed.as_secs_f64();
     report.add(
         "end to end",
         format!("{rpc}: applied by risk-alert"),
         per_second(calls.applied),
-        if what == "check-ins" {
-            "check-ins/s"
-        } else {
-            "offline check-ins/s"
-        },
+        unit,
         format!("{items} {what}; clock stops when risk-alert applied the last"),
     );
     report.add(
         "end to end",
         format!("{rpc}: acknowledged"),
         per_second(calls.acknowledged),
-        if what == "check-ins" {
-            "check-ins/s"
-        } else {
-            "offline check-ins/s"
-        },
+        unit,
         "answered to the clients",
     );
-    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
-        report.add(
-            "end to end",
-            format!("{rpc} latency {label}"),
-            super::report::quantile(&calls.latencies, q),
-            "ms",
-            format!("{} calls", calls.latencies.len()),
-        );
-    }
+    report.add_quantiles(
+        "end to end",
+        &format!("{rpc} latency"),
+        &calls.latencies,
+        &[("p50", 0.5), ("p99", 0.99)],
+        "ms",
+        &format!("{} calls", calls.latencies.len()),
+    );
 }
 
 /// The clients' shared connection and identity.

@@ -50,6 +50,21 @@ impl Report {
         self.figures.push(figure);
     }
 
+    /// One figure per quantile of sorted `values`: `<name> <label>` (e.g. `… p99`).
+    pub fn add_quantiles(
+        &mut self,
+        stage: &'static str,
+        name: &str,
+        values: &[f64],
+        quantiles: &[(&str, f64)],
+        unit: &'static str,
+        note: &str,
+    ) {
+        for (label, q) in quantiles {
+            self.add(stage, format!("{name} {label}"), quantile(values, *q), unit, note);
+        }
+    }
+
     /// The figure named `name`, if measured.
     pub fn value(&self, name: &str) -> Option<f64> {
         self.figures

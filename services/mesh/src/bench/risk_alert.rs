@@ -22,7 +22,7 @@ use super::{
     SECRET, bench_mesh, futures_join, ingest::QUIET_POLICY, publish, register_all, registered, wait_for_inbox,
 };
 use crate::{
-    bench::report::{Report, quantile},
+    bench::report::Report,
     harness::{Infra, Mesh, ServiceProcess, authorized},
     receiver::{Received, Receiver},
 };
@@ -132,15 +132,14 @@ pub(super) async fn latency(
         received.len()
     );
     let delays = delays(&received, Delay::Received);
-    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-        report.add(
-            "alerts",
-            format!("deadline → signed webhook received {label}"),
-            quantile(&delays, q),
-            "ms",
-            format!("{} alerts, grace 0", delays.len()),
-        );
-    }
+    report.add_quantiles(
+        "alerts",
+        "deadline → signed webhook received",
+        &delays,
+        &TAIL,
+        "ms",
+        &format!("{} alerts, grace 0", delays.len()),
+    );
     risk.stop(Duration::from_secs(30)).await?;
     Ok(())
 }
@@ -188,6 +187,9 @@ pub(super) async fn register_probes(
     }))
     .await
 }
+
+/// The quantiles a delay is reported at.
+pub(super) const TAIL: [(&str, f64); 3] = [("p50", 0.5), ("p99", 0.99), ("max", 1.0)];
 
 /// Which delay after the deadline.
 #[derive(Debug, Clone, Copy)]

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use super::{
     bench_mesh, publish,
-    report::{Report, quantile},
-    risk_alert::{Delay, delays, register_probes, webhook_receiver},
+    report::Report,
+    risk_alert::{Delay, TAIL, delays, register_probes, webhook_receiver},
     wait_for_inbox,
 };
 use crate::harness::Infra;
@@ -113,16 +113,14 @@ pub(super) async fn at_scale(
         (Delay::Raised, "alert raised"),
         (Delay::Received, "signed webhook received"),
     ] {
-        let values = delays(&received, delay);
-        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-            report.add(
-                "scale",
-                format!("at {people}: deadline → {what} {label}"),
-                quantile(&values, q),
-                "ms",
-                format!("{PROBES} probes under {churn_rate} check-ins/s of churn ({churned} in all)"),
-            );
-        }
+        report.add_quantiles(
+            "scale",
+            &format!("at {people}: deadline → {what}"),
+            &delays(&received, delay),
+            &TAIL,
+            "ms",
+            &format!("{PROBES} probes under {churn_rate} check-ins/s of churn ({churned} in all)"),
+        );
     }
 
     // A wave of deadlines passing in the same second.
