@@ -5,6 +5,7 @@
 //! itself: dropping it, also when a test fails or panics, kills the processes it runs and
 //! drops the databases it created.
 
+mod broker;
 mod events;
 mod process;
 mod requests;
@@ -41,8 +42,9 @@ use secrecy::SecretString;
 use tonic::transport::Channel;
 
 pub use self::{
+    broker::TansuProcess,
     events::{EventTap, ReceivedEvent, producer, publish_event, publish_record},
-    process::{ServiceProcess, TansuProcess, binary_path},
+    process::{ServiceProcess, binary_path},
     requests::{
         HOME_COUNTY, HOME_TOWNSHIP, PRISON_A, authorized, check_in, county_bureau, home_jurisdiction,
         jurisdiction, new_checkin, notice, officer, prison, record_checkin, report_in_request,
@@ -617,6 +619,13 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
         ("MESH_LAG_SETTLE_MS".to_owned(), "2000".to_owned()),
         // Tansu cannot take idempotent producers across a broker restart (see kit::kafka).
         ("MESH_KAFKA_IDEMPOTENT_PRODUCER".to_owned(), "false".to_owned()),
+        // Tansu's PostgreSQL engine answers "latest offset" (the lag monitor's watermarks)
+        // only for read_uncommitted on PostgreSQL 15; the mesh writes no transactional
+        // records, so both levels read the same (docs/tansu.md).
+        (
+            "MESH_KAFKA_CLIENT_CONFIG".to_owned(),
+            "isolation.level=read_uncommitted".to_owned(),
+        ),
         (
             "RUST_LOG".to_owned(),
             std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -59,6 +59,10 @@ impl EventTap {
             .set("group.id", format!("tap-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // The mesh writes no transactional records, so this reads what read_committed
+            // would; it spares the broker the last-stable-offset query, which Tansu's
+            // PostgreSQL engine cannot answer on PostgreSQL 15 (docs/tansu.md).
+            .set("isolation.level", "read_uncommitted")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = metadata

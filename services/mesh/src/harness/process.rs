@@ -1,5 +1,5 @@
 //! The processes a mesh runs: service binaries (gRPC on port 0, address read back from the
-//! log, healthy once they answer SERVING) and a private Tansu broker for outage tests.
+//! log, healthy once they answer SERVING).
 
 use std::{
     collections::HashMap,
@@ -200,84 +200,4 @@ fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
         return None;
     }
     fields.get("addr")?.as_str()?.parse().ok()
-}
-
-/// A private Tansu broker (for tests that stop and restart the broker without disturbing
-/// the shared one). Its SQLite storage lives in `dir`, so a restart keeps every record.
-pub struct TansuProcess {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl TansuProcess {
-    /// Starts a broker on a free loopback port.
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        // The broker is another program, so the port must be chosen before it binds; the
-        // window between releasing it here and Tansu binding it is tiny on loopback.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        std::fs::create_dir_all(dir)?;
-        // Tansu reads `.env` from its working directory and its parents; pin an empty one.
-        std::fs::write(dir.join(".env"), "")?;
-        let mut broker = Self {
-            dir: dir.to_owned(),
-            port,
-            child: None,
-        };
-        broker.restart().await?;
-        Ok(broker)
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn binary() -> PathBuf {
-        let home_bin = std::env::var("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/tansu"));
-        match home_bin {
-            Ok(path) if path.is_file() => path,
-            _ => PathBuf::from("tansu"),
-        }
-    }
-
-    /// (Re)starts the broker on the same port and storage; waits until it accepts connections.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("tansu.log"))?;
-        let child = Command::new(Self::binary())
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--kafka-cluster-id=test",
-                "--storage-engine=sqlite://tansu.db",
-                &format!("--kafka-listener-url={url}"),
-                &format!("--kafka-advertised-listener-url={url}"),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting tansu (run scripts/infra up to install it)")?;
-        self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("tansu did not listen on port {} within 10 s", self.port)
-    }
-
-    /// Kills the broker abruptly (SIGKILL), as a crash or outage would.
-    pub async fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
-    }
 }
