@@ -169,10 +169,18 @@ pub fn producer_config(brokers: &str, message_timeout: Duration, idempotent: boo
 
 /// Config of an at-least-once consumer: offsets are stored by the application only after
 /// the effect committed, and the stored offsets are auto-committed in the background.
+///
+/// It reads `read_uncommitted`: the mesh's producers are outboxes that write no Kafka
+/// transactions, so there is nothing a `read_committed` reader would hold back, and reading
+/// uncommitted spares the broker the last-stable-offset computation on every watermark
+/// query (the lag monitor's). Tansu's PostgreSQL engine cannot answer that query on
+/// PostgreSQL 15 at all (docs/tansu.md). A producer that starts using Kafka transactions
+/// must bring `read_committed` back.
 pub fn consumer_config(brokers: &str, group_id: &str, session_timeout: Duration) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
+        .set("isolation.level", "read_uncommitted")
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

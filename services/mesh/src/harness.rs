@@ -619,13 +619,6 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
         ("MESH_LAG_SETTLE_MS".to_owned(), "2000".to_owned()),
         // Tansu cannot take idempotent producers across a broker restart (see kit::kafka).
         ("MESH_KAFKA_IDEMPOTENT_PRODUCER".to_owned(), "false".to_owned()),
-        // Tansu's PostgreSQL engine answers "latest offset" (the lag monitor's watermarks)
-        // only for read_uncommitted on PostgreSQL 15; the mesh writes no transactional
-        // records, so both levels read the same (docs/tansu.md).
-        (
-            "MESH_KAFKA_CLIENT_CONFIG".to_owned(),
-            "isolation.level=read_uncommitted".to_owned(),
-        ),
         (
             "RUST_LOG".to_owned(),
             std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),

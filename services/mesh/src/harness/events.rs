@@ -59,9 +59,7 @@ impl EventTap {
             .set("group.id", format!("tap-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            // The mesh writes no transactional records, so this reads what read_committed
-            // would; it spares the broker the last-stable-offset query, which Tansu's
-            // PostgreSQL engine cannot answer on PostgreSQL 15 (docs/tansu.md).
+            // as the services' consumers do (kit::kafka::consumer_config says why)
             .set("isolation.level", "read_uncommitted")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
