@@ -1,7 +1,9 @@
 //! A private Tansu broker for tests that kill and restart the broker without disturbing the
 //! shared one. It stores its log where `scripts/infra` would (`MESH_TANSU_STORAGE`): by
-//! default in a fresh PostgreSQL database of its own, dropped with it; with `sqlite`, in a
-//! file under the test's directory. Either way a restart keeps every record.
+//! default in a fresh database of the broker's own PostgreSQL cluster
+//! (`MESH_TANSU_DATABASE_URL_BASE`, default port 5433, started by `scripts/infra up`),
+//! dropped with it; with `sqlite`, in a file under the test's directory. Either way a
+//! restart keeps every record.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +30,13 @@ impl Storage {
         match std::env::var("MESH_TANSU_STORAGE").as_deref() {
             Ok("sqlite") => Ok(Self::Sqlite),
             Ok("postgres") | Err(_) => {
-                let infra = Infra::from_env();
+                // Not the services' cluster: the engine's fetch waits for every older
+                // transaction of the cluster to end (docs/tansu.md).
+                let infra = Infra {
+                    database_url_base: std::env::var("MESH_TANSU_DATABASE_URL_BASE")
+                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433".to_owned()),
+                    ..Infra::from_env()
+                };
                 let database = infra.fresh_database("tansu").await?;
                 if let Err(error) = create_tables(&infra, &database).await {
                     let _ = infra.drop_database(&database).await;
