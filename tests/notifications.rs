@@ -50,6 +50,7 @@ async fn register_endpoint(
                 url,
                 secret: WEBHOOK_SECRET.into(),
                 description: "test endpoint".into(),
+                max_batch_size: 0,
             },
             &mesh.token(caller),
         ))

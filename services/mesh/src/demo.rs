@@ -140,6 +140,7 @@ pub async fn run(infra: Infra) -> anyhow::Result<()> {
                 url: receiver.url(),
                 secret: WEBHOOK_SECRET.into(),
                 description: "东街司法所值班系统".into(),
+                max_batch_size: 0,
             },
             &office_token,
         ))

@@ -503,13 +503,21 @@ impl Mesh {
     }
 
     /// Registers the receiver as the home township office's alert endpoint, signed with
-    /// [`WEBHOOK_SECRET`].
+    /// [`WEBHOOK_SECRET`], taking one notification per POST.
     pub async fn register_webhook(&self) -> anyhow::Result<()> {
+        self.register_batched_webhook(0).await
+    }
+
+    /// Registers the receiver as the home township office's alert endpoint, signed with
+    /// [`WEBHOOK_SECRET`], taking batches of up to `max_batch_size` notifications (0 or 1:
+    /// one per POST).
+    pub async fn register_batched_webhook(&self, max_batch_size: u32) -> anyhow::Result<()> {
         let request = alert_pb::RegisterEndpointRequest {
             jurisdiction: Some(home_jurisdiction()),
             url: self.receiver().url(),
             secret: WEBHOOK_SECRET.into(),
             description: "东街司法所值班系统".into(),
+            max_batch_size,
         };
         let token = self.token(&township_office(HOME_TOWNSHIP));
         self.risk_alert()

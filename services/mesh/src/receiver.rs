@@ -1,15 +1,22 @@
-//! A township office's webhook receiver, for the demo and the tests: records every POST,
-//! checks its HMAC signature with the endpoint secret, and can be started late (to play a
-//! receiver that was down) on a port reserved in advance.
+//! A township office's webhook receiver, for the demo, the tests and the bench: takes single
+//! notifications and batches (`WebhookBatch`, told by the `X-Mesh-Batch-Size` header),
+//! checks each POST's HMAC signature with the endpoint secret, records every notification
+//! and every POST, can refuse the next POSTs (to play a failing receiver), and can be
+//! started late (to play a receiver that was down) on a port reserved in advance.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
-use mesh_proto::json::alert::{self as alert_json, WebhookNotification, alert_subject::Id as SubjectId};
+use mesh_proto::json::alert::{
+    self as alert_json, WebhookBatch, WebhookNotification, alert_subject::Id as SubjectId,
+};
 use risk_alert::notify;
 
 /// One received notification.
@@ -45,17 +52,32 @@ impl Received {
     }
 }
 
-#[derive(Clone)]
+/// One POST, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    /// `X-Mesh-Batch-Size` when the POST was a batch; `None` for a single notification.
+    pub batch_size: Option<usize>,
+    /// Notifications in the body (1 for a single one that parsed).
+    pub notifications: usize,
+    pub signature_valid: bool,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+#[derive(Clone, Default)]
 struct Shared {
     secret: String,
     received: Arc<Mutex<Vec<Received>>>,
+    posts: Arc<Mutex<Vec<Post>>>,
+    /// POSTs still to refuse with 503.
+    refuse: Arc<AtomicUsize>,
 }
 
 /// A receiver on a fixed loopback port.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub secret: String,
-    received: Arc<Mutex<Vec<Received>>>,
+    shared: Shared,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -74,7 +96,10 @@ impl Receiver {
         Ok(Self {
             addr,
             secret: secret.to_owned(),
-            received: Arc::default(),
+            shared: Shared {
+                secret: secret.to_owned(),
+                ..Shared::default()
+            },
             server: None,
         })
     }
@@ -85,26 +110,33 @@ impl Receiver {
 
     pub async fn listen(&mut self) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        let shared = Shared {
-            secret: self.secret.clone(),
-            received: self.received.clone(),
-        };
         let app = Router::new()
             .route("/hooks/alerts", post(receive))
-            .with_state(shared);
+            .with_state(self.shared.clone());
         self.server = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
         Ok(())
     }
 
+    /// Every notification received (refused POSTs' are not), in the order they arrived.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.shared.received).clone()
     }
 
     /// How many notifications arrived (without copying them).
     pub fn count(&self) -> usize {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.shared.received).len()
+    }
+
+    /// Every POST, refused or not, in the order they arrived.
+    pub fn posts(&self) -> Vec<Post> {
+        lock(&self.shared.posts).clone()
+    }
+
+    /// Answers the next `count` POSTs with 503 Service Unavailable, receiving nothing.
+    pub fn refuse_next(&self, count: usize) {
+        self.shared.refuse.store(count, Ordering::SeqCst);
     }
 
     /// Waits until `predicate` holds for what was received, or `timeout`.
@@ -132,6 +164,14 @@ impl Drop for Receiver {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes a POST as a receiver written from the contract does: verifies the signature over
+/// the whole body, then parses one `WebhookNotification`, or a `WebhookBatch` when the batch
+/// header is present, whose size must match it. A batch that does not parse is answered 400
+/// (nothing in it is taken); a bad signature is recorded, not refused, so tests can see it.
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let header = |name: &str| {
         headers
@@ -147,18 +187,73 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         &body,
         &header(notify::HEADER_SIGNATURE),
     );
-    let received = Received {
-        notification_id: header(notify::HEADER_NOTIFICATION_ID),
-        event_type: header(notify::HEADER_EVENT_TYPE),
-        signature_valid,
-        body: serde_json::from_slice(&body).unwrap_or_default(),
-        notification: serde_json::from_slice(&body).ok(),
-        received_at: chrono::Utc::now(),
+    let batch_size = headers.contains_key(notify::HEADER_BATCH_SIZE).then(|| {
+        header(notify::HEADER_BATCH_SIZE)
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    let refused = shared
+        .refuse
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let received_at = chrono::Utc::now();
+    let (status, received) = if refused {
+        (StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+    } else {
+        match batch_size {
+            None => (
+                StatusCode::NO_CONTENT,
+                vec![Received {
+                    notification_id: header(notify::HEADER_NOTIFICATION_ID),
+                    event_type: header(notify::HEADER_EVENT_TYPE),
+                    signature_valid,
+                    body: serde_json::from_slice(&body).unwrap_or_default(),
+                    notification: serde_json::from_slice(&body).ok(),
+                    received_at,
+                }],
+            ),
+            Some(size) => match batch(&body, size, signature_valid, received_at) {
+                Some(received) => (StatusCode::NO_CONTENT, received),
+                None => (StatusCode::BAD_REQUEST, Vec::new()),
+            },
+        }
     };
-    shared
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(received);
-    StatusCode::NO_CONTENT
+    lock(&shared.posts).push(Post {
+        batch_size,
+        notifications: received.len(),
+        signature_valid,
+        status: status.as_u16(),
+    });
+    lock(&shared.received).extend(received);
+    status
+}
+
+/// The notifications of a batch body, if it parses as a `WebhookBatch` of `size`.
+fn batch(
+    body: &[u8],
+    size: usize,
+    signature_valid: bool,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Option<Vec<Received>> {
+    let parsed: WebhookBatch = serde_json::from_slice(body).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let bodies = json["notifications"].as_array()?;
+    if parsed.notifications.len() != size || bodies.len() != size {
+        return None;
+    }
+    Some(
+        parsed
+            .notifications
+            .into_iter()
+            .zip(bodies)
+            .map(|(notification, body)| Received {
+                notification_id: notification.notification_id.clone(),
+                event_type: notification.event_type.clone(),
+                signature_valid,
+                body: body.clone(),
+                notification: Some(notification),
+                received_at,
+            })
+            .collect(),
+    )
 }

@@ -19,7 +19,7 @@ use crate::{
         notice::Step,
         rules::RuleId,
     },
-    store::webhooks::{DeliveryRow, EndpointRow},
+    store::{deliveries::DeliveryRow, webhooks::EndpointRow},
 };
 
 pub fn jurisdiction_to_proto(jurisdiction: &Jurisdiction) -> common::Jurisdiction {
@@ -247,6 +247,7 @@ pub fn endpoint_to_proto(row: EndpointRow) -> pb::WebhookEndpoint {
         }),
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
+        max_batch_size: row.max_batch_size.unsigned_abs(),
     }
 }
 

@@ -1,13 +1,20 @@
 //! The webhook delivery worker: leases due notifications (replicas share the work with
-//! `FOR UPDATE SKIP LOCKED`), POSTs each signed to its endpoint, and records every attempt.
-//! Attempts run side by side, each bounded by its timeout, and the worker leases more as
-//! soon as any finishes, never more than a few at once per endpoint: a slow or dead endpoint
-//! only delays its own notifications. A failed attempt is retried with backoff; after a few
-//! failures the alert is escalated to the county bureau, and after more the notification
-//! is given up (`domain::redelivery`). Delivery is at least once: receivers deduplicate by
-//! the notification id.
+//! `FOR UPDATE SKIP LOCKED`), POSTs them signed to their endpoints (one per POST, or batches
+//! to endpoints that opted in), and records every notification's attempt. POSTs run side by
+//! side, each bounded by its timeout, and the worker leases more as soon as any finishes,
+//! never more than a few at once per endpoint: a slow or dead endpoint only delays its own
+//! notifications. A failed attempt is retried with backoff; after a few failures the alert
+//! is escalated to the county bureau, and after more the notification is given up
+//! (`domain::redelivery`, per notification, also in a batch). Delivery is at least once:
+//! receivers deduplicate by the notification id.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+mod post;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream::FuturesUnordered};
@@ -20,12 +27,10 @@ use uuid::Uuid;
 use crate::{
     domain::redelivery::{self, RetryPolicy},
     lifecycle::Lifecycle,
-    notify::{self, HEADER_EVENT_TYPE, HEADER_NOTIFICATION_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP},
-    store::{
-        self,
-        webhooks::{self, Attempt, Leased},
-    },
+    notify::{self, HEADER_SIGNATURE, HEADER_TIMESTAMP},
+    store::{self, deliveries},
 };
+use post::{Outcome, Post, Recorded};
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
@@ -35,9 +40,9 @@ pub struct DeliveryConfig {
     pub request_timeout: Duration,
     /// How long a claimed notification is hidden from other replicas while it is sent.
     pub lease: Duration,
-    /// Attempts in flight at once, over all endpoints.
+    /// POSTs in flight at once, over all endpoints.
     pub concurrency: usize,
-    /// Attempts in flight at once to one endpoint.
+    /// POSTs in flight at once to one endpoint (each may carry a batch).
     pub per_endpoint: usize,
 }
 
@@ -79,18 +84,18 @@ impl DeliveryWorker {
     /// they are sent again.
     pub async fn run<T: Clone>(self, mut woken: broadcast::Receiver<T>, shutdown: CancellationToken) {
         let mut in_flight = FuturesUnordered::new();
-        // Endpoint → attempts in flight to it.
+        // Endpoint → POSTs in flight to it.
         let mut busy: HashMap<Uuid, usize> = HashMap::new();
         loop {
             let room = self.config.concurrency.saturating_sub(in_flight.len());
             let mut leased_any = false;
             if room > 0 {
                 match self.lease(room, &busy).await {
-                    Ok(leased) => {
-                        leased_any = !leased.is_empty();
-                        for notification in leased {
-                            *busy.entry(notification.endpoint_id).or_default() += 1;
-                            in_flight.push(self.deliver(notification));
+                    Ok(posts) => {
+                        leased_any = !posts.is_empty();
+                        for post in posts {
+                            *busy.entry(post.endpoint_id).or_default() += 1;
+                            in_flight.push(self.deliver(post));
                         }
                     }
                     Err(error) => tracing::warn!(error = %error, "leasing webhooks failed; retrying"),
@@ -117,96 +122,59 @@ impl DeliveryWorker {
         tracing::info!("webhook delivery stopped");
     }
 
-    /// Leases up to `room` due notifications, skipping endpoints already at their limit.
-    async fn lease(&self, room: usize, busy: &HashMap<Uuid, usize>) -> Result<Vec<Leased>, ServiceError> {
+    /// Leases the due notifications of up to `room` POSTs, each endpoint's up to its limit.
+    async fn lease(&self, room: usize, busy: &HashMap<Uuid, usize>) -> Result<Vec<Post>, ServiceError> {
         let now = self.clock.now();
         let lease_until =
             now + chrono::Duration::from_std(self.config.lease).map_err(ServiceError::internal)?;
-        let full: Vec<Uuid> = busy
+        let in_flight: Vec<(Uuid, i64)> = busy
             .iter()
-            .filter(|(_, count)| **count >= self.config.per_endpoint)
-            .map(|(endpoint_id, _)| *endpoint_id)
+            .map(|(endpoint_id, posts)| (*endpoint_id, i64::try_from(*posts).unwrap_or(i64::MAX)))
             .collect();
-        webhooks::lease_due(
+        let leased = deliveries::lease_due(
             self.changes.pool(),
             now,
             lease_until,
             i64::try_from(room).unwrap_or(i64::MAX),
-            &full,
+            &in_flight,
             i64::try_from(self.config.per_endpoint).unwrap_or(1),
         )
-        .await
+        .await?;
+        Ok(post::group(leased))
     }
 
-    /// One attempt, recorded; returns the endpoint it went to.
-    async fn deliver(&self, notification: Leased) -> Uuid {
-        let attempt_number = notification.attempts + 1;
+    /// One POST, each of its notifications' attempt recorded; returns the endpoint it went to.
+    async fn deliver(&self, post: Post) -> Uuid {
         let started = std::time::Instant::now();
         let attempted_at = self.clock.now();
-        let outcome = match self
-            .crypto
-            .open(&notification.secret_sealed, notify::SECRET_CONTEXT)
-        {
+        let outcome = match self.crypto.open(&post.secret_sealed, notify::SECRET_CONTEXT) {
             Err(error) => Err((0, error.to_string())),
-            Ok(secret) => self.post(&notification, secret.as_bytes(), attempted_at).await,
+            Ok(secret) => self.send(&post, secret.as_bytes(), attempted_at).await,
         };
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let (delivered, http_status, error) = match outcome {
-            Ok(status) => (true, i32::from(status), String::new()),
-            Err((status, error)) => (false, i32::from(status), error),
-        };
-        let after = (!delivered).then(|| {
-            redelivery::after_failure(
-                &self.config.retry,
-                u32::try_from(attempt_number).unwrap_or(u32::MAX),
-                notification.created_at,
-                attempted_at,
-            )
-        });
-        let attempt = Attempt {
-            attempt_number,
-            attempted_at,
-            http_status,
-            delivered,
-            gave_up: after.is_some_and(|after| after.next_attempt_at.is_none()),
-            error,
-            duration_ms,
-            next_attempt_at: after.and_then(|after| after.next_attempt_at),
-        };
-        let escalate = after.is_some_and(|after| after.escalate);
-        if let Err(db_error) = self.record(&notification, &attempt, escalate).await {
-            // The lease expires and the notification is sent again: at least once.
-            tracing::warn!(error = %db_error, notification_id = %notification.notification_id, "delivery outcome not recorded");
+        let recorded = post::attempts(&post, &outcome, attempted_at, duration_ms, &self.config.retry);
+        if let Err(db_error) = self.record(&post, &recorded).await {
+            // The leases expire and the notifications are sent again: at least once.
+            tracing::warn!(error = %db_error, endpoint_id = %post.endpoint_id, notifications = recorded.len(), "delivery outcome not recorded");
         }
-        if attempt.delivered {
-            tracing::info!(notification_id = %notification.notification_id, alert_id = %notification.alert_id, attempt_number, "webhook delivered");
-        } else if attempt.gave_up {
-            tracing::error!(notification_id = %notification.notification_id, alert_id = %notification.alert_id, attempt_number, error = %attempt.error, "webhook delivery given up");
-        } else {
-            tracing::warn!(notification_id = %notification.notification_id, attempt_number, error = %attempt.error, "webhook delivery failed; will retry");
-        }
-        notification.endpoint_id
+        log(&post, &outcome, &recorded);
+        post.endpoint_id
     }
 
-    async fn post(
-        &self,
-        notification: &Leased,
-        secret: &[u8],
-        attempted_at: DateTime<Utc>,
-    ) -> Result<u16, (u16, String)> {
+    async fn send(&self, post: &Post, secret: &[u8], attempted_at: DateTime<Utc>) -> Outcome {
         let timestamp = attempted_at.timestamp();
-        let response = self
+        let body = post.body();
+        let mut request = self
             .http
-            .post(&notification.url)
+            .post(&post.url)
             .header("content-type", "application/json")
-            .header(HEADER_NOTIFICATION_ID, notification.notification_id.to_string())
-            .header(HEADER_EVENT_TYPE, &notification.event_type)
             .header(HEADER_TIMESTAMP, timestamp.to_string())
-            .header(
-                HEADER_SIGNATURE,
-                notify::sign(secret, timestamp, &notification.body),
-            )
-            .body(notification.body.clone())
+            .header(HEADER_SIGNATURE, notify::sign(secret, timestamp, &body));
+        for (name, value) in post.headers() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body)
             .send()
             .await
             .map_err(|error| (0, without_url(&error)))?;
@@ -218,31 +186,48 @@ impl DeliveryWorker {
         }
     }
 
-    /// Records the attempt and its effect on the notification together, and when the
-    /// township office could not be reached, escalates the alert to the county bureau in
+    /// Records the attempts and their effect on the notifications together, and when the
+    /// township office could not be reached, escalates the alerts to the county bureau in
     /// the same transaction (a county bureau's endpoint has no one above it to escalate to).
-    async fn record(
-        &self,
-        notification: &Leased,
-        attempt: &Attempt,
-        escalate: bool,
-    ) -> Result<(), ServiceError> {
+    /// An alert with several notifications in one failed batch is escalated once.
+    async fn record(&self, post: &Post, recorded: &[Recorded]) -> Result<(), ServiceError> {
         let mut change = self.changes.begin().await?;
-        webhooks::record_attempt(&mut change, notification, attempt).await?;
-        if escalate && notification.endpoint_township.is_empty() {
-            tracing::error!(alert_id = %notification.alert_id, "the county bureau's endpoint cannot be reached");
-        } else if escalate
-            && let Some(alert) = store::alerts::load_for_update(&mut change, notification.alert_id).await?
-            // The office that must act is the one not reached (not, say, the township a
-            // transferred alert left).
-            && alert.jurisdiction.township_code == notification.endpoint_township
-        {
-            let reason = redelivery::escalation_reason(attempt.attempt_number.unsigned_abs());
-            self.lifecycle
-                .escalate(&mut change, alert, &reason, attempt.attempted_at)
-                .await?;
+        let attempts: Vec<(Uuid, &deliveries::Attempt)> =
+            recorded.iter().map(|r| (r.notification_id, &r.attempt)).collect();
+        deliveries::record_attempts(&mut change, &attempts).await?;
+        let mut escalated = HashSet::new();
+        for r in recorded.iter().filter(|r| r.escalate) {
+            if post.endpoint_township.is_empty() {
+                tracing::error!(alert_id = %r.alert_id, "the county bureau's endpoint cannot be reached");
+            } else if escalated.insert(r.alert_id)
+                && let Some(alert) = store::alerts::load_for_update(&mut change, r.alert_id).await?
+                // The office that must act is the one not reached (not, say, the township a
+                // transferred alert left).
+                && alert.jurisdiction.township_code == post.endpoint_township
+            {
+                let reason = redelivery::escalation_reason(r.attempt.attempt_number.unsigned_abs());
+                self.lifecycle
+                    .escalate(&mut change, alert, &reason, r.attempt.attempted_at)
+                    .await?;
+            }
         }
         change.commit().await
+    }
+}
+
+/// One line per POST, and one per notification given up (someone must look at those).
+fn log(post: &Post, outcome: &Outcome, recorded: &[Recorded]) {
+    let notifications = recorded.len();
+    match outcome {
+        Ok(_) => {
+            tracing::info!(endpoint_id = %post.endpoint_id, notifications, batched = post.batched, "webhook delivered");
+        }
+        Err((_, error)) => {
+            tracing::warn!(endpoint_id = %post.endpoint_id, notifications, error = %error, "webhook delivery failed");
+        }
+    }
+    for r in recorded.iter().filter(|r| r.attempt.gave_up) {
+        tracing::error!(notification_id = %r.notification_id, alert_id = %r.alert_id, attempt_number = r.attempt.attempt_number, error = %r.attempt.error, "webhook delivery given up");
     }
 }
 

@@ -1,6 +1,6 @@
 //! The webhook contract with township offices and county bureaus: the headers, the HMAC
 //! signature over timestamp + body (which receivers verify the same way), the JSON body of a
-//! notification. When to retry is `domain::redelivery`'s. Queueing is `lifecycle`'s, delivery
+//! notification and of a batch of them. When to retry is `domain::redelivery`'s. Queueing is `lifecycle`'s, delivery
 //! `delivery`'s.
 
 use chrono::{DateTime, Utc};
@@ -22,6 +22,9 @@ pub const HEADER_TIMESTAMP: &str = "x-mesh-timestamp";
 pub const HEADER_SIGNATURE: &str = "x-mesh-signature";
 /// Header carrying the event type (`alert.raised`, …).
 pub const HEADER_EVENT_TYPE: &str = "x-mesh-event-type";
+/// Header of a batched POST, carrying how many notifications its `WebhookBatch` holds; its
+/// presence is what tells a batch from a single notification.
+pub const HEADER_BATCH_SIZE: &str = "x-mesh-batch-size";
 
 /// Associated-data context of sealed endpoint secrets.
 pub const SECRET_CONTEXT: &str = "endpoints.secret";
@@ -83,6 +86,21 @@ pub fn body(
             Vec::new()
         }
     }
+}
+
+/// The JSON body of a batch: `mesh.alert.v1.WebhookBatch` in the proto3 JSON mapping, built
+/// from the queued bodies of its notifications (each the proto3 JSON of one
+/// `WebhookNotification`, see [`body`]) without decoding them again.
+pub fn batch_body<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut batch = b"{\"notifications\":[".to_vec();
+    for (n, body) in bodies.into_iter().enumerate() {
+        if n > 0 {
+            batch.push(b',');
+        }
+        batch.extend_from_slice(body);
+    }
+    batch.extend_from_slice(b"]}");
+    batch
 }
 
 #[cfg(test)]
@@ -153,5 +171,38 @@ mod tests {
             "int64 is a string"
         );
         assert_eq!(alert["version"], "1");
+    }
+
+    #[test]
+    fn a_batch_body_is_the_proto3_json_of_a_webhook_batch() {
+        let alert = crate::domain::alert::tests::missed_checkin();
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        let bodies: Vec<Vec<u8>> = ids
+            .iter()
+            .zip(["alert.raised", "alert.resolved"])
+            .map(|(id, event_type)| body(*id, event_type, &alert, alert.raised_at, ""))
+            .collect();
+        let batch = batch_body(bodies.iter().map(Vec::as_slice));
+        // What a receiver written from alert.proto does: parse with the generated type.
+        let parsed: json::alert::WebhookBatch = serde_json::from_slice(&batch).expect("proto3 JSON");
+        let got: Vec<(String, String)> = parsed
+            .notifications
+            .iter()
+            .map(|n| (n.notification_id.clone(), n.event_type.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ids[0].to_string(), "alert.raised".to_owned()),
+                (ids[1].to_string(), "alert.resolved".to_owned())
+            ]
+        );
+        for (parsed, single) in parsed.notifications.iter().zip(&bodies) {
+            let single: json::alert::WebhookNotification = serde_json::from_slice(single).expect("JSON");
+            assert_eq!(parsed, &single, "each notification arrives whole");
+        }
+        let empty: json::alert::WebhookBatch =
+            serde_json::from_slice(&batch_body(std::iter::empty())).expect("JSON");
+        assert!(empty.notifications.is_empty());
     }
 }

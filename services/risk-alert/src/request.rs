@@ -30,6 +30,9 @@ const MAX_NOTE_CHARS: usize = 1000;
 const MAX_URL_LEN: usize = 2048;
 /// Longest endpoint description.
 const MAX_DESCRIPTION_CHARS: usize = 200;
+/// Most notifications an endpoint may take in one POST: a batch of this many alerts is a
+/// few megabytes, which a receiver still reads and acknowledges within the request timeout.
+const MAX_BATCH_SIZE: u32 = 1000;
 
 /// An alert id.
 pub fn alert_id(value: &str) -> Result<Uuid, ServiceError> {
@@ -189,10 +192,13 @@ pub struct Endpoint {
     pub url: String,
     pub secret: String,
     pub description: String,
+    /// 1: one notification per POST; more: batches of up to this many.
+    pub max_batch_size: i32,
 }
 
 /// The endpoint of a registration: an https URL (or http, when `allow_http`, for
-/// development), a secret of 32 to 256 characters, a short description.
+/// development), a secret of 32 to 256 characters, a short description, and at most
+/// [`MAX_BATCH_SIZE`] notifications per POST (0, unset, means one, as 1 does).
 pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Result<Endpoint, ServiceError> {
     let mut violations = FieldViolations::new();
     let url = request.url.trim().to_owned();
@@ -213,11 +219,15 @@ pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Resu
     if request.description.chars().count() > MAX_DESCRIPTION_CHARS {
         violations.add("description", "must be at most 200 characters");
     }
+    if request.max_batch_size > MAX_BATCH_SIZE {
+        violations.add("max_batch_size", "must be at most 1000");
+    }
     violations.into_result()?;
     Ok(Endpoint {
         url,
         secret: request.secret.clone(),
         description: request.description.trim().to_owned(),
+        max_batch_size: i32::try_from(request.max_batch_size.max(1)).unwrap_or(1),
     })
 }
 
@@ -329,10 +339,12 @@ mod tests {
             url: " https://office.example/hook ".into(),
             secret: "s".repeat(32),
             description: " 值班系统 ".into(),
+            max_batch_size: 0,
         };
         let endpoint = endpoint(&valid, false).expect("valid");
         assert_eq!(endpoint.url, "https://office.example/hook");
         assert_eq!(endpoint.description, "值班系统");
+        assert_eq!(endpoint.max_batch_size, 1, "unset: one notification per POST");
         let plain = pb::RegisterEndpointRequest {
             url: "http://office.example/hook".into(),
             ..valid.clone()
@@ -345,5 +357,21 @@ mod tests {
             ..valid
         };
         assert_eq!(fields(super::endpoint(&bad, false)), ["secret", "description"]);
+    }
+
+    #[test]
+    fn an_endpoint_opts_in_to_batches_of_at_most_a_thousand() {
+        let request = |max_batch_size| pb::RegisterEndpointRequest {
+            jurisdiction: None,
+            url: "https://office.example/hook".into(),
+            secret: "s".repeat(32),
+            description: String::new(),
+            max_batch_size,
+        };
+        let size = |max| endpoint(&request(max), false).map(|e| e.max_batch_size);
+        assert_eq!(size(1).expect("valid"), 1);
+        assert_eq!(size(100).expect("valid"), 100);
+        assert_eq!(size(1000).expect("valid"), 1000);
+        assert_eq!(fields(size(1001)), ["max_batch_size"]);
     }
 }

@@ -121,7 +121,7 @@ pub(super) async fn latency(
         ("MESH_WEBHOOK_ALLOW_HTTP", "true"),
     ];
     let risk = mesh.spawn("risk-alert", &policy).await?;
-    let receiver = webhook_receiver(&mesh, &risk).await?;
+    let receiver = webhook_receiver(&mesh, &risk, 0).await?;
     register_probes(producer, &mesh, deadlines).await?;
     let received = receiver
         .wait_for(Duration::from_secs(120), |r| r.len() >= deadlines)
@@ -144,8 +144,13 @@ pub(super) async fn latency(
     Ok(())
 }
 
-/// A receiver of the home township's webhooks, registered with `risk`.
-pub(super) async fn webhook_receiver(mesh: &Mesh, risk: &ServiceProcess) -> anyhow::Result<Receiver> {
+/// A receiver of the home township's webhooks, registered with `risk` for batches of up to
+/// `max_batch_size` notifications (0: one per POST).
+pub(super) async fn webhook_receiver(
+    mesh: &Mesh,
+    risk: &ServiceProcess,
+    max_batch_size: u32,
+) -> anyhow::Result<Receiver> {
     let receiver = Receiver::start(SECRET).await?;
     let office = mesh.token(&Caller {
         subject: "bench-office".into(),
@@ -164,6 +169,7 @@ pub(super) async fn webhook_receiver(mesh: &Mesh, risk: &ServiceProcess) -> anyh
                 url: receiver.url(),
                 secret: SECRET.into(),
                 description: "bench".into(),
+                max_batch_size,
             },
             &office,
         ))

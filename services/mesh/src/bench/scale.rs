@@ -3,7 +3,8 @@
 //! with progress), then, under steady check-in churn, measures missed deadline → alert
 //! raised and → signed webhook received for people registered meanwhile; then makes a wave
 //! of deadlines pass in the same second and times until every alert is raised and every
-//! notification delivered. Last, risk-alert's peak resident memory and its database size.
+//! notification delivered (the township's endpoint takes batches, as a township's system
+//! expecting waves would register it). Last, risk-alert's peak resident memory and its database size.
 
 use std::{
     sync::Arc,
@@ -46,6 +47,8 @@ const SEED_CHUNK: usize = 50_000;
 const PROBES: usize = 200;
 /// How long risk-alert runs before deadlines are measured (past the lag settle time).
 const WARM_UP: Duration = Duration::from_secs(20);
+/// Most notifications the township's endpoint takes in one POST.
+const MAX_BATCH_SIZE: u32 = 100;
 /// How long a wave may take before the bench reports how far it got.
 const WAVE_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -66,7 +69,7 @@ pub(super) async fn at_scale(
     let risk = mesh.spawn("risk-alert", &POLICY).await?;
     let warm = Instant::now() + WARM_UP;
     let pool = mesh.pool("risk-alert")?;
-    let receiver = webhook_receiver(&mesh, &risk).await?;
+    let receiver = webhook_receiver(&mesh, &risk, MAX_BATCH_SIZE).await?;
 
     let started = Instant::now();
     seed(&pool, people).await?;
@@ -127,6 +130,7 @@ pub(super) async fn at_scale(
     let wave = wave.min(people);
     if wave > 0 {
         let before = receiver.count();
+        let posts_before = receiver.posts().len();
         let alerts_before = alerts(&pool).await?;
         let at =
             Utc::now() + chrono::Duration::seconds(5) + chrono::Duration::milliseconds((wave / 50) as i64);
@@ -156,6 +160,13 @@ pub(super) async fn at_scale(
             wave,
             "all notifications delivered",
             delivered.map(|done| done.saturating_duration_since(from)),
+        );
+        report.add(
+            "scale",
+            format!("wave of {wave}: webhook POSTs"),
+            (receiver.posts().len() - posts_before) as f64,
+            "POSTs",
+            format!("batches of up to {MAX_BATCH_SIZE}"),
         );
         if delivered.is_none() {
             report.add(

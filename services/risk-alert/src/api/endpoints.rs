@@ -35,6 +35,7 @@ pub(super) async fn register(
             url: &endpoint.url,
             secret_sealed: api.crypto.seal(&endpoint.secret, notify::SECRET_CONTEXT),
             description: &endpoint.description,
+            max_batch_size: endpoint.max_batch_size,
             registered_by: &registered_by,
         },
         now,
@@ -61,6 +62,7 @@ pub(super) async fn register(
             registered_by: Some(actor_to_proto(&registered_by)),
             created_at: Some(to_timestamp(created_at)),
             updated_at: Some(to_timestamp(now)),
+            max_batch_size: endpoint.max_batch_size.unsigned_abs(),
         }),
     })
 }
@@ -91,7 +93,7 @@ pub(super) async fn deliveries(
     let alert = api.visible_alert(&caller, id).await?;
     let cursor_scope = format!("alert.deliveries|{id}");
     let page = request::page::<i64>(&api.cursors, &cursor_scope, request.page.as_ref())?;
-    let rows = store::webhooks::deliveries(
+    let rows = store::deliveries::deliveries(
         api.changes.pool(),
         id,
         page.after.unwrap_or(0),
