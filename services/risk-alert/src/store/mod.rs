@@ -1,10 +1,12 @@
 //! The one place with SQL: the alerts (`alerts`), what is watched (`watch`) and its
-//! deadlines (`deadlines`), and webhook endpoints, notifications and delivery attempts (`webhooks`).
+//! deadlines (`deadlines`), webhook endpoints, notifications and delivery attempts
+//! (`webhooks`), and notifications queued many at once (`queue`).
 //! Functions run on the connection or transaction they are given (the caller decides the
 //! transaction), return domain values or plain rows, and fail with `ServiceError` (database
 //! errors classified by the kit).
 
 pub mod alerts;
 pub mod deadlines;
+pub mod queue;
 pub mod watch;
 pub mod webhooks;
