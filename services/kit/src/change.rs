@@ -123,6 +123,20 @@ pub trait Tx: Send {
         }
     }
 
+    /// Writes many such events in one statement, in order ([`outbox::enqueue_all`]).
+    fn publish_all_unaudited(
+        &mut self,
+        events: &[outbox::TracedEvent],
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        async move {
+            if !events.is_empty() {
+                outbox::enqueue_all(self.conn(), events).await?;
+                self.note_published();
+            }
+            Ok(())
+        }
+    }
+
     /// Records that `caller` read or acted on personal data (see [`audit::record`]).
     fn audit(
         &mut self,

@@ -4,7 +4,11 @@
 //! live streams of every replica. The rules of each step are the domain's (`domain::alert`).
 
 use chrono::{DateTime, Utc};
-use mesh_kit::{change::Tx, error::ServiceError, outbox::NewEvent};
+use mesh_kit::{
+    change::Tx,
+    error::ServiceError,
+    outbox::{NewEvent, TracedEvent},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -36,25 +40,60 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Raises the alert unless one with its dedup key exists; returns it when raised.
+    /// Raises the alert unless one with its dedup key exists; returns it when raised. Its
+    /// event continues the current trace.
     pub async fn raise(
         &self,
         tx: &mut impl Tx,
         draft: NewAlert,
         now: DateTime<Utc>,
     ) -> Result<Option<Alert>, ServiceError> {
-        let alert = Alert::raise(Uuid::now_v7(), draft, now);
-        if !store::alerts::insert(tx.conn(), &alert).await? {
-            return Ok(None);
+        let raising = Raising {
+            draft,
+            span: tracing::Span::current(),
+        };
+        Ok(self.raise_all(tx, vec![raising], now).await?.pop())
+    }
+
+    /// Raises each alert unless one with its dedup key exists, all in a few statements (a
+    /// wave of missed deadlines is written per batch, not per alert); returns those raised,
+    /// in order.
+    pub async fn raise_all(
+        &self,
+        tx: &mut impl Tx,
+        raisings: Vec<Raising>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, ServiceError> {
+        let (alerts, spans): (Vec<Alert>, Vec<tracing::Span>) = raisings
+            .into_iter()
+            .map(|raising| (Alert::raise(Uuid::now_v7(), raising.draft, now), raising.span))
+            .unzip();
+        let inserted = store::alerts::insert_all(tx.conn(), &alerts).await?;
+        let raised: Vec<(Alert, tracing::Span)> = alerts
+            .into_iter()
+            .zip(spans)
+            .filter(|(alert, _)| inserted.contains(&alert.id))
+            .collect();
+        let announcements: Vec<Announcement<'_>> = raised
+            .iter()
+            .map(|(alert, span)| Announcement {
+                alert,
+                step: Step::Raised,
+                span: span.clone(),
+            })
+            .collect();
+        self.announce_all(tx, &announcements, now).await?;
+        for (alert, span) in &raised {
+            span.in_scope(|| {
+                tracing::info!(
+                    alert_id = %alert.id,
+                    kind = alert.kind.as_str(),
+                    subject_id = %alert.subject.id,
+                    "alert raised"
+                );
+            });
         }
-        self.announce(tx, &alert, &Step::Raised, now).await?;
-        tracing::info!(
-            alert_id = %alert.id,
-            kind = alert.kind.as_str(),
-            subject_id = %alert.subject.id,
-            "alert raised"
-        );
-        Ok(Some(alert))
+        Ok(raised.into_iter().map(|(alert, _)| alert).collect())
     }
 
     /// Acknowledges an open alert for `by` (no-op when already acknowledged).
@@ -186,32 +225,112 @@ impl Lifecycle {
         step: &Step<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        let event_type = step.event().event_type();
-        tx.publish_unaudited(NewEvent {
-            topic: self.topic.clone(),
-            // One subject's alert events stay in order.
-            key: alert.subject.id.clone(),
-            event_type,
-            payload: event_payload(step, alert),
-            occurred_at: now,
-        })
-        .await?;
-        let conn = tx.conn();
-        let township_has_endpoint = store::webhooks::endpoint_of(conn, &alert.jurisdiction)
-            .await?
-            .is_some();
-        for notice in notice::audience(alert, step, township_has_endpoint) {
-            if let Some(endpoint_id) = store::webhooks::endpoint_of(conn, &notice.office).await? {
-                queue(conn, alert, event_type, endpoint_id, &notice.reason, now).await?;
-            }
+        let announcement = Announcement {
+            alert,
+            step: *step,
+            span: tracing::Span::current(),
+        };
+        self.announce_all(tx, &[announcement], now).await
+    }
+
+    /// Tells the mesh, the endpoints and the live streams of many steps, a statement each
+    /// for the events, the endpoints, the notifications and the live-stream notices.
+    async fn announce_all(
+        &self,
+        tx: &mut impl Tx,
+        announcements: &[Announcement<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        if announcements.is_empty() {
+            return Ok(());
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
+        let events: Vec<TracedEvent> = announcements
+            .iter()
+            .map(|Announcement { alert, step, span }| {
+                let event = NewEvent {
+                    topic: self.topic.clone(),
+                    // One subject's alert events stay in order.
+                    key: alert.subject.id.clone(),
+                    event_type: step.event().event_type(),
+                    payload: event_payload(step, alert),
+                    occurred_at: now,
+                };
+                span.in_scope(|| event.traced())
+            })
+            .collect();
+        tx.publish_all_unaudited(&events).await?;
+        let conn = tx.conn();
+        // Who is told depends on whether the alert's township office has an endpoint, so
+        // those are read first, then the other offices told.
+        let townships = distinct(announcements.iter().map(|a| &a.alert.jurisdiction), |_| true);
+        let mut endpoints = store::queue::endpoints_of(&mut *conn, &townships).await?;
+        let audiences: Vec<Vec<notice::Notice>> = announcements
+            .iter()
+            .map(|a| notice::audience(a.alert, &a.step, endpoints.contains_key(&a.alert.jurisdiction)))
+            .collect();
+        let others = distinct(audiences.iter().flatten().map(|n| &n.office), |office| {
+            !townships.contains(office)
+        });
+        endpoints.extend(store::queue::endpoints_of(&mut *conn, &others).await?);
+        let notifications: Vec<NewNotification<'_>> = announcements
+            .iter()
+            .zip(&audiences)
+            .flat_map(|(a, audience)| {
+                let endpoints = &endpoints;
+                audience.iter().filter_map(move |notice| {
+                    let endpoint_id = *endpoints.get(&notice.office)?;
+                    let event_type = a.step.event().event_type();
+                    Some(notification(
+                        a.alert,
+                        event_type,
+                        endpoint_id,
+                        &notice.reason,
+                        now,
+                    ))
+                })
+            })
+            .collect();
+        store::queue::queue_all(&mut *conn, &notifications, now).await?;
+        let changes: Vec<String> = announcements
+            .iter()
+            .map(|a| change_payload(a.alert, &a.step))
+            .collect();
+        sqlx::query("SELECT pg_notify($1, change) FROM UNNEST($2::text[]) AS change")
             .bind(CHANGES_CHANNEL)
-            .bind(change_payload(alert, step))
+            .bind(&changes)
             .execute(conn)
             .await?;
         Ok(())
     }
+}
+
+/// An alert to raise, with the span whose trace its event carries on (a missed deadline
+/// starts a trace of its own).
+#[derive(Debug)]
+pub struct Raising {
+    pub draft: NewAlert,
+    pub span: tracing::Span,
+}
+
+/// A step to announce, with the span whose trace its event carries on.
+struct Announcement<'a> {
+    alert: &'a Alert,
+    step: Step<'a>,
+    span: tracing::Span,
+}
+
+/// The offices among `offices` that `keep` keeps, each once, in first-seen order.
+fn distinct<'a>(
+    offices: impl Iterator<Item = &'a Jurisdiction>,
+    keep: impl Fn(&Jurisdiction) -> bool,
+) -> Vec<Jurisdiction> {
+    let mut seen = Vec::new();
+    for office in offices {
+        if keep(office) && !seen.contains(office) {
+            seen.push(office.clone());
+        }
+    }
+    seen
 }
 
 /// The event type of notifications sent to an endpoint registered after the alert was
@@ -227,15 +346,30 @@ async fn queue(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
+    queue_notification(
+        conn,
+        notification(alert, event_type, endpoint_id, reason, now),
+        now,
+    )
+    .await
+}
+
+/// A notification of `alert` to `endpoint_id`, its body written now (signed when sent).
+fn notification<'a>(
+    alert: &Alert,
+    event_type: &'a str,
+    endpoint_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> NewNotification<'a> {
     let notification_id = Uuid::now_v7();
-    let notification = NewNotification {
+    NewNotification {
         notification_id,
         alert_id: alert.id,
         event_type,
         endpoint_id,
         body: notify::body(notification_id, event_type, alert, now, reason),
-    };
-    queue_notification(conn, notification, now).await
+    }
 }
 
 /// `<alert id>:<change number>`, and for a transfer `:<old township>:<old county>` so the

@@ -8,11 +8,13 @@
 //! or what has waited `max_defer` already, so an event lag delays an alert by at most the
 //! lag (bounded) and never produces a wave of false alerts.
 //!
-//! Each subject is handled in a transaction of its own that first locks the subject's row
-//! without waiting (`SKIP LOCKED`), then its due deadlines: the consumer takes the same
-//! locks in the same order, so a check-in arriving as its deadline fires can neither
-//! deadlock with the scheduler nor abort anyone else's firing. A few subjects are fired at
-//! once, so a wave of deadlines falling due together (midnight) is not one long queue.
+//! Subjects are fired in batches, each in one transaction that first locks the batch's
+//! subject rows without waiting (`SKIP LOCKED`), then their due deadlines: the consumer
+//! takes the same locks in the same order, so a check-in arriving as its deadline fires can
+//! neither deadlock with the scheduler nor abort anyone else's firing; a busy subject waits
+//! for the next round. What to raise and where each deadline moves is decided in pure code
+//! (`domain::firing`) and written set-based, so a wave of deadlines falling due together
+//! (midnight) costs a few statements per batch, not per alert.
 //!
 //! Between rounds the scheduler sleeps until the earliest pending deadline (`wake`), read
 //! from the table, which stays the truth across replicas and restarts; a deadline written
@@ -24,36 +26,33 @@
 mod alarm;
 pub mod wake;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, stream};
 use mesh_kit::{
     CancellationToken,
-    change::Changes,
+    change::{Change, Changes},
     clock::SharedClock,
     error::ServiceError,
     lag::{self, CaughtUp},
 };
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        compose::{Composer, DueDeadline},
-        policy::Level,
-        schedule::{self, Scheduled},
+        alert::Alert,
+        compose::Composer,
+        firing::{self, Due, Watched},
+        schedule::Scheduled,
     },
-    lifecycle::Lifecycle,
-    store::{self, deadlines::DueSubject, watch::Locked},
+    lifecycle::{Lifecycle, Raising},
+    store::{self, deadlines::DueSubject},
 };
 
-/// Subjects looked at per round.
-const BATCH: i64 = 200;
-
-/// Subjects fired at once, each in its own transaction (of the pool's connections, which
-/// the consumers, the relay and the API share).
-const CONCURRENCY: usize = 4;
+/// Due deadlines looked at per round, their subjects fired in one transaction: large enough
+/// that a wave costs few round trips per alert, small enough that a batch's locks and
+/// transaction stay short beside the consumer's.
+const BATCH: i64 = 500;
 
 /// The pause before a due deadline a round left (its subject busy with an event) is tried
 /// again: the consumer holds a subject for one event's transaction.
@@ -129,118 +128,103 @@ impl Scheduler {
         }
     }
 
-    /// Fires the due deadlines of up to `batch` subjects, a few at once; returns how many
-    /// subjects had deadlines fired (so a busy round is followed at once by the next) and
-    /// the cutoff it fired up to. A subject whose row is busy is left for the next round;
-    /// one that fails is logged and does not stop the others.
+    /// Fires the due deadlines of the subjects of up to `batch` due deadlines in one
+    /// transaction; returns how many subjects had deadlines fired (so a busy round is
+    /// followed at once by the next) and the cutoff it fired up to. A subject whose row is
+    /// busy is left for the next round.
     pub async fn fire_due(&self, batch: i64) -> Result<Round, ServiceError> {
         let now = self.clock.now();
         let cutoff = match &self.caught_up {
             Some(caught_up) => lag::firing_cutoff(now, *caught_up.borrow(), self.max_defer),
             None => now,
         };
-        let due = {
-            let mut change = self.changes.begin().await?;
-            let due = store::deadlines::due_subjects(&mut change, cutoff, batch).await?;
-            change.commit().await?;
-            due
-        };
-        let fired = stream::iter(due)
-            .map(|subject| async move {
-                match self.fire_subject(subject, cutoff, now).await {
-                    Ok(fired) => fired,
-                    Err(error) => {
-                        tracing::warn!(error = %error, subject_id = %subject.subject_id, "deadlines not fired; retrying next round");
-                        false
-                    }
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .filter(|fired| std::future::ready(*fired))
-            .count()
-            .await;
-        Ok(Round { fired, cutoff })
-    }
-
-    /// Fires one subject's deadlines due by `cutoff`; false when its row was busy or
-    /// nothing of it was due any more (another replica fired it).
-    async fn fire_subject(
-        &self,
-        subject: DueSubject,
-        cutoff: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, ServiceError> {
         let mut change = self.changes.begin().await?;
-        let id = subject.subject_id;
-        // Lock order: the subject's row, then its deadlines (as the consumer does).
-        let watched = if subject.handover {
-            match store::watch::try_lock_handover(&mut change, id).await? {
-                Locked::Held(watch) => Some(Watched::Handover(watch)),
-                Locked::Busy => return Ok(false),
-                Locked::Missing => None,
-            }
-        } else {
-            match store::watch::try_lock_supervisee(&mut change, id).await? {
-                Locked::Held(watch) => Some(Watched::Supervisee(watch)),
-                Locked::Busy => return Ok(false),
-                Locked::Missing => None,
-            }
-        };
-        let due = store::deadlines::due_of_subject(&mut change, id, cutoff).await?;
-        if due.is_empty() {
-            return Ok(false);
-        }
-        let subject = Firing {
-            id,
-            watched,
-            open: store::alerts::open_for_subject(&mut change, &id.to_string()).await?,
-        };
-        for row in &due {
-            self.fire(&mut change, &subject, row, now).await?;
-        }
-        // Commit wakes the relay when an alert was raised.
-        change.commit().await?;
-        Ok(true)
-    }
-
-    /// Raises one missed deadline's alert and moves the deadline on.
-    async fn fire(
-        &self,
-        change: &mut mesh_kit::change::Change,
-        subject: &Firing,
-        row: &Scheduled,
-        now: DateTime<Utc>,
-    ) -> Result<(), ServiceError> {
-        let id = subject.id;
-        let track = row.deadline.track;
-        let deadline = DueDeadline {
-            subject_id: id,
-            track,
-            due_at: row.deadline.due,
-            grace_seconds: i64::try_from(row.deadline.grace.as_secs()).unwrap_or(i64::MAX),
-            since_at: row.deadline.since,
-        };
-        let (draft, level) = match &subject.watched {
-            Some(Watched::Supervisee(watch)) => {
-                (self.composer.supervisee_alert(&deadline, watch, now), watch.level)
-            }
-            Some(Watched::Handover(watch)) => (self.composer.handover_alert(&deadline, watch), None::<Level>),
-            None => (None, None),
-        };
-        if draft.is_none() {
-            // The coverage reconciliation reports what is wrong with this subject; the
-            // deadline still moves on so it is not fired again every round.
-            tracing::error!(subject_id = %id, track = track.as_str(), "due deadline without a subject to alert about");
+        let due = store::deadlines::due_subjects(&mut change, cutoff, batch).await?;
+        let subjects = lock(&mut change, &due, cutoff).await?;
+        let decision = firing::decide(&self.composer, &subjects, now);
+        for (subject_id, track) in &decision.unexplained {
+            tracing::error!(%subject_id, track = track.as_str(), "due deadline without a subject to alert about");
         }
         // Each missed deadline starts a trace of its own, which the alert event and its
         // notifications carry on.
-        let span = tracing::info_span!("deadline.missed", track = track.as_str(), subject_id = %id);
-        if let Some(draft) = draft.filter(|_| !schedule::still_alerted(track, &subject.open)) {
-            self.lifecycle.raise(change, draft, now).instrument(span).await?;
-        }
-        let next = schedule::after_firing(&self.composer.policy, level, row, now, self.composer.tz);
-        store::deadlines::put(change, id, &next).await
+        let raisings = decision
+            .alerts
+            .into_iter()
+            .map(|missed| Raising {
+                span: tracing::info_span!("deadline.missed", track = missed.track.as_str(), subject_id = %missed.subject_id),
+                draft: missed.draft,
+            })
+            .collect();
+        self.lifecycle.raise_all(&mut change, raisings, now).await?;
+        store::deadlines::put_all(&mut change, &decision.moved).await?;
+        // Commit wakes the relay when an alert was raised.
+        change.commit().await?;
+        Ok(Round {
+            fired: subjects.len(),
+            cutoff,
+        })
     }
+}
+
+/// Locks the subjects of `due` that are free (rows missing included: their deadlines still
+/// move on) and reads, for each with a deadline still due by `cutoff`, what firing needs.
+/// Lock order: the subjects' rows, then their deadlines and open alerts, as the consumer.
+async fn lock(
+    change: &mut Change,
+    due: &[DueSubject],
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Due>, ServiceError> {
+    let ids = |handover: bool| -> Vec<Uuid> {
+        due.iter()
+            .filter(|subject| subject.handover == handover)
+            .map(|subject| subject.subject_id)
+            .collect()
+    };
+    let supervisees = store::watch::try_lock_supervisees(change, &ids(false)).await?;
+    let handovers = store::watch::try_lock_handovers(change, &ids(true)).await?;
+    let watched: Vec<(Uuid, Option<Watched>)> = supervisees
+        .held
+        .into_iter()
+        .map(|(id, watch)| (id, Some(Watched::Supervisee(watch))))
+        .chain(
+            handovers
+                .held
+                .into_iter()
+                .map(|(id, watch)| (id, Some(Watched::Handover(watch)))),
+        )
+        .chain(
+            supervisees
+                .missing
+                .into_iter()
+                .chain(handovers.missing)
+                .map(|id| (id, None)),
+        )
+        .collect();
+    let ids: Vec<Uuid> = watched.iter().map(|(id, _)| *id).collect();
+    let mut deadlines: HashMap<Uuid, Vec<Scheduled>> = HashMap::new();
+    for (id, row) in store::deadlines::due_of_subjects(change, &ids, cutoff).await? {
+        deadlines.entry(id).or_default().push(row);
+    }
+    // A subject with nothing due any more was fired by another replica between the read
+    // and the lock.
+    let watched: Vec<(Uuid, Option<Watched>, Vec<Scheduled>)> = watched
+        .into_iter()
+        .filter_map(|(id, watched)| Some((id, watched, deadlines.remove(&id)?)))
+        .collect();
+    let names: Vec<String> = watched.iter().map(|(id, _, _)| id.to_string()).collect();
+    let mut open: HashMap<String, Vec<Alert>> = HashMap::new();
+    for alert in store::alerts::open_for_subjects(change, &names).await? {
+        open.entry(alert.subject.id.clone()).or_default().push(alert);
+    }
+    Ok(watched
+        .into_iter()
+        .map(|(id, watched, deadlines)| Due {
+            id,
+            watched,
+            open: open.remove(&id.to_string()).unwrap_or_default(),
+            deadlines,
+        })
+        .collect())
 }
 
 /// What a round did.
@@ -261,18 +245,4 @@ async fn moved(progress: &mut Option<CaughtUp>) {
     if caught_up.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// A subject whose deadlines are being fired, under its row lock: what is known of it and
-/// its open alerts (read once for all its due deadlines).
-struct Firing {
-    id: Uuid,
-    watched: Option<Watched>,
-    open: Vec<crate::domain::alert::Alert>,
-}
-
-/// What is known of the subject a deadline belongs to.
-enum Watched {
-    Supervisee(crate::domain::watch::SuperviseeWatch),
-    Handover(crate::domain::watch::HandoverWatch),
 }

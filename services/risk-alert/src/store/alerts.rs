@@ -2,6 +2,8 @@
 //! unique dedup key is what makes "exactly one alert per missed deadline" hold across
 //! replicas and restarts.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use mesh_kit::error::ServiceError;
 use sqlx::{PgConnection, PgExecutor};
@@ -15,28 +17,33 @@ use crate::{
     },
 };
 
-/// Stores a newly raised alert unless one with its dedup key exists; returns whether it was
-/// stored.
-pub async fn insert(conn: &mut PgConnection, alert: &Alert) -> Result<bool, ServiceError> {
-    let inserted = sqlx::query(
+/// Stores newly raised alerts in one statement, each unless one with its dedup key exists;
+/// returns the ids of those stored.
+pub async fn insert_all(conn: &mut PgConnection, alerts: &[Alert]) -> Result<HashSet<Uuid>, ServiceError> {
+    if alerts.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let text = |value: fn(&Alert) -> &str| alerts.iter().map(value).collect::<Vec<_>>();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO alerts (alert_id, dedup_key, kind, status, subject_id, township_code, county_code, raised_at, body,
              updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedup_key) DO NOTHING",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::timestamptz[], $9::bytea[], $10::timestamptz[])
+         ON CONFLICT (dedup_key) DO NOTHING RETURNING alert_id",
     )
-    .bind(alert.id)
-    .bind(&alert.dedup_key)
-    .bind(alert.kind.as_str())
-    .bind(alert.status.as_str())
-    .bind(&alert.subject.id)
-    .bind(&alert.jurisdiction.township_code)
-    .bind(&alert.jurisdiction.county_code)
-    .bind(alert.raised_at)
-    .bind(alert_body(alert))
-    .bind(alert.updated_at)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted > 0)
+    .bind(alerts.iter().map(|alert| alert.id).collect::<Vec<_>>())
+    .bind(text(|alert| &alert.dedup_key))
+    .bind(text(|alert| alert.kind.as_str()))
+    .bind(text(|alert| alert.status.as_str()))
+    .bind(text(|alert| &alert.subject.id))
+    .bind(text(|alert| &alert.jurisdiction.township_code))
+    .bind(text(|alert| &alert.jurisdiction.county_code))
+    .bind(alerts.iter().map(|alert| alert.raised_at).collect::<Vec<_>>())
+    .bind(alerts.iter().map(alert_body).collect::<Vec<_>>())
+    .bind(alerts.iter().map(|alert| alert.updated_at).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
 }
 
 /// Writes a changed alert back.
@@ -106,10 +113,20 @@ pub async fn open_by_dedup_prefix_for_update(
 
 /// The unresolved alerts about a subject, oldest first, locked for update.
 pub async fn open_for_subject(conn: &mut PgConnection, subject_id: &str) -> Result<Vec<Alert>, ServiceError> {
+    open_for_subjects(conn, &[subject_id.to_owned()]).await
+}
+
+/// The unresolved alerts about any of `subject_ids`, by subject and oldest first, locked for
+/// update.
+pub async fn open_for_subjects(
+    conn: &mut PgConnection,
+    subject_ids: &[String],
+) -> Result<Vec<Alert>, ServiceError> {
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT body FROM alerts WHERE subject_id = $1 AND status <> $2 ORDER BY raised_at FOR UPDATE",
+        "SELECT body FROM alerts WHERE subject_id = ANY($1) AND status <> $2
+         ORDER BY subject_id, raised_at FOR UPDATE",
     )
-    .bind(subject_id)
+    .bind(subject_ids)
     .bind(AlertStatus::Resolved.as_str())
     .fetch_all(conn)
     .await?;

@@ -46,17 +46,14 @@ pub const CHANGES_CHANNEL: &str = "mesh_deadline_changes";
 
 const COLUMNS: &str = "track, due_at, grace_seconds, since_at, origin_due, fired_at";
 
-fn known(rows: Vec<Row>, subject_id: Uuid) -> Vec<Scheduled> {
-    rows.into_iter()
-        .filter_map(|row| {
-            let track = row.track.clone();
-            let scheduled = row.scheduled();
-            if scheduled.is_none() {
-                tracing::error!(%subject_id, track, "deadline of an unknown track ignored");
-            }
-            scheduled
-        })
-        .collect()
+/// The stored deadline; `None` (logged) for a track this version does not know.
+fn known(row: Row, subject_id: Uuid) -> Option<Scheduled> {
+    let track = row.track.clone();
+    let scheduled = row.scheduled();
+    if scheduled.is_none() {
+        tracing::error!(%subject_id, track, "deadline of an unknown track ignored");
+    }
+    scheduled
 }
 
 /// Every stored deadline of a subject (the caller holds the subject's lock).
@@ -67,24 +64,41 @@ pub async fn of_subject(conn: &mut PgConnection, subject_id: Uuid) -> Result<Vec
     .bind(subject_id)
     .fetch_all(conn)
     .await?;
-    Ok(known(rows, subject_id))
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| known(row, subject_id))
+        .collect())
 }
 
-/// The subject's pending deadlines whose time has come by `now`.
-pub async fn due_of_subject(
+/// The pending deadlines of `subject_ids` whose time has come by `now`, locked, by subject
+/// and then firing time. The caller holds the subjects' row locks, so nobody else holds
+/// these rows; a row held anyway (a subject without a row, fired by another replica at
+/// this moment) is skipped rather than waited for, so a batch never waits on a batch.
+pub async fn due_of_subjects(
     conn: &mut PgConnection,
-    subject_id: Uuid,
+    subject_ids: &[Uuid],
     now: DateTime<Utc>,
-) -> Result<Vec<Scheduled>, ServiceError> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM deadlines
-         WHERE subject_id = $1 AND fired_at IS NULL AND fire_at <= $2 ORDER BY fire_at FOR UPDATE"
+) -> Result<Vec<(Uuid, Scheduled)>, ServiceError> {
+    let rows: Vec<SubjectRow> = sqlx::query_as(&format!(
+        "SELECT subject_id, {COLUMNS} FROM deadlines
+         WHERE subject_id = ANY($1) AND fired_at IS NULL AND fire_at <= $2
+         ORDER BY subject_id, fire_at FOR UPDATE SKIP LOCKED"
     ))
-    .bind(subject_id)
+    .bind(subject_ids)
     .bind(now)
     .fetch_all(conn)
     .await?;
-    Ok(known(rows, subject_id))
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.subject_id, known(row.row, row.subject_id)?)))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct SubjectRow {
+    subject_id: Uuid,
+    #[sqlx(flatten)]
+    row: Row,
 }
 
 /// Replaces a subject's deadlines with `rows`.
@@ -97,29 +111,36 @@ pub async fn replace(
         .bind(subject_id)
         .execute(&mut *conn)
         .await?;
-    for row in rows {
-        put(conn, subject_id, row).await?;
-    }
-    Ok(())
+    let rows: Vec<(Uuid, Scheduled)> = rows.iter().map(|row| (subject_id, *row)).collect();
+    put_all(conn, &rows).await
 }
 
-/// Writes one row (the track's row is replaced).
-pub async fn put(conn: &mut PgConnection, subject_id: Uuid, row: &Scheduled) -> Result<(), ServiceError> {
-    let deadline = &row.deadline;
+/// Writes each subject's row in one statement (the track's row is replaced).
+pub async fn put_all(conn: &mut PgConnection, rows: &[(Uuid, Scheduled)]) -> Result<(), ServiceError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |value: fn(&(Uuid, Scheduled)) -> DateTime<Utc>| rows.iter().map(value).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at, origin_due, fired_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (subject_id, track) DO UPDATE SET due_at = $3, grace_seconds = $4, fire_at = $5,
-             since_at = $6, origin_due = $7, fired_at = $8",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[], $5::timestamptz[],
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
+         ON CONFLICT (subject_id, track) DO UPDATE SET due_at = excluded.due_at,
+             grace_seconds = excluded.grace_seconds, fire_at = excluded.fire_at, since_at = excluded.since_at,
+             origin_due = excluded.origin_due, fired_at = excluded.fired_at",
     )
-    .bind(subject_id)
-    .bind(deadline.track.as_str())
-    .bind(deadline.due)
-    .bind(i64::try_from(deadline.grace.as_secs()).unwrap_or(i64::MAX))
-    .bind(deadline.fires_at())
-    .bind(deadline.since)
-    .bind(row.origin_due)
-    .bind(row.fired_at)
+    .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.deadline.track.as_str()).collect::<Vec<_>>())
+    .bind(column(|(_, row)| row.deadline.due))
+    .bind(
+        rows.iter()
+            .map(|(_, row)| i64::try_from(row.deadline.grace.as_secs()).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|(_, row)| row.deadline.fires_at()))
+    .bind(column(|(_, row)| row.deadline.since))
+    .bind(column(|(_, row)| row.origin_due))
+    .bind(rows.iter().map(|(_, row)| row.fired_at).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
@@ -132,9 +153,11 @@ pub struct DueSubject {
     pub handover: bool,
 }
 
-/// Up to `limit` subjects with deadlines due by `now`, earliest first. Nothing is locked
-/// here: the scheduler then locks each subject (skipping busy ones) and reads its due rows
-/// again, so a row another replica fired meanwhile is not fired twice.
+/// The subjects of up to `limit` deadlines due by `now`, earliest first. Only the earliest
+/// `limit` rows are read (the pending index, in order), so a round costs the same however
+/// large the wave behind it. Nothing is locked here: the scheduler then locks the subjects
+/// (skipping busy ones) and reads their due rows again, so a row another replica fired
+/// meanwhile is not fired twice.
 pub async fn due_subjects(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -146,9 +169,11 @@ pub async fn due_subjects(
         .map(|track| track.as_str())
         .collect();
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT subject_id, bool_or(track = ANY($3)) FROM deadlines
-         WHERE fired_at IS NULL AND fire_at <= $1
-         GROUP BY subject_id ORDER BY min(fire_at) LIMIT $2",
+        "SELECT subject_id, bool_or(track = ANY($3)) FROM (
+             SELECT subject_id, track, fire_at FROM deadlines
+             WHERE fired_at IS NULL AND fire_at <= $1 ORDER BY fire_at LIMIT $2
+         ) AS due
+         GROUP BY subject_id ORDER BY min(fire_at)",
     )
     .bind(now)
     .bind(limit)

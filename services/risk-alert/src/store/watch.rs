@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mesh_kit::error::ServiceError;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row as _, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -73,69 +73,97 @@ pub async fn supervisee_for_update(
     Ok(row.map(SuperviseeWatch::from))
 }
 
-/// A subject row the scheduler tried to lock without waiting.
+/// Subject rows the scheduler tried to lock without waiting; the ids in neither list are
+/// busy (another transaction holds them: an event is being applied), tried again next round.
 #[derive(Debug)]
-pub enum Locked<T> {
+pub struct Locked<T> {
     /// Locked for the rest of the transaction.
-    Held(T),
-    /// Another transaction holds it (an event is being applied): try again next round.
-    Busy,
+    pub held: Vec<(Uuid, T)>,
     /// No such row.
-    Missing,
+    pub missing: Vec<Uuid>,
 }
 
-/// Locks the row of `table` whose `key` is `id` without waiting, reading `columns`.
-/// Callers pass fixed table, key and column names, never input.
-async fn try_lock<R>(
+/// A row read with the id of its subject.
+struct WithId<R> {
+    id: Uuid,
+    row: R,
+}
+
+impl<'r, R: sqlx::FromRow<'r, PgRow>> sqlx::FromRow<'r, PgRow> for WithId<R> {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("subject_id")?,
+            row: R::from_row(row)?,
+        })
+    }
+}
+
+/// Locks the rows of `table` whose `key` is among `ids` without waiting, reading `columns`,
+/// in one statement; the rows are taken in key order. Callers pass fixed table, key and
+/// column names, never input.
+async fn try_lock_all<R>(
     conn: &mut PgConnection,
     (table, key, columns): (&str, &str, &str),
-    id: Uuid,
+    ids: &[Uuid],
 ) -> Result<Locked<R>, ServiceError>
 where
-    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
 {
-    let row: Option<R> = sqlx::query_as(&format!(
-        "SELECT {columns} FROM {table} WHERE {key} = $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = row {
-        return Ok(Locked::Held(row));
+    if ids.is_empty() {
+        return Ok(Locked {
+            held: Vec::new(),
+            missing: Vec::new(),
+        });
     }
-    let exists: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = $1)"))
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
-    Ok(if exists { Locked::Busy } else { Locked::Missing })
+    let rows: Vec<WithId<R>> = sqlx::query_as(&format!(
+        "SELECT {key} AS subject_id, {columns} FROM {table} WHERE {key} = ANY($1)
+         ORDER BY {key} FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let held: Vec<(Uuid, R)> = rows.into_iter().map(|row| (row.id, row.row)).collect();
+    // Only when some were not locked: busy, or missing?
+    let missing = if held.len() == ids.len() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(&format!(
+            "SELECT id FROM UNNEST($1::uuid[]) AS id WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {key} = id)"
+        ))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?
+    };
+    Ok(Locked { held, missing })
 }
 
 impl<R> Locked<R> {
-    fn map<T>(self, into: impl FnOnce(R) -> T) -> Locked<T> {
-        match self {
-            Locked::Held(row) => Locked::Held(into(row)),
-            Locked::Busy => Locked::Busy,
-            Locked::Missing => Locked::Missing,
+    fn map<T>(self, into: impl Fn(R) -> T) -> Locked<T> {
+        Locked {
+            held: self.held.into_iter().map(|(id, row)| (id, into(row))).collect(),
+            missing: self.missing,
         }
     }
 }
 
-/// A supervisee locked without waiting (the scheduler never queues behind the consumer).
-pub async fn try_lock_supervisee(
+/// Supervisees locked without waiting (the scheduler never queues behind the consumer).
+pub async fn try_lock_supervisees(
     conn: &mut PgConnection,
-    id: Uuid,
+    ids: &[Uuid],
 ) -> Result<Locked<SuperviseeWatch>, ServiceError> {
     let locked =
-        try_lock::<SuperviseeRow>(conn, ("supervisees", "supervisee_id", SUPERVISEE_COLUMNS), id).await?;
+        try_lock_all::<SuperviseeRow>(conn, ("supervisees", "supervisee_id", SUPERVISEE_COLUMNS), ids)
+            .await?;
     Ok(locked.map(SuperviseeWatch::from))
 }
 
-/// A handover locked without waiting.
-pub async fn try_lock_handover(
+/// Handovers locked without waiting.
+pub async fn try_lock_handovers(
     conn: &mut PgConnection,
-    id: Uuid,
+    ids: &[Uuid],
 ) -> Result<Locked<HandoverWatch>, ServiceError> {
-    let locked = try_lock::<HandoverRow>(conn, ("handovers", "handover_id", HANDOVER_COLUMNS), id).await?;
+    let locked =
+        try_lock_all::<HandoverRow>(conn, ("handovers", "handover_id", HANDOVER_COLUMNS), ids).await?;
     Ok(locked.map(HandoverWatch::from))
 }
 

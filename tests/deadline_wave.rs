@@ -1,0 +1,109 @@
+//! A wave of deadlines falling due in the same second, fired in batches by two risk-alert
+//! replicas at once: every missed deadline raises exactly one alert, with its one
+//! `alert.raised` event and its one notification to the township office, and every deadline
+//! is rolled on (no track left without one). The people and their deadlines are written
+//! straight into risk-alert's tables, as the bench's wave does, so the wave is larger than
+//! one batch without registering each person through the registry.
+
+use std::time::Duration;
+
+use mesh_e2e::{count, eventually, fast_risk_alert};
+
+/// More than two batches of the scheduler (500 deadlines each), so the replicas share it.
+const WAVE: i64 = 1_200;
+
+#[tokio::test]
+async fn a_wave_of_deadlines_raises_exactly_one_alert_each_across_two_replicas() {
+    let mesh = fast_risk_alert(&[])
+        .start(&["risk-alert", "risk-alert"])
+        .await
+        .expect("two replicas");
+    mesh.register_webhook().await.expect("endpoint registered");
+    let pool = mesh.pool("risk-alert").expect("pool");
+
+    // Normal-level people of the home township, all missing the same deadline 3 s from now
+    // (grace 0), which the fast policy rolls every 4 s afterwards.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO supervisees (supervisee_id, name, township_code, county_code, level, status, version,
+             last_contact_at, episode, episode_since)
+         SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, '浪潮' || n, '620702001',
+             '620702', 'normal', 'active', 1, now() - interval '1 hour', 1, now() - interval '30 days'
+         FROM generate_series(1, $1) AS n",
+    )
+    .bind(WAVE)
+    .execute(&mut *tx)
+    .await
+    .expect("people");
+    sqlx::query(
+        "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at, origin_due)
+         SELECT supervisee_id, 'checkin', now() + interval '3 seconds', 0, now() + interval '3 seconds',
+             last_contact_at, now() + interval '3 seconds'
+         FROM supervisees",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("deadlines");
+    tx.commit().await.expect("commit");
+
+    eventually("every alert of the wave", Duration::from_secs(90), async || {
+        (count(&mesh, "risk-alert", "SELECT count(*) FROM alerts").await >= WAVE).then_some(())
+    })
+    .await;
+    // Both replicas keep firing the rolled deadlines meanwhile; none may alert again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let alerts = count(&mesh, "risk-alert", "SELECT count(*) FROM alerts").await;
+    assert_eq!(alerts, WAVE, "exactly one alert per missed deadline");
+    let subjects = count(
+        &mesh,
+        "risk-alert",
+        "SELECT count(DISTINCT subject_id) FROM alerts",
+    )
+    .await;
+    assert_eq!(subjects, WAVE, "one per person");
+    let kinds = count(
+        &mesh,
+        "risk-alert",
+        "SELECT count(*) FROM alerts WHERE kind <> 'missed_checkin'",
+    )
+    .await;
+    assert_eq!(kinds, 0);
+
+    let events = mesh
+        .tap(&mesh.topics.alert)
+        .expect("tap")
+        .collect(WAVE as usize + 100, Duration::from_secs(10))
+        .await
+        .expect("events");
+    let raised_events = events
+        .iter()
+        .filter(|event| event.header("event_type") == Some("alert.raised"))
+        .count();
+    assert_eq!(raised_events, WAVE as usize, "one alert.raised event per alert");
+    let notified = count(
+        &mesh,
+        "risk-alert",
+        "SELECT count(DISTINCT alert_id) FROM notifications WHERE event_type = 'alert.raised'",
+    )
+    .await;
+    let notifications = count(
+        &mesh,
+        "risk-alert",
+        "SELECT count(*) FROM notifications WHERE event_type = 'alert.raised'",
+    )
+    .await;
+    assert_eq!(
+        (notified, notifications),
+        (WAVE, WAVE),
+        "one notification per alert, to the township office"
+    );
+
+    let rolled = count(
+        &mesh,
+        "risk-alert",
+        "SELECT count(*) FROM deadlines WHERE track = 'checkin' AND fired_at IS NULL AND due_at > origin_due",
+    )
+    .await;
+    assert_eq!(rolled, WAVE, "every deadline rolled on, none left without one");
+}
