@@ -1,10 +1,14 @@
 //! The kit's outbox and audit tables written for a group of check-ins at once: the events
-//! of one transaction in two statements instead of two per check-in. The kit's
-//! `Tx::publish` writes one event at a time; the rows here are the same as its (an outbox
-//! row per event, an audit record with the event type as action).
+//! of one transaction in two statements instead of two per check-in (the outbox rows
+//! through the kit's `outbox::enqueue_all`, the audit records here, as the kit's
+//! `Tx::publish` writes them: the event type as action).
 
 use chrono::{DateTime, Utc};
-use mesh_kit::{auth::Caller, error::ServiceError};
+use mesh_kit::{
+    auth::Caller,
+    error::ServiceError,
+    outbox::{self, NewEvent, TracedEvent},
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -30,24 +34,20 @@ pub async fn publish_all(
     publications: &[Publication<'_>],
 ) -> Result<(), ServiceError> {
     let column = |value: fn(&Publication<'_>) -> String| publications.iter().map(value).collect::<Vec<_>>();
-    // UUID v7, as the kit assigns: ids that sort by creation.
-    let event_ids: Vec<Uuid> = publications.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
-        "INSERT INTO kit_outbox (event_id, topic, event_key, event_type, payload, trace_headers, occurred_at)
-         SELECT event_id, topic, event_key, event_type, payload, trace_headers::jsonb, occurred_at
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::timestamptz[])
-             WITH ORDINALITY AS event(event_id, topic, event_key, event_type, payload, trace_headers, occurred_at, ordinal)
-         ORDER BY ordinal",
-    )
-    .bind(&event_ids)
-    .bind(column(|publication| publication.topic.to_owned()))
-    .bind(column(|publication| publication.key.clone()))
-    .bind(column(|publication| publication.event_type.to_owned()))
-    .bind(publications.iter().map(|publication| publication.payload.as_slice()).collect::<Vec<_>>())
-    .bind(column(|publication| publication.trace_headers.to_string()))
-    .bind(publications.iter().map(|publication| publication.occurred_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+    let events: Vec<TracedEvent> = publications
+        .iter()
+        .map(|publication| TracedEvent {
+            event: NewEvent {
+                topic: publication.topic.to_owned(),
+                key: publication.key.clone(),
+                event_type: publication.event_type,
+                payload: publication.payload.clone(),
+                occurred_at: publication.occurred_at,
+            },
+            trace_headers: serde_json::from_value(publication.trace_headers.clone()).unwrap_or_default(),
+        })
+        .collect();
+    outbox::enqueue_all(&mut *conn, &events).await?;
     sqlx::query(
         "INSERT INTO kit_audit_log (actor_subject, actor_role, action, subject_id, detail)
          SELECT actor_subject, actor_role, action, subject_id, detail::jsonb
