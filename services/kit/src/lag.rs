@@ -153,13 +153,16 @@ impl LagMonitor {
                         tracing::debug!(waiting_since = %oldest.at, high = ?oldest.high, committed = ?committed, "consumer behind");
                     }
                 }
+                // The failure's time is when the probe gave up, not when it began: a probe
+                // against a down broker can take its whole timeout, and the settle period
+                // must count from the last moment the broker was seen unreachable.
                 Ok(Err(error)) => {
                     tracing::debug!(error = %error, "consumer lag not probed");
-                    last_failure = Some(at);
+                    last_failure = Some(self.clock.now());
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, "consumer lag probe failed");
-                    last_failure = Some(at);
+                    last_failure = Some(self.clock.now());
                 }
             }
             tokio::select! {
