@@ -20,10 +20,7 @@ use crate::{
         notice::{self, Step},
     },
     notify,
-    store::{
-        self,
-        webhooks::{NewNotification, queue_notification},
-    },
+    store::{self, webhooks::NewNotification},
 };
 
 /// PostgreSQL channel that carries `<alert id>:<change>` to every replica's live streams.
@@ -346,12 +343,8 @@ async fn queue(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
-    queue_notification(
-        conn,
-        notification(alert, event_type, endpoint_id, reason, now),
-        now,
-    )
-    .await
+    let one = [notification(alert, event_type, endpoint_id, reason, now)];
+    store::queue::queue_all(conn, &one, now).await
 }
 
 /// A notification of `alert` to `endpoint_id`, its body written now (signed when sent).

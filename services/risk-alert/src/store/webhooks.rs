@@ -108,23 +108,3 @@ pub struct NewNotification<'a> {
     pub endpoint_id: Uuid,
     pub body: Vec<u8>,
 }
-
-pub async fn queue_notification(
-    conn: &mut PgConnection,
-    notification: NewNotification<'_>,
-    now: DateTime<Utc>,
-) -> Result<(), ServiceError> {
-    sqlx::query(
-        "INSERT INTO notifications (notification_id, alert_id, event_type, endpoint_id, body, created_at, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
-    )
-    .bind(notification.notification_id)
-    .bind(notification.alert_id)
-    .bind(notification.event_type)
-    .bind(notification.endpoint_id)
-    .bind(notification.body)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
