@@ -3,11 +3,13 @@
 //! `alert.raised` event and its one notification to the township office, and every deadline
 //! is rolled on (no track left without one). The people and their deadlines are written
 //! straight into risk-alert's tables, as the bench's wave does, so the wave is larger than
-//! one batch without registering each person through the registry.
+//! one batch without registering each person through the registry. A dashboard streaming
+//! the township sees every alert of a burst raised together.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
-use mesh_e2e::{count, eventually, fast_risk_alert};
+use mesh_e2e::{authorized, count, eventually, fast_risk_alert, home_jurisdiction, home_officer};
+use mesh_proto::alert as pb;
 
 /// More than two batches of the scheduler (500 deadlines each), so the replicas share it.
 const WAVE: i64 = 1_200;
@@ -21,30 +23,7 @@ async fn a_wave_of_deadlines_raises_exactly_one_alert_each_across_two_replicas()
     mesh.register_webhook().await.expect("endpoint registered");
     let pool = mesh.pool("risk-alert").expect("pool");
 
-    // Normal-level people of the home township, all missing the same deadline 3 s from now
-    // (grace 0), which the fast policy rolls every 4 s afterwards.
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO supervisees (supervisee_id, name, township_code, county_code, level, status, version,
-             last_contact_at, episode, episode_since)
-         SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, '浪潮' || n, '620702001',
-             '620702', 'normal', 'active', 1, now() - interval '1 hour', 1, now() - interval '30 days'
-         FROM generate_series(1, $1) AS n",
-    )
-    .bind(WAVE)
-    .execute(&mut *tx)
-    .await
-    .expect("people");
-    sqlx::query(
-        "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at, origin_due)
-         SELECT supervisee_id, 'checkin', now() + interval '3 seconds', 0, now() + interval '3 seconds',
-             last_contact_at, now() + interval '3 seconds'
-         FROM supervisees",
-    )
-    .execute(&mut *tx)
-    .await
-    .expect("deadlines");
-    tx.commit().await.expect("commit");
+    seed_wave(&pool, WAVE).await;
 
     eventually("every alert of the wave", Duration::from_secs(90), async || {
         (count(&mesh, "risk-alert", "SELECT count(*) FROM alerts").await >= WAVE).then_some(())
@@ -106,4 +85,72 @@ async fn a_wave_of_deadlines_raises_exactly_one_alert_each_across_two_replicas()
     )
     .await;
     assert_eq!(rolled, WAVE, "every deadline rolled on, none left without one");
+}
+
+/// Writes `size` normal-level people of the home township, all missing the same deadline 3 s
+/// from now (grace 0), which the fast policy rolls every 4 s afterwards.
+async fn seed_wave(pool: &sqlx::PgPool, size: i64) {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO supervisees (supervisee_id, name, township_code, county_code, level, status, version,
+             last_contact_at, episode, episode_since)
+         SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, '浪潮' || n, '620702001',
+             '620702', 'normal', 'active', 1, now() - interval '1 hour', 1, now() - interval '30 days'
+         FROM generate_series(1, $1) AS n",
+    )
+    .bind(size)
+    .execute(&mut *tx)
+    .await
+    .expect("people");
+    sqlx::query(
+        "INSERT INTO deadlines (subject_id, track, due_at, grace_seconds, fire_at, since_at, origin_due)
+         SELECT supervisee_id, 'checkin', now() + interval '3 seconds', 0, now() + interval '3 seconds',
+             last_contact_at, now() + interval '3 seconds'
+         FROM supervisees",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("deadlines");
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test]
+async fn a_dashboard_streaming_the_township_sees_every_alert_of_a_burst() {
+    // Fewer than one scheduler batch: the alerts commit together and their notices arrive
+    // as one burst, which the fan-out reads in one statement.
+    const BURST: i64 = 300;
+    let mesh = fast_risk_alert(&[])
+        .start(&["risk-alert"])
+        .await
+        .expect("risk-alert");
+    let token = mesh.token(&home_officer());
+    let mut stream = mesh
+        .risk_alert()
+        .stream_alerts(authorized(
+            pb::StreamAlertsRequest {
+                jurisdiction: Some(home_jurisdiction()),
+                include_current: false,
+            },
+            &token,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    seed_wave(&mesh.pool("risk-alert").expect("pool"), BURST).await;
+
+    let mut seen = HashSet::new();
+    while seen.len() < BURST as usize {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the stream goes on until every alert of the burst is seen")
+            .expect("no stream error")
+            .expect("the stream is open");
+        assert_eq!(message.change(), pb::AlertChange::Raised);
+        seen.insert(message.alert.expect("alert").alert_id);
+    }
+    assert_eq!(
+        count(&mesh, "risk-alert", "SELECT count(*) FROM alerts").await,
+        BURST,
+        "each alert seen once, none other raised"
+    );
 }

@@ -21,7 +21,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use mesh_kit::{
     CancellationToken, change::Changes, clock::SharedClock, crypto::FieldCrypto, error::ServiceError,
 };
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
@@ -82,7 +82,7 @@ impl DeliveryWorker {
     /// (so a notification does not wait for the next tick); the tick still drives retries
     /// that come due. Attempts in flight at shutdown are dropped; their leases run out and
     /// they are sent again.
-    pub async fn run<T: Clone>(self, mut woken: broadcast::Receiver<T>, shutdown: CancellationToken) {
+    pub async fn run(self, woken: Arc<Notify>, shutdown: CancellationToken) {
         let mut in_flight = FuturesUnordered::new();
         // Endpoint → POSTs in flight to it.
         let mut busy: HashMap<Uuid, usize> = HashMap::new();
@@ -115,7 +115,7 @@ impl DeliveryWorker {
                         }
                     }
                 }
-                _ = woken.recv() => {}
+                _ = woken.notified() => {}
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
         }

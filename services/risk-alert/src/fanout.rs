@@ -7,9 +7,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use mesh_kit::{CancellationToken, clock::SharedClock};
-use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::broadcast;
+use sqlx::{
+    PgPool,
+    postgres::{PgListener, PgNotification},
+};
+use std::sync::Arc;
+use tokio::sync::{Notify, broadcast};
 
 use crate::{
     domain::{
@@ -47,15 +52,21 @@ impl LiveChange {
 /// stamped when its transaction starts, which may be a little before its notification.
 const RESYNC_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The most notifications read at once, so one burst's reads stay one short statement.
+const BURST: usize = 500;
 
-/// Forwards committed alert changes to `changes` until shutdown, reconnecting with capped
+/// Where committed alert changes go.
+pub struct Outlets {
+    /// The live streams (each subscribes).
+    pub live: broadcast::Sender<LiveChange>,
+    /// This replica's webhook delivery, woken once per burst of changes.
+    pub delivery: Arc<Notify>,
+}
+
+/// Forwards committed alert changes to `outlets` until shutdown, reconnecting with capped
 /// backoff when the database connection is lost and then re-sending what changed meanwhile.
-pub async fn run(
-    pool: PgPool,
-    clock: SharedClock,
-    changes: broadcast::Sender<LiveChange>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(pool: PgPool, clock: SharedClock, outlets: Outlets, shutdown: CancellationToken) {
+    let changes = &outlets.live;
     let mut backoff = Duration::from_millis(200);
     // Set when notifications may have been lost: re-send changes since then.
     let mut lost_since: Option<DateTime<Utc>> = None;
@@ -72,7 +83,7 @@ pub async fn run(
         };
         backoff = Duration::from_millis(200);
         if let Some(since) = lost_since.take()
-            && let Err(error) = resync(&pool, since, &changes).await
+            && let Err(error) = resync(&pool, since, changes).await
         {
             tracing::warn!(error = %error, "alert changes not re-sent after reconnecting; retrying");
             lost_since = Some(since);
@@ -85,13 +96,18 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 notification = listener.try_recv() => notification,
             };
-            match notification {
-                Ok(Some(notification)) => forward(&pool, notification.payload(), &changes).await,
-                Ok(None) | Err(_) => {
-                    tracing::warn!("alert-change connection lost; reconnecting");
-                    lost_since = Some(clock.now() - RESYNC_MARGIN);
-                    break;
-                }
+            let Ok(Some(first)) = notification else {
+                tracing::warn!("alert-change connection lost; reconnecting");
+                lost_since = Some(clock.now() - RESYNC_MARGIN);
+                break;
+            };
+            let (burst, connected) = drain(&mut listener, first);
+            outlets.delivery.notify_one();
+            forward(&pool, &burst, changes).await;
+            if !connected {
+                tracing::warn!("alert-change connection lost; reconnecting");
+                lost_since = Some(clock.now() - RESYNC_MARGIN);
+                break;
             }
         }
     }
@@ -103,17 +119,46 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn forward(pool: &PgPool, payload: &str, changes: &broadcast::Sender<LiveChange>) {
-    let Some((id, event, previous)) = parse(payload) else {
+/// `first` and the notifications already received behind it (up to [`BURST`]), without
+/// waiting; and whether the connection is still up. `try_recv` is cancel-safe (it consumes
+/// a message only once it has all of it), so polling it once loses nothing.
+fn drain(listener: &mut PgListener, first: PgNotification) -> (Vec<String>, bool) {
+    let mut burst = vec![first.payload().to_owned()];
+    while burst.len() < BURST {
+        match listener.try_recv().now_or_never() {
+            None => break,
+            Some(Ok(Some(notification))) => burst.push(notification.payload().to_owned()),
+            Some(Ok(None) | Err(_)) => return (burst, false),
+        }
+    }
+    (burst, true)
+}
+
+/// Sends the alerts a burst of notifications names, read in one statement, in the order
+/// they were notified. Nothing is read while no stream is open: a midnight wave raising a
+/// million alerts costs no reads when nobody is watching.
+async fn forward(pool: &PgPool, payloads: &[String], changes: &broadcast::Sender<LiveChange>) {
+    if changes.receiver_count() == 0 {
         return;
+    }
+    let steps: Vec<_> = payloads.iter().filter_map(|payload| parse(payload)).collect();
+    let ids: Vec<uuid::Uuid> = steps.iter().map(|(id, _, _)| *id).collect();
+    let alerts = match store::alerts::load_all(pool, &ids).await {
+        Ok(alerts) => alerts,
+        Err(error) => {
+            tracing::warn!(error = %error, count = ids.len(), "changed alerts not read; their live notices are skipped");
+            return;
+        }
     };
-    if let Ok(Some(alert)) = store::alerts::load(pool, id).await {
-        // No subscribers is fine: nobody is watching.
-        let _ = changes.send(LiveChange {
-            event: Some(event),
-            alert,
-            previous,
-        });
+    for (id, event, previous) in steps {
+        if let Some(alert) = alerts.get(&id) {
+            // No subscribers is fine: nobody is watching.
+            let _ = changes.send(LiveChange {
+                event: Some(event),
+                alert: alert.clone(),
+                previous,
+            });
+        }
     }
 }
 

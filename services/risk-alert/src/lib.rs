@@ -223,7 +223,10 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         &settings.field_keys.encryption,
         settings.field_keys.blind_index,
     ));
-    let (live, woken) = broadcast::channel(1024);
+    // Live streams subscribe to `live`; webhook delivery is woken by `woken` once per burst
+    // of changes (so the fan-out reads alerts only while someone streams them).
+    let live = broadcast::Sender::new(1024);
+    let woken = Arc::new(tokio::sync::Notify::new());
 
     let watchlist = watchlist::Watchlist {
         policy: settings.policy,
@@ -291,10 +294,19 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         settings.delivery,
         lifecycle.clone(),
     )?;
+    let wake_delivery = woken.clone();
     host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
     let (pool, fanned_out, fanout_clock) = (host.pool().clone(), live.clone(), clock.clone());
     host.spawn("alert fan-out", move |shutdown| {
-        fanout::run(pool, fanout_clock, fanned_out, shutdown)
+        fanout::run(
+            pool,
+            fanout_clock,
+            fanout::Outlets {
+                live: fanned_out,
+                delivery: wake_delivery,
+            },
+            shutdown,
+        )
     });
 
     let api = api::AlertApi {

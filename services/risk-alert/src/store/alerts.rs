@@ -2,7 +2,7 @@
 //! unique dedup key is what makes "exactly one alert per missed deadline" hold across
 //! replicas and restarts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use mesh_kit::error::ServiceError;
@@ -70,6 +70,23 @@ pub async fn load(executor: impl PgExecutor<'_>, alert_id: Uuid) -> Result<Optio
         .fetch_optional(executor)
         .await?;
     Ok(body.and_then(|body| alert_from_body(&body)))
+}
+
+/// The alerts of `alert_ids` that exist, by id, in one statement (the live fan-out reads
+/// a burst of changes at once).
+pub async fn load_all(
+    executor: impl PgExecutor<'_>,
+    alert_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Alert>, ServiceError> {
+    let rows: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT alert_id, body FROM alerts WHERE alert_id = ANY($1)")
+            .bind(alert_ids)
+            .fetch_all(executor)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, body)| Some((id, alert_from_body(&body)?)))
+        .collect())
 }
 
 /// An alert by id, locked for the rest of the transaction.
