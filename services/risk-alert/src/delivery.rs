@@ -140,7 +140,7 @@ impl DeliveryWorker {
             i64::try_from(self.config.per_endpoint).unwrap_or(1),
         )
         .await?;
-        Ok(post::group(leased))
+        Ok(post::group(leased, post::MAX_BATCH_BYTES))
     }
 
     /// One POST, each of its notifications' attempt recorded; returns the endpoint it went to.

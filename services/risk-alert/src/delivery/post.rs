@@ -28,8 +28,15 @@ pub struct Post {
     pub notifications: Vec<Leased>,
 }
 
-/// Groups a lease into its POSTs (the lease numbered each endpoint's), each in due order.
-pub fn group(leased: Vec<Leased>) -> Vec<Post> {
+/// The largest batch body, in bytes: under the 1 MiB a common reverse proxy accepts by
+/// default (nginx's `client_max_body_size`), so a township's receiver never refuses a
+/// midnight batch for its size. A batch is cut short before it would pass this; a single
+/// notification is always sent, whatever its size.
+pub const MAX_BATCH_BYTES: usize = 1_000_000;
+
+/// Groups a lease into its POSTs (the lease numbered each endpoint's), each in due order,
+/// a batch split where its body would pass `max_bytes`.
+pub fn group(leased: Vec<Leased>, max_bytes: usize) -> Vec<Post> {
     let mut posts: BTreeMap<(Uuid, i64), Vec<Leased>> = BTreeMap::new();
     for notification in leased {
         posts
@@ -39,8 +46,11 @@ pub fn group(leased: Vec<Leased>) -> Vec<Post> {
     }
     posts
         .into_values()
-        .filter_map(|mut notifications| {
+        .flat_map(|mut notifications| {
             notifications.sort_by_key(|n| (n.due_at, n.notification_id));
+            split_by_size(notifications, max_bytes)
+        })
+        .filter_map(|notifications| {
             let first = notifications.first()?;
             Some(Post {
                 endpoint_id: first.endpoint_id,
@@ -52,6 +62,30 @@ pub fn group(leased: Vec<Leased>) -> Vec<Post> {
             })
         })
         .collect()
+}
+
+/// Cuts notifications, in order, into runs whose batch body (`notify::batch_body`: each body,
+/// a comma between them, and the envelope) stays within `max_bytes`; a notification larger
+/// than that on its own goes alone.
+fn split_by_size(notifications: Vec<Leased>, max_bytes: usize) -> Vec<Vec<Leased>> {
+    let envelope = notify::batch_body(std::iter::empty()).len();
+    let mut runs: Vec<Vec<Leased>> = Vec::new();
+    // The size of the last run's body as `batch_body` writes it.
+    let mut size = 0;
+    for notification in notifications {
+        let len = notification.body.len();
+        match runs.last_mut() {
+            Some(run) if size + 1 + len <= max_bytes => {
+                size += 1 + len;
+                run.push(notification);
+            }
+            _ => {
+                size = envelope + len;
+                runs.push(vec![notification]);
+            }
+        }
+    }
+    runs
 }
 
 impl Post {
@@ -157,6 +191,10 @@ mod tests {
         }
     }
 
+    fn group_all(leased: Vec<Leased>) -> Vec<Post> {
+        group(leased, MAX_BATCH_BYTES)
+    }
+
     fn ids(post: &Post) -> Vec<u128> {
         post.notifications
             .iter()
@@ -166,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_lease_is_grouped_into_its_posts_each_in_due_order() {
-        let posts = group(vec![
+        let posts = group_all(vec![
             leased(1, 0, 12, "2026-12-05T00:00:02Z", 3),
             leased(2, 0, 20, "2026-12-05T00:00:01Z", 1),
             leased(1, 0, 11, "2026-12-05T00:00:01Z", 3),
@@ -190,8 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_cut_where_its_body_would_pass_the_byte_cap() {
+        let lease: Vec<Leased> = (11..=15)
+            .map(|id| leased(1, 0, id, "2026-12-05T00:00:01Z", 100))
+            .collect();
+        let two = notify::batch_body([lease[0].body.as_slice(), lease[1].body.as_slice()]).len();
+        let posts = group(lease.clone(), two);
+        let shape: Vec<Vec<u128>> = posts.iter().map(ids).collect();
+        assert_eq!(shape, [vec![11, 12], vec![13, 14], vec![15]]);
+        assert!(posts.iter().all(|post| post.body().len() <= two));
+        // One byte less, and every batch holds one; a notification larger than the cap still
+        // goes, alone.
+        let shape: Vec<Vec<u128>> = group(lease.clone(), two - 1).iter().map(ids).collect();
+        assert_eq!(shape, [vec![11], vec![12], vec![13], vec![14], vec![15]]);
+        assert_eq!(group(lease, 1).len(), 5);
+    }
+
+    #[test]
     fn a_single_notification_goes_as_today_and_a_batch_as_a_webhook_batch() {
-        let single = &group(vec![leased(2, 0, 20, "2026-12-05T00:00:01Z", 1)])[0];
+        let single = &group_all(vec![leased(2, 0, 20, "2026-12-05T00:00:01Z", 1)])[0];
         assert_eq!(single.body(), single.notifications[0].body);
         assert_eq!(
             single.headers(),
@@ -200,7 +255,7 @@ mod tests {
                 (HEADER_EVENT_TYPE, "alert.raised".to_owned())
             ]
         );
-        let batch = &group(vec![
+        let batch = &group_all(vec![
             leased(1, 0, 11, "2026-12-05T00:00:01Z", 3),
             leased(1, 0, 12, "2026-12-05T00:00:02Z", 3),
         ])[0];
@@ -210,7 +265,7 @@ mod tests {
         );
         assert_eq!(batch.headers(), [(HEADER_BATCH_SIZE, "2".to_owned())]);
         // An endpoint that takes batches gets one even when only one notification is due.
-        let one = &group(vec![leased(1, 0, 11, "2026-12-05T00:00:01Z", 3)])[0];
+        let one = &group_all(vec![leased(1, 0, 11, "2026-12-05T00:00:01Z", 3)])[0];
         assert_eq!(one.headers(), [(HEADER_BATCH_SIZE, "1".to_owned())]);
     }
 
@@ -231,7 +286,7 @@ mod tests {
         // A fresh one, one at the escalation threshold, one at its last attempt.
         notifications[1].attempts = 2;
         notifications[2].attempts = 3;
-        let post = &group(notifications)[0];
+        let post = &group_all(notifications)[0];
         let at = utc("2026-12-05T00:00:10Z");
         let failed = attempts(post, &Err((503, "HTTP 503".into())), at, 7, &retry);
         let got: Vec<(i32, Option<DateTime<Utc>>, bool, bool)> = failed

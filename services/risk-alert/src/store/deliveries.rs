@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// A notification leased for delivery, with where it goes and in which POST.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Leased {
     pub notification_id: Uuid,
     pub alert_id: Uuid,
