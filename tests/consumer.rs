@@ -5,7 +5,8 @@
 //! waiting together are applied in one transaction per partition, and a batch holding a
 //! record the database refuses falls back to one by one with the same outcome; a Kafka
 //! client stuck on purpose is found by the watchdog and rebuilt, the service reporting
-//! itself not ready meanwhile, and nothing is skipped or applied twice.
+//! itself not ready meanwhile, and nothing is skipped or applied twice; the outbox relay is
+//! woken only after a commit that wrote an event.
 
 use std::{
     sync::{
@@ -21,11 +22,13 @@ use mesh_kit::{
     CancellationToken,
     consumer::{ConsumerConfig, EventConsumer, HandleError, Handler, InboundEvent},
     kafka::headers,
+    outbox::{self, OutboxSignal},
     readiness::Readiness,
 };
 use sqlx::PgConnection;
 
-/// Applies `ok:<n>` payloads by inserting `n`; anything else is a permanent failure. The
+/// Applies `ok:<n>` payloads by inserting `n`, and `ev:<n>` ones by inserting `n` and writing
+/// an event to the outbox; anything else is a permanent failure. The
 /// first `flaky` attempts fail as if the database were briefly unreachable.
 struct RecordingHandler {
     attempts: Arc<AtomicUsize>,
@@ -40,14 +43,30 @@ impl Handler for RecordingHandler {
         }
         let text = String::from_utf8(event.payload.clone())
             .map_err(|_| HandleError::Permanent("not utf-8".into()))?;
-        let value: i32 = text
-            .strip_prefix("ok:")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| HandleError::Permanent(format!("unexpected payload {text:?}")))?;
+        let (publishes, value) = match text.split_once(':') {
+            Some(("ok", n)) => (false, n.parse().ok()),
+            Some(("ev", n)) => (true, n.parse().ok()),
+            _ => (false, None),
+        };
+        let value: i32 =
+            value.ok_or_else(|| HandleError::Permanent(format!("unexpected payload {text:?}")))?;
         sqlx::query("INSERT INTO applied (value, tx) VALUES ($1, txid_current())")
             .bind(value)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
+        if publishes {
+            outbox::enqueue(
+                conn,
+                outbox::NewEvent {
+                    topic: "test.published".into(),
+                    key: "subject-1".into(),
+                    event_type: "test.published",
+                    payload: Vec::new(),
+                    occurred_at: chrono::Utc::now(),
+                },
+            )
+            .await?;
+        }
         Ok(())
     }
 }
@@ -341,6 +360,53 @@ async fn waiting_records_apply_together_and_a_refused_one_is_set_aside_alone() {
     assert_eq!(dead[0].0, 42, "the refused record, by its offset");
     assert!(dead[0].1.contains("database refused the record"), "{dead:?}");
     assert_eq!(applied().await.len(), 42);
+    shutdown.cancel();
+    running.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn the_relay_is_woken_only_after_a_commit_that_wrote_an_event() {
+    let (mesh, pool, config) = one_partition().await;
+    let signal = OutboxSignal::default();
+    let consumer = recording(&pool, Arc::new(AtomicUsize::new(0)), 0, config).waking(signal.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    let applied = async |count: i64| {
+        eventually("records applied", Duration::from_secs(30), async || {
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            (applied >= count).then_some(())
+        })
+        .await;
+    };
+
+    // Records whose handling writes no event: the relay has nothing to send.
+    for n in 1..=10 {
+        send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), &format!("ok:{n}")).await;
+    }
+    applied(10).await;
+    // A wake is kept until taken, so one given at any time since the start shows here.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), signal.notified())
+            .await
+            .is_err(),
+        "the relay was woken though nothing was written to the outbox"
+    );
+
+    // A record whose handling writes an event wakes it.
+    send(&mesh, Some(&uuid::Uuid::now_v7().to_string()), "ev:11").await;
+    applied(11).await;
+    tokio::time::timeout(Duration::from_secs(5), signal.notified())
+        .await
+        .expect("the relay is woken after the commit that wrote an event");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kit_outbox WHERE event_type = 'test.published'")
+            .fetch_one(&pool)
+            .await
+            .expect("outbox");
+    assert_eq!(events, 1);
     shutdown.cancel();
     running.await.expect("consumer stops");
 }

@@ -57,7 +57,7 @@ pub struct EventConsumer<H: Handler> {
     handler: Arc<H>,
     config: ConsumerConfig,
     reporter: Reporter,
-    /// Woken after each commit, so events the handler wrote to the outbox leave at once.
+    /// Woken after a commit that wrote to the outbox, so the handler's events leave at once.
     outbox: Option<crate::outbox::OutboxSignal>,
     /// The records this consumer group reported stalled on and has not got past (a copy of
     /// `kit_consumer_stalls`, refreshed by the replay loop), with when each began failing.
@@ -122,7 +122,7 @@ impl<H: Handler> EventConsumer<H> {
         format!("consumer {}", self.config.group_id)
     }
 
-    /// Wakes the outbox relay after each applied record.
+    /// Wakes the outbox relay after each commit that wrote an event.
     pub fn waking(mut self, outbox: crate::outbox::OutboxSignal) -> Self {
         self.outbox = Some(outbox);
         self
@@ -307,12 +307,26 @@ impl<H: Handler> EventConsumer<H> {
         }
     }
 
+    /// Runs `commit` (a transaction it commits) and wakes the relay if it wrote an event.
+    async fn waking_after(
+        &self,
+        commit: impl std::future::Future<Output = Result<(), HandleError>>,
+    ) -> Result<(), HandleError> {
+        let (committed, enqueued) = crate::outbox::tracking(commit).await;
+        if enqueued && committed.is_ok() {
+            self.wake_outbox();
+        }
+        committed
+    }
+
     async fn apply(&self, event: &InboundEvent) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
-        self.apply_in(&mut tx, event).await?;
-        tx.commit().await?;
-        self.wake_outbox();
-        Ok(())
+        self.waking_after(async {
+            let mut tx = self.pool.begin().await?;
+            self.apply_in(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records the event id in the inbox and applies the event in `conn`'s transaction; a

@@ -3,7 +3,7 @@
 //! idempotent producer and marks them published. A broker outage delays events, never loses
 //! them; consumers drop the rare duplicate (after a crash between send and mark) by event id.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{cell::Cell, collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use rdkafka::{
@@ -49,6 +49,7 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<U
     .bind(event.occurred_at)
     .execute(conn)
     .await?;
+    note_enqueued();
     Ok(event_id)
 }
 
@@ -96,7 +97,33 @@ pub async fn enqueue_all(conn: &mut PgConnection, events: &[TracedEvent]) -> sql
     .bind(events.iter().map(|traced| traced.event.occurred_at).collect::<Vec<_>>())
     .execute(conn)
     .await?;
+    note_enqueued();
     Ok(())
+}
+
+tokio::task_local! {
+    /// Whether the work [`tracking`] runs wrote an event to the outbox.
+    static ENQUEUED: Cell<bool>;
+}
+
+/// Runs `work` and says whether it wrote an event to the outbox ([`enqueue`] or
+/// [`enqueue_all`], however deep in the handler): the consumer wakes the relay after its
+/// commit only then, so a stream of check-ins that publish nothing costs the relay nothing.
+/// Reading `kit_outbox` instead would cost a query per batch; marking every call site would
+/// have every rule that writes an event pass a flag up.
+pub async fn tracking<F: Future>(work: F) -> (F::Output, bool) {
+    ENQUEUED
+        .scope(Cell::new(false), async move {
+            let output = work.await;
+            (output, ENQUEUED.with(Cell::get))
+        })
+        .await
+}
+
+fn note_enqueued() {
+    // Outside `tracking` (an RPC's `Change`, which notes its own events) there is nothing to
+    // tell.
+    let _ = ENQUEUED.try_with(|enqueued| enqueued.set(true));
 }
 
 /// Wakes the relay right after a commit instead of waiting for its next poll.
@@ -106,6 +133,12 @@ pub struct OutboxSignal(Arc<Notify>);
 impl OutboxSignal {
     pub fn notify(&self) {
         self.0.notify_one();
+    }
+
+    /// Resolves once [`OutboxSignal::notify`] was called (at once if it was called since the
+    /// last wake: the wake is kept until taken).
+    pub async fn notified(&self) {
+        self.0.notified().await;
     }
 }
 
@@ -189,7 +222,7 @@ impl Relay {
                     backoff = self.config.poll_interval;
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = self.signal.0.notified() => {}
+                        _ = self.signal.notified() => {}
                         _ = tokio::time::sleep(self.config.poll_interval) => {}
                     }
                 }

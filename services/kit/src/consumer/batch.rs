@@ -112,12 +112,14 @@ impl<H: Handler> EventConsumer<H> {
     /// Records the events' ids in the inbox with one statement and applies those not seen
     /// before (the first of any repeated id), in one transaction.
     async fn apply_together(&self, events: &[&InboundEvent]) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
-        let fresh = self.record_in_inbox(&mut tx, events).await?;
-        self.handler.handle_batch(&mut tx, &fresh).await?;
-        tx.commit().await?;
-        self.wake_outbox();
-        Ok(())
+        self.waking_after(async {
+            let mut tx = self.pool.begin().await?;
+            let fresh = self.record_in_inbox(&mut tx, events).await?;
+            self.handler.handle_batch(&mut tx, &fresh).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Inserts the events' ids into the inbox; returns the events that were new, in order.
