@@ -571,3 +571,132 @@ async fn out_of_area_checkin_raises_its_own_alert_which_officers_acknowledge_and
     let types: Vec<String> = alert_events(&mesh).await.into_iter().map(|(t, _)| t).collect();
     assert_eq!(types, ["alert.raised", "alert.acknowledged", "alert.resolved"]);
 }
+
+/// A `checkin.recorded` event as the check-in service publishes it, verified, in the area.
+fn recorded(supervisee: &str, checkin_id: &str, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    mesh_proto::checkin::CheckinRecorded {
+        supervisee_id: supervisee.to_owned(),
+        checkin_id: checkin_id.to_owned(),
+        method: mesh_proto::checkin::CheckinMethod::AppSelfCheckin as i32,
+        device_time: Some(mesh_kit::proto_time::to_timestamp(at)),
+        received_at: Some(mesh_kit::proto_time::to_timestamp(chrono::Utc::now())),
+        jurisdiction: Some(home_jurisdiction()),
+        identity_verified: true,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_burst_of_checkins_applied_together_leaves_what_one_by_one_would() {
+    // Periods long enough that no second alert comes while the test looks; people who
+    // reported in ten minutes ago have missed their first check-in already.
+    let mesh = fast_risk_alert(&[
+        ("MESH_POLICY_STRICT_INTERVAL", "60s"),
+        ("MESH_POLICY_NORMAL_INTERVAL", "60s"),
+        ("MESH_POLICY_LENIENT_INTERVAL", "60s"),
+    ])
+    .start(&["registry", "risk-alert"])
+    .await
+    .expect("mesh");
+    let mut alerts = mesh.risk_alert();
+    let token = mesh.token(&home_officer());
+    let reported = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let twice = register(&mesh, reported_in(91, reported)).await;
+    let once = register(&mesh, reported_in(92, reported)).await;
+    let stale = register(&mesh, reported_in(93, reported)).await;
+    wait_for_alerts(&mut alerts, &token, Duration::from_secs(30), |listed| {
+        listed.len() == 3
+    })
+    .await;
+
+    // One burst, as the check-in service's relay sends a backlog: two check-ins of one
+    // person (the newer first), one of another, and one of a third made before the contact
+    // the alert counts from, which answers nothing.
+    let now = chrono::Utc::now();
+    let producer = mesh.producer().expect("producer");
+    let burst = [
+        (&twice, "twice-newer", now),
+        (&once, "once", now),
+        (&twice, "twice-older", now - chrono::Duration::seconds(1)),
+        (&stale, "stale", now - chrono::Duration::hours(2)),
+    ];
+    for (person, checkin_id, at) in burst {
+        mesh::harness::publish_event(
+            producer,
+            &mesh.topics.checkin,
+            person,
+            "checkin.recorded",
+            &recorded(person, checkin_id, at),
+        )
+        .await
+        .expect("published");
+    }
+
+    let listed = wait_for_alerts(&mut alerts, &token, Duration::from_secs(20), |listed| {
+        listed
+            .iter()
+            .filter(|alert| alert.status() == pb::AlertStatus::Resolved)
+            .count()
+            == 2
+    })
+    .await;
+    let status = |person: &str| {
+        listed
+            .iter()
+            .find(|alert| subject_id(alert) == person)
+            .map(|alert| alert.status())
+    };
+    assert_eq!(status(&twice), Some(pb::AlertStatus::Resolved));
+    assert_eq!(status(&once), Some(pb::AlertStatus::Resolved));
+    assert_eq!(
+        status(&stale),
+        Some(pb::AlertStatus::Open),
+        "an older contact answers nothing"
+    );
+
+    // The newest contact is kept with its check-in, whatever order the burst came in.
+    let pool = mesh.pool("risk-alert").expect("pool");
+    let last = async |person: &str| -> (Option<String>, Option<chrono::DateTime<chrono::Utc>>) {
+        sqlx::query_as(
+            "SELECT last_checkin_id, last_contact_at FROM supervisees WHERE supervisee_id = $1::uuid",
+        )
+        .bind(person)
+        .fetch_one(&pool)
+        .await
+        .expect("supervisee")
+    };
+    let (checkin_id, contact) = last(&twice).await;
+    assert_eq!(checkin_id.as_deref(), Some("twice-newer"));
+    assert_eq!(
+        contact.map(|at| at.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+    let (checkin_id, contact) = last(&stale).await;
+    assert_ne!(checkin_id.as_deref(), Some("stale"));
+    assert!(contact.is_some_and(|at| at > now - chrono::Duration::hours(1)));
+    // Each answered person's deadline now counts from the check-in.
+    let counted_from: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT since_at FROM deadlines WHERE subject_id = ANY($1::uuid[]) AND track = 'checkin'",
+    )
+    .bind(vec![twice.clone(), once.clone()])
+    .fetch_all(&pool)
+    .await
+    .expect("deadlines");
+    assert_eq!(counted_from.len(), 2);
+    assert!(
+        counted_from
+            .iter()
+            .all(|since| since.timestamp_millis() == now.timestamp_millis()),
+        "{counted_from:?} counts from {now}"
+    );
+    let resolved = alert_events(&mesh)
+        .await
+        .into_iter()
+        .filter(|(event_type, _)| event_type == "alert.resolved")
+        .count();
+    assert_eq!(
+        resolved, 2,
+        "one resolution per alert, however many check-ins answer it"
+    );
+}

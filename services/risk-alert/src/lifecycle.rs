@@ -201,15 +201,33 @@ impl Lifecycle {
         reference: &str,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        for alert in store::alerts::open_for_subject(tx.conn(), subject_id).await? {
-            if withdrawal.answers.covers(&alert) {
-                let resolution = Resolution {
-                    by: Actor::system(),
-                    note: withdrawal.note.clone(),
-                    reference: Some(reference.to_owned()),
-                };
-                self.resolve(tx, alert, resolution, now).await?;
-            }
+        let mut open = store::alerts::open_for_subject(tx.conn(), subject_id).await?;
+        self.withdraw_from(tx, &mut open, withdrawal, reference, now)
+            .await
+    }
+
+    /// [`Lifecycle::withdraw`] over a subject's open alerts read already (locked): those
+    /// the withdrawal answers are resolved and taken out of `open`, the rest stay (a run of
+    /// check-ins reads its people's open alerts once).
+    pub async fn withdraw_from(
+        &self,
+        tx: &mut impl Tx,
+        open: &mut Vec<Alert>,
+        withdrawal: &Withdrawal,
+        reference: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let (answered, rest): (Vec<Alert>, Vec<Alert>) = std::mem::take(open)
+            .into_iter()
+            .partition(|alert| withdrawal.answers.covers(alert));
+        *open = rest;
+        for alert in answered {
+            let resolution = Resolution {
+                by: Actor::system(),
+                note: withdrawal.note.clone(),
+                reference: Some(reference.to_owned()),
+            };
+            self.resolve(tx, alert, resolution, now).await?;
         }
         Ok(())
     }

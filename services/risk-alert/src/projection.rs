@@ -2,9 +2,11 @@
 //! the transaction that records it: the projection of what is watched moves, the alerts it
 //! answers are resolved (and an out-of-area check-in raises its own), and the subject's
 //! deadlines are computed again — once per subject for a whole batch of events, and for a
-//! check-in only when it moves the last contact.
+//! check-in only when it moves the last contact. Check-ins, the bulk of the traffic, are
+//! applied a run at a time with a few statements per run rather than per check-in; the
+//! deadlines of a batch's people are computed again together (`Watchlist`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{
@@ -19,8 +21,9 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
+        alert::Alert,
         answers::{self, Answers, Contact, Withdrawal},
-        compose,
+        compose, contacts,
         watch::{self, Checkin, HandoverSnapshot, SuperviseeSnapshot, SuperviseeStatus},
     },
     inbound,
@@ -46,9 +49,8 @@ pub(crate) struct Dirty {
 
 impl Dirty {
     async fn reschedule(self, watchlist: &Watchlist, conn: &mut PgConnection) -> Result<(), ServiceError> {
-        for id in self.supervisees {
-            watchlist.reschedule_supervisee(conn, id).await?;
-        }
+        let supervisees: Vec<Uuid> = self.supervisees.into_iter().collect();
+        watchlist.reschedule_supervisees(conn, &supervisees).await?;
         for id in self.handovers {
             watchlist.reschedule_handover(conn, id).await?;
         }
@@ -61,15 +63,34 @@ impl Handler for Projection {
         self.handle_batch(conn, std::slice::from_ref(event)).await
     }
 
+    /// Applies the events in order. Consecutive plain check-ins (verified, in the permitted
+    /// area: the bulk of the traffic) are applied as one run, set-based; any other event,
+    /// a flagged check-in included, is applied on its own between runs, so each subject's
+    /// events keep their order.
     async fn handle_batch(
         &self,
         conn: &mut PgConnection,
         events: &[InboundEvent],
     ) -> Result<(), HandleError> {
         let mut dirty = Dirty::default();
+        let mut run: Vec<Checkin> = Vec::new();
         for event in events {
+            if event.event_type == CHECKIN_RECORDED {
+                let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
+                if is_plain(&checkin) {
+                    run.push(checkin);
+                    continue;
+                }
+                self.apply_checkins(conn, &std::mem::take(&mut run), &mut dirty)
+                    .await?;
+                self.apply_checkins(conn, &[checkin], &mut dirty).await?;
+                continue;
+            }
+            self.apply_checkins(conn, &std::mem::take(&mut run), &mut dirty)
+                .await?;
             self.apply(conn, event, &mut dirty).await?;
         }
+        self.apply_checkins(conn, &run, &mut dirty).await?;
         dirty
             .reschedule(&self.watchlist, conn)
             .await
@@ -77,8 +98,16 @@ impl Handler for Projection {
     }
 }
 
+const CHECKIN_RECORDED: &str = "checkin.recorded";
+
+/// A check-in that proves contact and raises nothing: applied in a run with its neighbours.
+fn is_plain(checkin: &Checkin) -> bool {
+    checkin.identity_verified && checkin.out_of_area.is_none()
+}
+
 impl Projection {
-    /// Applies one event; the subjects whose deadlines it changed go to `dirty`.
+    /// Applies one event other than a check-in; the subjects whose deadlines it changed go
+    /// to `dirty`.
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -86,10 +115,7 @@ impl Projection {
         dirty: &mut Dirty,
     ) -> Result<(), HandleError> {
         let occurred_at = event.occurred_at.unwrap_or_else(|| self.clock.now());
-        let applied = if event.event_type == "checkin.recorded" {
-            let checkin = inbound::checkin(event.decode::<CheckinRecorded>()?)?;
-            self.apply_checkin(conn, checkin, dirty).await
-        } else if let Some(snapshot) = events::supervisee_snapshot(event)? {
+        let applied = if let Some(snapshot) = events::supervisee_snapshot(event)? {
             let from_handover = inbound::registered_handover(event, &snapshot)?;
             let snapshot = inbound::supervisee(snapshot)?;
             let (id, supervised) = (
@@ -172,37 +198,72 @@ impl Projection {
         Ok(())
     }
 
-    /// Applies a check-in: a verified one moves the last contact, resolves what it answers
-    /// and moves the deadlines (when it is the newest contact); a flagged one raises the
-    /// out-of-area alert.
-    async fn apply_checkin(
+    /// Applies check-ins in order, with a few statements for the whole run: the people's
+    /// rows are locked at once, the verified ones' contacts written at once (one row per
+    /// person), their open alerts read at once and resolved where a contact answers them;
+    /// the people whose last contact moved go to `dirty`. A flagged check-in raises its
+    /// out-of-area alert (it comes in a run of its own, so the alert follows what came
+    /// before it and precedes what comes after).
+    async fn apply_checkins(
         &self,
         conn: &mut PgConnection,
-        checkin: Checkin,
+        checkins: &[Checkin],
         dirty: &mut Dirty,
     ) -> Result<(), ServiceError> {
-        let now = self.clock.now();
-        let existing = store::watch::supervisee_for_update(conn, checkin.supervisee).await?;
-        if checkin.identity_verified {
-            if watch::moves_contact(existing.as_ref(), &checkin) {
-                dirty.supervisees.insert(checkin.supervisee);
-            }
-            store::watch::record_contact(conn, &checkin).await?;
-            let answered = Withdrawal {
-                answers: Answers::Contact(Contact {
-                    at: checkin.device_time,
-                    in_person: checkin.in_person(),
-                }),
-                note: "contact restored by a check-in".to_owned(),
-            };
-            let reference = format!("checkin:{}", checkin.checkin_id);
-            self.lifecycle
-                .withdraw(conn, &checkin.subject_id, &answered, &reference, now)
-                .await?;
+        if checkins.is_empty() {
+            return Ok(());
         }
-        let name = existing.map(|watch| watch.name).unwrap_or_default();
-        if let Some(draft) = compose::out_of_area_alert(&checkin, name) {
-            self.lifecycle.raise(conn, draft, now).await?;
+        let now = self.clock.now();
+        let people: Vec<Uuid> = checkins
+            .iter()
+            .map(|checkin| checkin.supervisee)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let known = store::watch::lock_supervisees(conn, &people).await?;
+        let verified: Vec<&Checkin> = checkins
+            .iter()
+            .filter(|checkin| checkin.identity_verified)
+            .collect();
+        if !verified.is_empty() {
+            let contacts = contacts::apply(&known, verified.iter().copied());
+            dirty.supervisees.extend(contacts.moved);
+            store::watch::record_contacts(conn, &contacts.updates).await?;
+            let subjects: Vec<String> = verified
+                .iter()
+                .map(|checkin| checkin.subject_id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut open: HashMap<String, Vec<Alert>> = HashMap::new();
+            for alert in store::alerts::open_for_subjects(conn, &subjects).await? {
+                open.entry(alert.subject.id.clone()).or_default().push(alert);
+            }
+            for checkin in verified {
+                let Some(alerts) = open.get_mut(&checkin.subject_id) else {
+                    continue;
+                };
+                let answered = Withdrawal {
+                    answers: Answers::Contact(Contact {
+                        at: checkin.device_time,
+                        in_person: checkin.in_person(),
+                    }),
+                    note: "contact restored by a check-in".to_owned(),
+                };
+                let reference = format!("checkin:{}", checkin.checkin_id);
+                self.lifecycle
+                    .withdraw_from(conn, alerts, &answered, &reference, now)
+                    .await?;
+            }
+        }
+        for checkin in checkins {
+            let name = known
+                .get(&checkin.supervisee)
+                .map(|watch| watch.name.clone())
+                .unwrap_or_default();
+            if let Some(draft) = compose::out_of_area_alert(checkin, name) {
+                self.lifecycle.raise(conn, draft, now).await?;
+            }
         }
         Ok(())
     }

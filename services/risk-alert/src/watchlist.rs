@@ -4,13 +4,19 @@
 //! that a recomputation would rebuild unchanged keep their rolled or fired state
 //! (`domain::schedule::merge`).
 
+use std::collections::BTreeSet;
+
 use chrono_tz::Tz;
 use mesh_kit::error::ServiceError;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{policy::Policy, schedule, watch},
+    domain::{
+        policy::Policy,
+        schedule::{self, Scheduled},
+        watch,
+    },
     store,
 };
 
@@ -29,13 +35,39 @@ impl Watchlist {
         conn: &mut PgConnection,
         id: Uuid,
     ) -> Result<bool, ServiceError> {
-        let Some(known) = store::watch::supervisee_for_update(conn, id).await? else {
-            store::deadlines::replace(conn, id, &[]).await?;
-            return Ok(false);
-        };
-        let computed = watch::supervisee_deadlines(&self.policy, self.tz, &known);
-        self.keep(conn, id, &computed).await?;
-        Ok(true)
+        Ok(self.reschedule_supervisees(conn, &[id]).await? == 1)
+    }
+
+    /// Recomputes the deadlines of each of `ids` with a few statements for them all (a
+    /// batch of events touching many people): their rows locked and read at once, their
+    /// stored deadlines read at once, and those whose deadlines change rewritten at once.
+    /// Returns how many of them are known.
+    pub async fn reschedule_supervisees(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[Uuid],
+    ) -> Result<usize, ServiceError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // Each once: a subject's rows are rewritten by one statement at most once.
+        let ids: Vec<Uuid> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let known = store::watch::lock_supervisees(conn, &ids).await?;
+        let mut stored = store::deadlines::of_subjects(conn, &ids).await?;
+        let changed: Vec<(Uuid, Vec<Scheduled>)> = ids
+            .iter()
+            .filter_map(|id| {
+                let stored = stored.remove(id).unwrap_or_default();
+                // A person not known has no deadlines.
+                let merged = known.get(id).map_or_else(Vec::new, |known| {
+                    let computed = watch::supervisee_deadlines(&self.policy, self.tz, known);
+                    schedule::merge(&stored, &computed)
+                });
+                (merged != stored).then_some((*id, merged))
+            })
+            .collect();
+        store::deadlines::replace_all(conn, &changed).await?;
+        Ok(known.len())
     }
 
     /// Recomputes a handover's deadlines (none once settled); false when it is not known.

@@ -1,17 +1,18 @@
 //! The risk-alert domain as pure functions of values: what is watched and from when
-//! (`watch`), when a deadline falls due (`policy`), what a missed deadline means (`rules`)
-//! and what its alert says (`compose`), what firing a batch of due deadlines does
-//! (`firing`), how an alert moves through its lifecycle (`alert`), which alerts an event
-//! answers (`answers`), who may see them (`access`), what a dead-lettered or stalled event
-//! raises (`operations`), who is told of them (`notice`) and what follows a failed
-//! notification (`redelivery`). The clock is passed in as a value; no protobuf messages, SQL
-//! or gRPC statuses appear here (`request`, `inbound` and `convert` translate at the edge,
-//! `store` keeps the rows).
+//! (`watch`), what a run of check-ins does to contacts (`contacts`), when a deadline falls
+//! due (`policy`), what a missed deadline means (`rules`) and what its alert says
+//! (`compose`), what firing a batch of due deadlines does (`firing`), how an alert moves
+//! through its lifecycle (`alert`), which alerts an event answers (`answers`), who may see
+//! them (`access`), what a dead-lettered or stalled event raises (`operations`), who is told
+//! of them (`notice`) and what follows a failed notification (`redelivery`). The clock is
+//! passed in as a value; no protobuf messages, SQL or gRPC statuses appear here (`request`,
+//! `inbound` and `convert` translate at the edge, `store` keeps the rows).
 
 pub mod access;
 pub mod alert;
 pub mod answers;
 pub mod compose;
+pub mod contacts;
 pub mod coverage;
 pub mod firing;
 pub mod notice;

@@ -168,15 +168,6 @@ impl Checkin {
     }
 }
 
-/// Whether a verified check-in moves what the deadlines count from: it is newer than the
-/// last contact, or an in-person one newer than the last in-person contact (a late-arriving
-/// older check-in changes no deadline, so nothing is computed again for it).
-pub fn moves_contact(known: Option<&SuperviseeWatch>, checkin: &Checkin) -> bool {
-    let Some(known) = known else { return true };
-    let newer = |last: Option<DateTime<Utc>>| last.is_none_or(|last| checkin.device_time > last);
-    newer(known.last_contact_at) || (checkin.in_person() && newer(known.last_in_person_at))
-}
-
 /// What the service knows of a handover it watches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandoverWatch {
@@ -402,40 +393,6 @@ pub(crate) mod tests {
             episode_since: None,
             report_in_from: None,
         }
-    }
-
-    #[test]
-    fn only_a_newer_contact_moves_the_deadlines() {
-        let known = supervisee(Level::Normal, "2026-11-26T02:00:00Z");
-        let checkin = |at: &str, method| Checkin {
-            checkin_id: "c2".into(),
-            supervisee: Uuid::nil(),
-            subject_id: "s1".into(),
-            device_time: utc(at),
-            jurisdiction: home(),
-            method: Some(method),
-            identity_verified: true,
-            out_of_area: None,
-        };
-        assert!(moves_contact(
-            Some(&known),
-            &checkin("2026-11-27T02:00:00Z", CheckinMethod::PhoneVerification)
-        ));
-        assert!(!moves_contact(
-            Some(&known),
-            &checkin("2026-11-25T02:00:00Z", CheckinMethod::PhoneVerification)
-        ));
-        assert!(
-            moves_contact(
-                Some(&known),
-                &checkin("2026-11-25T02:00:00Z", CheckinMethod::HomeVisit)
-            ),
-            "the first in-person contact moves the in-person track"
-        );
-        assert!(moves_contact(
-            None,
-            &checkin("2026-11-25T02:00:00Z", CheckinMethod::PhoneVerification)
-        ));
     }
 
     pub(crate) fn handover(category: ReleaseCategory) -> HandoverWatch {

@@ -58,16 +58,31 @@ fn known(row: Row, subject_id: Uuid) -> Option<Scheduled> {
 
 /// Every stored deadline of a subject (the caller holds the subject's lock).
 pub async fn of_subject(conn: &mut PgConnection, subject_id: Uuid) -> Result<Vec<Scheduled>, ServiceError> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM deadlines WHERE subject_id = $1 ORDER BY track"
+    Ok(of_subjects(conn, &[subject_id])
+        .await?
+        .remove(&subject_id)
+        .unwrap_or_default())
+}
+
+/// Every stored deadline of each of `subject_ids`, by track, in one statement (the caller
+/// holds the subjects' locks); a subject without deadlines is absent.
+pub async fn of_subjects(
+    conn: &mut PgConnection,
+    subject_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Scheduled>>, ServiceError> {
+    let rows: Vec<SubjectRow> = sqlx::query_as(&format!(
+        "SELECT subject_id, {COLUMNS} FROM deadlines WHERE subject_id = ANY($1) ORDER BY subject_id, track"
     ))
-    .bind(subject_id)
+    .bind(subject_ids)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| known(row, subject_id))
-        .collect())
+    let mut deadlines: HashMap<Uuid, Vec<Scheduled>> = HashMap::new();
+    for row in rows {
+        if let Some(scheduled) = known(row.row, row.subject_id) {
+            deadlines.entry(row.subject_id).or_default().push(scheduled);
+        }
+    }
+    Ok(deadlines)
 }
 
 /// The pending deadlines of `subject_ids` whose time has come by `now`, locked, by subject
@@ -107,11 +122,25 @@ pub async fn replace(
     subject_id: Uuid,
     rows: &[Scheduled],
 ) -> Result<(), ServiceError> {
-    sqlx::query("DELETE FROM deadlines WHERE subject_id = $1")
-        .bind(subject_id)
+    replace_all(conn, &[(subject_id, rows.to_vec())]).await
+}
+
+/// Replaces each subject's deadlines with its rows, in two statements for them all.
+pub async fn replace_all(
+    conn: &mut PgConnection,
+    subjects: &[(Uuid, Vec<Scheduled>)],
+) -> Result<(), ServiceError> {
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM deadlines WHERE subject_id = ANY($1)")
+        .bind(subjects.iter().map(|(id, _)| *id).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
-    let rows: Vec<(Uuid, Scheduled)> = rows.iter().map(|row| (subject_id, *row)).collect();
+    let rows: Vec<(Uuid, Scheduled)> = subjects
+        .iter()
+        .flat_map(|(id, rows)| rows.iter().map(|row| (*id, *row)))
+        .collect();
     put_all(conn, &rows).await
 }
 

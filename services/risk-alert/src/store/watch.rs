@@ -12,10 +12,11 @@ use uuid::Uuid;
 
 use crate::domain::{
     Jurisdiction,
+    contacts::ContactUpdate,
     policy::{Level, ReleaseCategory},
     watch::{
-        Checkin, Episode, HandoverSnapshot, HandoverStatus, HandoverWatch, SuperviseeSnapshot,
-        SuperviseeStatus, SuperviseeWatch,
+        Episode, HandoverSnapshot, HandoverStatus, HandoverWatch, SuperviseeSnapshot, SuperviseeStatus,
+        SuperviseeWatch,
     },
 };
 
@@ -64,13 +65,27 @@ pub async fn supervisee_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<SuperviseeWatch>, ServiceError> {
-    let row: Option<SuperviseeRow> = sqlx::query_as(&format!(
-        "SELECT {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = $1 FOR UPDATE"
+    Ok(lock_supervisees(conn, &[id]).await?.remove(&id))
+}
+
+/// The supervisees among `ids` that are known, locked for the rest of the transaction in id
+/// order (one statement for a run of check-ins; two consumers locking overlapping sets take
+/// them in the same order).
+pub async fn lock_supervisees(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, SuperviseeWatch>, ServiceError> {
+    let rows: Vec<IdSupervisee> = sqlx::query_as(&format!(
+        "SELECT supervisee_id, {SUPERVISEE_COLUMNS} FROM supervisees WHERE supervisee_id = ANY($1)
+         ORDER BY supervisee_id FOR UPDATE"
     ))
-    .bind(id)
-    .fetch_optional(conn)
+    .bind(ids)
+    .fetch_all(conn)
     .await?;
-    Ok(row.map(SuperviseeWatch::from))
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.supervisee_id, row.row.into()))
+        .collect())
 }
 
 /// Subject rows the scheduler tried to lock without waiting; the ids in neither list are
@@ -203,27 +218,34 @@ pub async fn save_supervisee(
     Ok(())
 }
 
-/// Records a verified contact. An offline check-in can arrive after newer ones: the latest
-/// contact (and the check-in that made it) is kept.
-pub async fn record_contact(conn: &mut PgConnection, checkin: &Checkin) -> Result<(), ServiceError> {
+/// Records the contacts a run of verified check-ins left (`domain::contacts`), one row per
+/// person in one statement. An offline check-in can arrive after newer ones: each time only
+/// moves forward, and the check-in id follows the newest contact.
+pub async fn record_contacts(conn: &mut PgConnection, updates: &[ContactUpdate]) -> Result<(), ServiceError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let column = |value: fn(&ContactUpdate) -> &str| updates.iter().map(value).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO supervisees (supervisee_id, township_code, county_code, last_contact_at, last_in_person_at,
              last_checkin_id, updated_at)
-         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN $4 END, $6, now())
+         SELECT id, township, county, contact, in_person, checkin, now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+             AS update (id, township, county, contact, in_person, checkin)
          ON CONFLICT (supervisee_id) DO UPDATE SET
-             last_contact_at = GREATEST(supervisees.last_contact_at, $4),
-             last_in_person_at = CASE WHEN $5 THEN GREATEST(supervisees.last_in_person_at, $4)
-                                      ELSE supervisees.last_in_person_at END,
-             last_checkin_id = CASE WHEN supervisees.last_contact_at IS NULL OR $4 >= supervisees.last_contact_at
-                                    THEN $6 ELSE supervisees.last_checkin_id END,
+             last_contact_at = GREATEST(supervisees.last_contact_at, excluded.last_contact_at),
+             last_in_person_at = GREATEST(supervisees.last_in_person_at, excluded.last_in_person_at),
+             last_checkin_id = CASE WHEN supervisees.last_contact_at IS NULL
+                                         OR excluded.last_contact_at >= supervisees.last_contact_at
+                                    THEN excluded.last_checkin_id ELSE supervisees.last_checkin_id END,
              updated_at = now()",
     )
-    .bind(checkin.supervisee)
-    .bind(&checkin.jurisdiction.township_code)
-    .bind(&checkin.jurisdiction.county_code)
-    .bind(checkin.device_time)
-    .bind(checkin.in_person())
-    .bind(&checkin.checkin_id)
+    .bind(updates.iter().map(|update| update.supervisee).collect::<Vec<_>>())
+    .bind(column(|update| &update.jurisdiction.township_code))
+    .bind(column(|update| &update.jurisdiction.county_code))
+    .bind(updates.iter().map(|update| update.last_contact_at).collect::<Vec<_>>())
+    .bind(updates.iter().map(|update| update.last_in_person_at).collect::<Vec<_>>())
+    .bind(column(|update| &update.last_checkin_id))
     .execute(conn)
     .await?;
     Ok(())
