@@ -1,10 +1,11 @@
 //! A broker outage delays events but loses none: with the broker down, registrations still
-//! succeed; once it is back, every event arrives exactly once, in outbox order.
+//! succeed; once it is back, every event arrives exactly once, in outbox order. Published
+//! rows leave the outbox after the retention, so it does not keep every event ever sent.
 
 use std::time::Duration;
 
 use mesh::harness::{Infra, TansuProcess};
-use mesh_e2e::{authorized, home_officer, register, registration, registry_alone};
+use mesh_e2e::{authorized, eventually, home_officer, register, registration, registry_alone};
 use mesh_proto::registry as pb;
 
 #[tokio::test]
@@ -84,4 +85,37 @@ async fn events_written_while_the_broker_is_down_arrive_once_in_order() {
     mesh.stop_all().await.expect("graceful stop");
     broker.kill().await.expect("broker stopped");
     let _ = std::fs::remove_dir_all(&broker_dir);
+}
+
+#[tokio::test]
+async fn published_events_leave_the_outbox_after_the_retention() {
+    let mesh = registry_alone(Infra::from_env(), &[("MESH_OUTBOX_RETENTION_SECS", "1")]).await;
+    let pool = mesh.pool("registry").expect("pool");
+    let outbox = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM kit_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("outbox")
+    };
+    for n in 40..43 {
+        register(&mesh, registration(n)).await;
+    }
+    let events = mesh
+        .tap(&mesh.topics.registry)
+        .expect("tap")
+        .collect(3, Duration::from_secs(30))
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 3, "every event was published");
+    eventually("the published rows purged", Duration::from_secs(15), async || {
+        (outbox().await == 0).then_some(())
+    })
+    .await;
+    // What the changes wrote besides stays: the audit record of each.
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kit_audit_log WHERE action = 'supervisee.registered'")
+            .fetch_one(&pool)
+            .await
+            .expect("audit");
+    assert_eq!(audited, 3);
 }

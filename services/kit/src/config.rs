@@ -234,6 +234,9 @@ pub struct CommonSettings {
     pub shutdown_grace: Duration,
     /// How often the outbox relay polls when idle.
     pub outbox_poll_interval: Duration,
+    /// How long a published outbox row is kept before the relay deletes it
+    /// (`MESH_OUTBOX_RETENTION_SECS`, default 300).
+    pub outbox_retention: Duration,
     /// Topic names.
     pub topics: crate::kafka::Topics,
     /// Consumer group of this service (`MESH_CONSUMER_GROUP`, default the service name).
@@ -286,6 +289,7 @@ impl CommonSettings {
         let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
+        let outbox_retention = reader.seconds("MESH_OUTBOX_RETENTION_SECS", 300, 1);
         let topics = crate::kafka::Topics::read(reader);
         let consumer_group = reader.optional("MESH_CONSUMER_GROUP", service.to_owned());
         let consumer_stall_after = reader.seconds("MESH_CONSUMER_STALL_AFTER_SECS", 300, 1);
@@ -310,6 +314,7 @@ impl CommonSettings {
             jwt_secret: jwt_secret?,
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
+            outbox_retention,
             topics,
             consumer_group,
             consumer_stall_after,

@@ -1,7 +1,8 @@
 //! Transactional outbox: a service writes its state change and the event row in one
 //! PostgreSQL transaction ([`enqueue`]); the [`Relay`] publishes rows in id order with an
-//! idempotent producer and marks them published. A broker outage delays events, never loses
-//! them; consumers drop the rare duplicate (after a crash between send and mark) by event id.
+//! idempotent producer and marks them published, and deletes published rows once older than
+//! the retention (`purge`). A broker outage delays events, never loses them; consumers drop
+//! the rare duplicate (after a crash between send and mark) by event id.
 
 use std::{cell::Cell, collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{kafka, telemetry};
+
+mod purge;
 
 /// An event to publish.
 #[derive(Debug, Clone)]
@@ -156,6 +159,8 @@ pub struct RelayConfig {
     pub idempotent: bool,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
+    /// How long a published row is kept before it is deleted.
+    pub retention: Duration,
 }
 
 impl RelayConfig {
@@ -169,6 +174,7 @@ impl RelayConfig {
             message_timeout: settings.kafka_message_timeout,
             idempotent: settings.kafka_idempotent_producer,
             max_backoff: Duration::from_secs(10),
+            retention: settings.outbox_retention,
         }
     }
 }
@@ -216,7 +222,19 @@ impl Relay {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let published_counter = telemetry::meter().u64_counter("mesh.outbox.published").build();
         let mut backoff = self.config.poll_interval;
+        let purge_every = purge::every(self.config.retention);
+        let mut next_purge = tokio::time::Instant::now() + purge_every;
         loop {
+            if tokio::time::Instant::now() >= next_purge {
+                match purge::published_before(&self.pool, self.config.retention).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::debug!(deleted, "published outbox rows purged"),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "purging published outbox rows failed; will retry")
+                    }
+                }
+                next_purge = tokio::time::Instant::now() + purge_every;
+            }
             match self.publish_batch().await {
                 Ok(0) => {
                     backoff = self.config.poll_interval;
