@@ -139,12 +139,15 @@ pub async fn open_for_subjects(
     conn: &mut PgConnection,
     subject_ids: &[String],
 ) -> Result<Vec<Alert>, ServiceError> {
+    // The condition is written out, not bound: only then can a generic plan (which
+    // PostgreSQL switches to after five executions of a prepared statement) use the partial
+    // index `alerts_open_by_subject` (`WHERE status <> 'resolved'`); with a parameter it
+    // scanned every alert, 123 ms a call at 100,000 alerts.
     let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT body FROM alerts WHERE subject_id = ANY($1) AND status <> $2
+        "SELECT body FROM alerts WHERE subject_id = ANY($1) AND status <> 'resolved'
          ORDER BY subject_id, raised_at FOR UPDATE",
     )
     .bind(subject_ids)
-    .bind(AlertStatus::Resolved.as_str())
     .fetch_all(conn)
     .await?;
     Ok(decode_all(&bodies))
@@ -242,4 +245,15 @@ pub async fn list(
 /// Decodes stored bodies, skipping (and logging) any that cannot be read.
 fn decode_all(bodies: &[Vec<u8>]) -> Vec<Alert> {
     bodies.iter().filter_map(|body| alert_from_body(body)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_alert_condition_names_the_stored_resolved_status() {
+        // `open_for_subjects` writes `status <> 'resolved'` out for its index.
+        assert_eq!(AlertStatus::Resolved.as_str(), "resolved");
+    }
 }
