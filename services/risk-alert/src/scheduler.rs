@@ -16,6 +16,11 @@
 //! (`domain::firing`) and written set-based, so a wave of deadlines falling due together
 //! (midnight) costs a few statements per batch, not per alert.
 //!
+//! Rounds page through the due deadlines with a cursor on (fire time, subject), so a wave's
+//! fired rows, which stay in the pending index until vacuum, are sought past rather than
+//! walked again each round; a pass ends at the last due deadline and the next starts from
+//! the first (what a busy subject left is fired then).
+//!
 //! Between rounds the scheduler sleeps until the earliest pending deadline (`wake`), read
 //! from the table, which stays the truth across replicas and restarts; a deadline written
 //! to fall due sooner rings the `alarm` (LISTEN/NOTIFY), and a due deadline deferred for
@@ -46,7 +51,10 @@ use crate::{
         schedule::Scheduled,
     },
     lifecycle::{Lifecycle, Raising},
-    store::{self, deadlines::DueSubject},
+    store::{
+        self,
+        deadlines::{Cursor, DueSubject},
+    },
 };
 
 /// Due deadlines looked at per round, their subjects fired in one transaction: large enough
@@ -92,12 +100,29 @@ impl Scheduler {
             retry: RETRY,
             max_defer: self.max_defer,
         };
+        // Where the next round's page starts: after the last page while a pass through
+        // the due deadlines goes on, from the start once it reached their end (so what a
+        // busy subject left behind the cursor is fired on the next pass).
+        let mut after = None;
+        // Subjects fired in this pass: a pass that fired nothing (all busy) sleeps.
+        let mut fired_in_pass = 0;
         loop {
-            let wake = match self.fire_due(BATCH).await {
-                Ok(round) if round.fired > 0 => continue,
-                Ok(round) => self.next_wake(round.cutoff, &timing).await,
+            let wake = match self.fire_due(BATCH, after).await {
+                Ok(round) => {
+                    fired_in_pass += round.fired;
+                    if round.full {
+                        after = round.last;
+                        continue;
+                    }
+                    after = None;
+                    if std::mem::take(&mut fired_in_pass) > 0 {
+                        continue;
+                    }
+                    self.next_wake(round.cutoff, &timing).await
+                }
                 Err(error) => {
                     tracing::warn!(error = %error, "deadline round failed; retrying");
+                    (after, fired_in_pass) = (None, 0);
                     None
                 }
             };
@@ -128,19 +153,20 @@ impl Scheduler {
         }
     }
 
-    /// Fires the due deadlines of the subjects of up to `batch` due deadlines in one
-    /// transaction; returns how many subjects had deadlines fired (so a busy round is
-    /// followed at once by the next) and the cutoff it fired up to. A subject whose row is
-    /// busy is left for the next round.
-    pub async fn fire_due(&self, batch: i64) -> Result<Round, ServiceError> {
+    /// Fires the due deadlines of the subjects of the next `batch` due deadlines after
+    /// `after` (from the start when `None`) in one transaction; returns how many subjects
+    /// had deadlines fired, whether the page was full (more may follow it), where it ended
+    /// and the cutoff it fired up to. A subject whose row is busy is left for the next
+    /// pass.
+    pub async fn fire_due(&self, batch: i64, after: Option<Cursor>) -> Result<Round, ServiceError> {
         let now = self.clock.now();
         let cutoff = match &self.caught_up {
             Some(caught_up) => lag::firing_cutoff(now, *caught_up.borrow(), self.max_defer),
             None => now,
         };
         let mut change = self.changes.begin().await?;
-        let due = store::deadlines::due_subjects(&mut change, cutoff, batch).await?;
-        let subjects = lock(&mut change, &due, cutoff).await?;
+        let page = store::deadlines::due_subjects(&mut change, cutoff, batch, after).await?;
+        let subjects = lock(&mut change, &page.subjects, cutoff).await?;
         let decision = firing::decide(&self.composer, &subjects, now);
         for (subject_id, track) in &decision.unexplained {
             tracing::error!(%subject_id, track = track.as_str(), "due deadline without a subject to alert about");
@@ -161,6 +187,8 @@ impl Scheduler {
         change.commit().await?;
         Ok(Round {
             fired: subjects.len(),
+            full: page.rows >= batch,
+            last: page.last,
             cutoff,
         })
     }
@@ -232,6 +260,10 @@ async fn lock(
 pub struct Round {
     /// Subjects whose deadlines were fired.
     pub fired: usize,
+    /// Whether the page of due deadlines was full: more may be due after it.
+    pub full: bool,
+    /// Where the page ended (the next page starts after it).
+    pub last: Option<Cursor>,
     /// The instant the round fired up to (now, or earlier while events may be in flight).
     pub cutoff: DateTime<Utc>,
 }

@@ -182,37 +182,72 @@ pub struct DueSubject {
     pub handover: bool,
 }
 
-/// The subjects of up to `limit` deadlines due by `now`, earliest first. Only the earliest
-/// `limit` rows are read (the pending index, in order), so a round costs the same however
-/// large the wave behind it. Nothing is locked here: the scheduler then locks the subjects
-/// (skipping busy ones) and reads their due rows again, so a row another replica fired
-/// meanwhile is not fired twice.
+/// Where a page of due deadlines ended: the (fire time, subject) of its last row.
+pub type Cursor = (DateTime<Utc>, Uuid);
+
+/// A page of due deadlines: their subjects, earliest first, and how far it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePage {
+    pub subjects: Vec<DueSubject>,
+    /// Deadline rows read (the page is full when it equals the limit).
+    pub rows: i64,
+    /// The last row read, where the next page starts (`None` for an empty page).
+    pub last: Option<Cursor>,
+}
+
+/// The subjects of up to `limit` deadlines due by `now`, in (fire time, subject) order,
+/// after `after` (from the start when `None`). Only those rows are read: the index is
+/// sought past the cursor, so a round costs the same however large the wave behind it, and
+/// however many fired rows of the wave still sit in the index until vacuum. Nothing is
+/// locked here: the scheduler then locks the subjects (skipping busy ones) and reads their
+/// due rows again, so a row another replica fired meanwhile is not fired twice.
 pub async fn due_subjects(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<DueSubject>, ServiceError> {
+    after: Option<Cursor>,
+) -> Result<DuePage, ServiceError> {
     let handover_tracks: Vec<&str> = Track::ALL
         .iter()
         .filter(|track| track.is_handover())
         .map(|track| track.as_str())
         .collect();
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT subject_id, bool_or(track = ANY($3)) FROM (
+    // Before every row (year 1, within PostgreSQL's range): the start.
+    let start = DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::UNIX_EPOCH);
+    let (after_at, after_subject) = after.unwrap_or((start, Uuid::nil()));
+    let rows: Vec<(Uuid, bool, DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT subject_id, bool_or(track = ANY($3)), max(fire_at), count(*) FROM (
              SELECT subject_id, track, fire_at FROM deadlines
-             WHERE fired_at IS NULL AND fire_at <= $1 ORDER BY fire_at LIMIT $2
+             WHERE fired_at IS NULL AND fire_at <= $1 AND (fire_at, subject_id) > ($4, $5)
+             ORDER BY fire_at, subject_id LIMIT $2
          ) AS due
-         GROUP BY subject_id ORDER BY min(fire_at)",
+         GROUP BY subject_id ORDER BY min(fire_at), subject_id",
     )
     .bind(now)
     .bind(limit)
     .bind(&handover_tracks)
+    .bind(after_at)
+    .bind(after_subject)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(subject_id, handover)| DueSubject { subject_id, handover })
-        .collect())
+    Ok(page(rows))
+}
+
+/// The page of grouped rows: each subject once, the rows counted, the last row found.
+fn page(rows: Vec<(Uuid, bool, DateTime<Utc>, i64)>) -> DuePage {
+    DuePage {
+        rows: rows.iter().map(|(_, _, _, count)| count).sum(),
+        // The last row in (fire time, subject) order is the greatest of each subject's
+        // latest row.
+        last: rows
+            .iter()
+            .map(|(subject_id, _, latest, _)| (*latest, *subject_id))
+            .max(),
+        subjects: rows
+            .into_iter()
+            .map(|(subject_id, handover, _, _)| DueSubject { subject_id, handover })
+            .collect(),
+    }
 }
 
 /// When the earliest pending deadline fires, if any (the scheduler sleeps until then).
@@ -241,4 +276,46 @@ pub async fn tracks(
         }
     }
     Ok(tracks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::tests::utc;
+
+    #[test]
+    fn a_page_names_each_subject_once_counts_its_rows_and_ends_at_its_greatest_row() {
+        let (a, b) = (Uuid::from_u128(2), Uuid::from_u128(1));
+        let at = utc("2026-12-01T00:00:00Z");
+        // As the statement returns them: by earliest row, then subject. Subject a has two
+        // rows, the later one the greatest of the page even though b sorts before a at the
+        // same instant.
+        let rows = vec![(b, false, at, 1), (a, true, utc("2026-12-01T00:00:05Z"), 2)];
+        let page = page(rows);
+        assert_eq!(
+            page.subjects,
+            [
+                DueSubject {
+                    subject_id: b,
+                    handover: false
+                },
+                DueSubject {
+                    subject_id: a,
+                    handover: true
+                }
+            ]
+        );
+        assert_eq!(page.rows, 3);
+        assert_eq!(page.last, Some((utc("2026-12-01T00:00:05Z"), a)));
+        // Same instant: the greater subject ends the page.
+        assert_eq!(
+            page_last(vec![(a, false, at, 1), (b, false, at, 1)]),
+            Some((at, a))
+        );
+        assert_eq!(page_last(Vec::new()), None);
+    }
+
+    fn page_last(rows: Vec<(Uuid, bool, DateTime<Utc>, i64)>) -> Option<Cursor> {
+        page(rows).last
+    }
 }
