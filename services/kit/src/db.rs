@@ -41,3 +41,35 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    /// The kit's and a service's migrations share sqlx's bookkeeping table, keyed by
+    /// version: a service migration with a kit migration's version would be taken for it and
+    /// refused as "modified" at start. Every version under `migrations/` is unique.
+    #[test]
+    fn no_two_migrations_share_a_version() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for dir in std::fs::read_dir(&root).expect("migrations") {
+            let dir = dir.expect("entry").path();
+            for file in std::fs::read_dir(&dir).expect("service migrations") {
+                let path = file.expect("entry").path();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let Some((version, _)) = name.split_once('_') else {
+                    continue;
+                };
+                if let Some(other) = seen.insert(version.to_owned(), path.display().to_string()) {
+                    panic!("{} and {other} share version {version}", path.display());
+                }
+            }
+        }
+        assert!(seen.len() > 10, "read the migrations: {seen:?}");
+    }
+}
