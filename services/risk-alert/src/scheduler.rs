@@ -165,6 +165,14 @@ impl Scheduler {
             None => now,
         };
         let mut change = self.changes.begin().await?;
+        // Every read of a round is by key (the page by the cursor, the rest by its subjects);
+        // a sequential scan is never the right plan. Statistics lag a wave (a table of alerts
+        // that was small at the last ANALYZE and is filling by thousands a second), and the
+        // planner then chose to scan every alert for each batch's open alerts: 137 ms a
+        // round at 350,000 alerts. Only this transaction is affected.
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *change)
+            .await?;
         let page = store::deadlines::due_subjects(&mut change, cutoff, batch, after).await?;
         let subjects = lock(&mut change, &page.subjects, cutoff).await?;
         let decision = firing::decide(&self.composer, &subjects, now);
