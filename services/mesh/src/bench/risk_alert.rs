@@ -177,21 +177,31 @@ pub(super) async fn webhook_receiver(
     Ok(receiver)
 }
 
-/// Registers `count` new people reported in now, as the registry would: under the probe
-/// policy (normal level, 3 s interval, no grace) each one's deadline passes 3 s later.
+/// Registers `count` new people, as the registry would, one after another over up to 10 s
+/// (50 ms apart): under the probe policy (normal level, 3 s interval, no grace) each one's
+/// deadline passes 3 s after it reported in, so the delays are measured at many instants
+/// under the churn, not as one round of the scheduler that raises them all together.
 pub(super) async fn register_probes(
     producer: &FutureProducer,
     mesh: &Mesh,
     count: usize,
 ) -> anyhow::Result<()> {
-    let reported_at = Utc::now();
-    futures_join((0..count).map(|n| {
+    let gap = (Duration::from_secs(10) / u32::try_from(count.max(1)).unwrap_or(u32::MAX))
+        .min(Duration::from_millis(50));
+    for n in 0..count {
         let id = uuid::Uuid::now_v7().to_string();
-        let payload = registered(&id, n, reported_at);
-        let topic = mesh.topics.registry.clone();
-        async move { publish(producer, &topic, &id, "supervisee.registered", payload).await }
-    }))
-    .await
+        let payload = registered(&id, n, Utc::now());
+        publish(
+            producer,
+            &mesh.topics.registry,
+            &id,
+            "supervisee.registered",
+            payload,
+        )
+        .await?;
+        tokio::time::sleep(gap).await;
+    }
+    Ok(())
 }
 
 /// The quantiles a delay is reported at.
