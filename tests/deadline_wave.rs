@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use mesh_e2e::{authorized, count, eventually, fast_risk_alert, home_jurisdiction, home_officer};
+use mesh_e2e::{alert_changes, count, eventually, fast_risk_alert, home_jurisdiction, home_officer};
 use mesh_proto::alert as pb;
 
 /// More than two batches of the scheduler (500 deadlines each), so the replicas share it.
@@ -124,18 +124,7 @@ async fn a_dashboard_streaming_the_township_sees_every_alert_of_a_burst() {
         .await
         .expect("risk-alert");
     let token = mesh.token(&home_officer());
-    let mut stream = mesh
-        .risk_alert()
-        .stream_alerts(authorized(
-            pb::StreamAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
-                include_current: false,
-            },
-            &token,
-        ))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = alert_changes(&mesh, home_jurisdiction(), &token).await;
     seed_wave(&mesh.pool("risk-alert").expect("pool"), BURST).await;
 
     let mut seen = HashSet::new();

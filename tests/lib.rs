@@ -209,3 +209,23 @@ pub fn fast_risk_alert(extra: &[(&'static str, &'static str)]) -> MeshBuilder {
     env.extend_from_slice(extra);
     Mesh::builder().env("risk-alert", &env)
 }
+
+/// A live stream of the alert changes of `scope`, opened with `token` (changes only, no
+/// current alerts first): what a township's dashboard sees.
+pub async fn alert_changes(
+    mesh: &Mesh,
+    scope: mesh_proto::common::Jurisdiction,
+    token: &str,
+) -> tonic::Streaming<mesh_proto::alert::StreamAlertsResponse> {
+    mesh.risk_alert()
+        .stream_alerts(authorized(
+            mesh_proto::alert::StreamAlertsRequest {
+                jurisdiction: Some(scope),
+                include_current: false,
+            },
+            token,
+        ))
+        .await
+        .expect("stream opens")
+        .into_inner()
+}

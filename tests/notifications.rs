@@ -11,7 +11,7 @@ use mesh::{
     receiver::{Received, Receiver},
 };
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, eventually, fast_risk_alert,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, alert_changes, authorized, county_bureau, eventually, fast_risk_alert,
     home_jurisdiction, home_officer, jurisdiction, officer, register, reported_in, township_office,
 };
 use mesh_kit::auth::Caller;
@@ -157,18 +157,7 @@ async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau
     mesh.register_webhook().await.expect("township endpoint");
     let bureau = receiver_for(&mesh, &ganzhou_bureau(), county()).await;
     let token = mesh.token(&home_officer());
-    let mut stream = mesh
-        .risk_alert()
-        .stream_alerts(authorized(
-            pb::StreamAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
-                include_current: false,
-            },
-            &token,
-        ))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = alert_changes(&mesh, home_jurisdiction(), &token).await;
     let missing = register_active(&mesh, 42).await;
 
     let escalated = notified(&bureau, "alert.escalated", &missing, Duration::from_secs(30)).await;
@@ -287,18 +276,12 @@ async fn a_transfer_tells_the_new_township_and_county_and_the_old_township_offic
     let alert_id = raised.alert().expect("alert").alert_id.clone();
 
     // A dashboard of the new township watches.
-    let mut stream = mesh
-        .risk_alert()
-        .stream_alerts(authorized(
-            pb::StreamAlertsRequest {
-                jurisdiction: Some(jurisdiction(OTHER_TOWNSHIP, HOME_COUNTY)),
-                include_current: false,
-            },
-            &mesh.token(&officer("officer-9", OTHER_TOWNSHIP)),
-        ))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = alert_changes(
+        &mesh,
+        jurisdiction(OTHER_TOWNSHIP, HOME_COUNTY),
+        &mesh.token(&officer("officer-9", OTHER_TOWNSHIP)),
+    )
+    .await;
 
     mesh.registry()
         .transfer_supervisee(authorized(
@@ -451,18 +434,7 @@ async fn the_live_stream_ends_when_the_token_expires() {
         .secrets
         .token_keys()
         .mint(&home_officer(), now, now + chrono::Duration::seconds(3));
-    let mut stream = mesh
-        .risk_alert()
-        .stream_alerts(authorized(
-            pb::StreamAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
-                include_current: false,
-            },
-            &short,
-        ))
-        .await
-        .expect("stream opens while the token is valid")
-        .into_inner();
+    let mut stream = alert_changes(&mesh, home_jurisdiction(), &short).await;
     let ended = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match stream.message().await {
@@ -503,18 +475,7 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
         Some(alerts.first()?.alert_id.clone())
     })
     .await;
-    let mut stream = mesh
-        .risk_alert()
-        .stream_alerts(authorized(
-            pb::StreamAlertsRequest {
-                jurisdiction: Some(home_jurisdiction()),
-                include_current: false,
-            },
-            &token,
-        ))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = alert_changes(&mesh, home_jurisdiction(), &token).await;
 
     // The acknowledgement's own transaction cuts every other connection of the service,
     // LISTEN included, while new connections are refused: its notification is sent while
