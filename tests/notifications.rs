@@ -144,7 +144,8 @@ async fn a_township_without_an_endpoint_falls_back_to_its_county_bureau_and_a_la
 }
 
 #[tokio::test]
-async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau_and_retries_end() {
+async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau_which_alone_may_resolve_it()
+{
     let mut mesh = fast(&[
         ("MESH_WEBHOOK_ESCALATE_AFTER_ATTEMPTS", "2"),
         ("MESH_WEBHOOK_MAX_ATTEMPTS", "3"),
@@ -254,6 +255,32 @@ async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau
     assert_eq!(raised_attempts[2].outcome(), pb::DeliveryOutcome::GivenUp);
     assert!(raised_attempts[2].next_attempt_at.is_none());
     assert!(deliveries.len() <= later.len());
+
+    // Escalated over the township's head, it is the county bureau's to close.
+    let resolve = |caller: &Caller| {
+        authorized(
+            pb::ResolveAlertRequest {
+                alert_id: alert.alert_id.clone(),
+                note: "家访核实，人员在辖区".into(),
+            },
+            &mesh.token(caller),
+        )
+    };
+    let refused = mesh
+        .risk_alert()
+        .resolve_alert(resolve(&home_officer()))
+        .await
+        .expect_err("a township officer cannot resolve a county-escalated alert");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let resolved = mesh
+        .risk_alert()
+        .resolve_alert(resolve(&ganzhou_bureau()))
+        .await
+        .expect("the county bureau resolves it")
+        .into_inner()
+        .alert
+        .expect("alert");
+    assert_eq!(resolved.status(), pb::AlertStatus::Resolved);
     mesh.receiver_mut().listen().await.expect("listen");
 }
 

@@ -9,7 +9,11 @@ use tonic::{Request, Status};
 use super::{AlertApi, AlertStream, authorized, scope};
 use crate::{
     convert::alert_to_proto,
-    domain::{Actor, access::ALERT_ROLES, alert::Resolution},
+    domain::{
+        Actor,
+        access::{self, ALERT_ROLES},
+        alert::Resolution,
+    },
     request, store,
 };
 
@@ -78,6 +82,7 @@ pub(super) async fn resolve(
     let caller = authorized(&request, ALERT_ROLES)?;
     let resolve = request::resolve(request.get_ref())?;
     let (mut change, alert) = api.alert_to_change(&caller, resolve.alert_id).await?;
+    access::ensure_may_resolve(&caller, &alert)?;
     let resolution = Resolution {
         by: Actor::caller(&caller),
         note: resolve.note,

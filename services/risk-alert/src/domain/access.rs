@@ -1,12 +1,16 @@
 //! Who may see and act on which alerts: officers and township offices those of their
-//! township, county bureaus those of their county, admins and the mesh's own services all.
+//! township, county bureaus those of their county, admins and the mesh's own services all;
+//! an alert escalated to the county bureau is resolved at county level.
 
 use mesh_kit::{
     auth::{Caller, Role},
     error::ServiceError,
 };
 
-use super::{Jurisdiction, alert::Alert};
+use super::{
+    Jurisdiction,
+    alert::{Alert, EscalationTarget},
+};
 
 /// Roles that work with alerts.
 pub const ALERT_ROLES: &[Role] = &[
@@ -50,6 +54,21 @@ pub fn ensure_scope(caller: &Caller, scope: &Jurisdiction) -> Result<(), Service
 /// Whether `caller` may see and act on `alert` (by the jurisdiction that owns it now).
 pub fn ensure_alert(caller: &Caller, alert: &Alert) -> Result<(), ServiceError> {
     caller.ensure_access(&alert.jurisdiction.township_code, &alert.jurisdiction.county_code)
+}
+
+/// Whether `caller` may resolve `alert` by hand: as for any step, except that an alert
+/// escalated to the county bureau is the bureau's to close (or an admin's), so a township
+/// cannot quietly resolve what was escalated over its head. Resolutions the mesh makes
+/// itself (a check-in answering a missed one) are not requests and are not checked here.
+pub fn ensure_may_resolve(caller: &Caller, alert: &Alert) -> Result<(), ServiceError> {
+    ensure_alert(caller, alert)?;
+    let county_level = matches!(caller.role, Role::CountyBureau | Role::Admin | Role::System);
+    if alert.escalation_target == EscalationTarget::CountyBureau && !county_level {
+        return Err(ServiceError::denied(
+            "an alert escalated to the county bureau is resolved at county level",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -109,6 +128,27 @@ mod tests {
                 &operations
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn an_alert_escalated_to_the_county_is_resolved_at_county_level() {
+        let mut alert = missed_checkin();
+        let officer = caller(Role::Officer, Some("620702001"), Some("620702"));
+        let office = caller(Role::TownshipOffice, Some("620702001"), Some("620702"));
+        let bureau = caller(Role::CountyBureau, None, Some("620702"));
+        let other_bureau = caller(Role::CountyBureau, None, Some("620721"));
+        assert!(ensure_may_resolve(&officer, &alert).is_ok(), "the township's own");
+        alert.escalation_target = EscalationTarget::CountyBureau;
+        for township in [&officer, &office] {
+            let refused = ensure_may_resolve(township, &alert).expect_err("county level");
+            assert!(matches!(refused, ServiceError::Denied(_)), "{refused:?}");
+        }
+        assert!(ensure_may_resolve(&bureau, &alert).is_ok());
+        assert!(ensure_may_resolve(&caller(Role::Admin, None, None), &alert).is_ok());
+        assert!(
+            ensure_may_resolve(&other_bureau, &alert).is_err(),
+            "another county's bureau"
         );
     }
 }
