@@ -303,11 +303,20 @@ async fn retried_checkin_is_idempotent_and_reusing_its_id_is_refused() {
     other_time.device_time = Some(to_timestamp(Utc::now()));
     let mut other_person = visit.clone();
     other_person.supervisee_id = Uuid::new_v4().to_string();
-    for conflicting in [other_note, other_time, other_person] {
+    for conflicting in [other_note, other_time, other_person.clone()] {
         let status = record(&mesh, &home_officer(), conflicting)
             .await
             .expect_err("id reuse refused");
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    }
+    // An officer of another township who reuses the id is refused as outside the
+    // jurisdiction, before anything says whether the content matched.
+    let outsider = officer("officer-9", "620702002");
+    for reused in [visit.clone(), other_person] {
+        let status = record(&mesh, &outsider, reused)
+            .await
+            .expect_err("not the outsider's check-in");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
 
     // Concurrent first attempts of one check-in: exactly one is stored.

@@ -88,11 +88,13 @@ pub fn ensure_access(caller: &Caller, jurisdiction: &Jurisdiction) -> Result<(),
     caller.ensure_access(&jurisdiction.township_code, &jurisdiction.county_code)
 }
 
-/// Answers a check-in whose id is already stored: the stored one for a retry with the
-/// same content (to callers who may see it), `AlreadyExists` otherwise.
+/// Answers a check-in whose id is already stored: to a caller outside the stored check-in's
+/// jurisdiction, `PermissionDenied` whatever it sent (checked first, so whether the content
+/// matches is not revealed to them); to others, the stored one for a retry with the same
+/// content, `AlreadyExists` otherwise.
 pub fn replay(caller: &Caller, stored: Checkin, fingerprint: &[u8]) -> Result<Recorded, Failure> {
-    domain::check_retry(&stored, fingerprint)?;
     ensure_access(caller, &stored.jurisdiction)?;
+    domain::check_retry(&stored, fingerprint)?;
     Ok(Recorded::Duplicate(stored))
 }
 
