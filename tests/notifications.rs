@@ -576,3 +576,39 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
         pb::AlertChange::Current | pb::AlertChange::Acknowledged
     ));
 }
+
+#[tokio::test]
+async fn a_delivered_notification_keeps_its_body_only_for_the_retention() {
+    let mesh = fast(&[("MESH_NOTIFICATION_BODY_RETENTION_SECS", "1")])
+        .start(&["registry", "risk-alert"])
+        .await
+        .expect("mesh");
+    mesh.register_webhook().await.expect("township endpoint");
+    let missing = register_active(&mesh, 44).await;
+    let raised = notified(mesh.receiver(), "alert.raised", &missing, Duration::from_secs(30)).await;
+    assert!(raised.signature_valid);
+
+    // Delivered, the body (the person's name, township, evidence) is emptied after the
+    // retention; the row and its attempts stay for ListDeliveries.
+    let pool = mesh.pool("risk-alert").expect("pool");
+    let bodies = async || -> Vec<(bool, i32)> {
+        sqlx::query_as("SELECT delivered_at IS NOT NULL, length(body) FROM notifications WHERE notification_id = $1::uuid")
+            .bind(&raised.notification_id)
+            .fetch_all(&pool)
+            .await
+            .expect("notification")
+    };
+    eventually(
+        "the delivered body emptied",
+        Duration::from_secs(15),
+        async || (bodies().await == [(true, 0)]).then_some(()),
+    )
+    .await;
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE notification_id = $1::uuid")
+            .bind(&raised.notification_id)
+            .fetch_one(&pool)
+            .await
+            .expect("attempts");
+    assert!(attempts >= 1, "its attempts are kept");
+}

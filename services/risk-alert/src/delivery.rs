@@ -44,6 +44,8 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// POSTs in flight at once to one endpoint (each may carry a batch).
     pub per_endpoint: usize,
+    /// How long a delivered or given-up notification keeps its body.
+    pub body_retention: Duration,
 }
 
 /// Delivers pending notifications until shutdown.
@@ -86,7 +88,17 @@ impl DeliveryWorker {
         let mut in_flight = FuturesUnordered::new();
         // Endpoint → POSTs in flight to it.
         let mut busy: HashMap<Uuid, usize> = HashMap::new();
+        // Bodies are emptied as often as their retention, at most every ten minutes.
+        let purge_every = self
+            .config
+            .body_retention
+            .clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let mut next_purge = tokio::time::Instant::now() + purge_every;
         loop {
+            if tokio::time::Instant::now() >= next_purge {
+                self.purge_bodies().await;
+                next_purge = tokio::time::Instant::now() + purge_every;
+            }
             let room = self.config.concurrency.saturating_sub(in_flight.len());
             let mut leased_any = false;
             if room > 0 {
@@ -120,6 +132,20 @@ impl DeliveryWorker {
             }
         }
         tracing::info!("webhook delivery stopped");
+    }
+
+    /// Empties the bodies of notifications finished longer than the retention ago; a
+    /// failure is retried at the next purge.
+    async fn purge_bodies(&self) {
+        match store::purge::finished_notification_bodies(self.changes.pool(), self.config.body_retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(emptied) => tracing::debug!(emptied, "finished notifications' bodies emptied"),
+            Err(error) => {
+                tracing::warn!(error = %error, "emptying finished notifications' bodies failed; will retry")
+            }
+        }
     }
 
     /// Leases the due notifications of up to `room` POSTs, each endpoint's up to its limit.

@@ -163,6 +163,7 @@ impl Settings {
             lease: reader.seconds("MESH_WEBHOOK_LEASE_SECS", 60, 5),
             concurrency: 64,
             per_endpoint: 4,
+            body_retention: reader.seconds("MESH_NOTIFICATION_BODY_RETENTION_SECS", 86_400, 1),
         };
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
         // The coverage reconciliation asks the registry and the handover service for their
