@@ -151,6 +151,44 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token lacks the jurisdiction its role needs: {0}")]
     MissingJurisdiction(&'static str),
+    #[error("token names a {0} the jurisdiction directory does not hold")]
+    UnknownJurisdiction(&'static str),
+}
+
+/// Whether the claims name the jurisdiction their role needs, and one that exists: an empty
+/// code is no code (a blank township once passed and read a whole county), and a code the
+/// directory does not hold, or a county other than its township's, is refused rather than
+/// compared against records.
+fn check_jurisdiction(claims: &Claims) -> Result<(), TokenError> {
+    let present = |value: &Option<String>| {
+        value
+            .as_deref()
+            .filter(|code| !code.trim().is_empty())
+            .map(str::to_owned)
+    };
+    let directory = crate::jurisdiction::Directory::get();
+    match claims.role {
+        Role::Officer | Role::TownshipOffice => {
+            let code = present(&claims.township).ok_or(TokenError::MissingJurisdiction("township"))?;
+            let township = directory
+                .township(&code)
+                .ok_or(TokenError::UnknownJurisdiction("township"))?;
+            if present(&claims.county).is_some_and(|county| county != township.county_code) {
+                return Err(TokenError::UnknownJurisdiction("county"));
+            }
+        }
+        Role::CountyBureau => {
+            let code = present(&claims.county).ok_or(TokenError::MissingJurisdiction("county"))?;
+            directory
+                .county(&code)
+                .ok_or(TokenError::UnknownJurisdiction("county"))?;
+        }
+        Role::Prison => {
+            present(&claims.prison).ok_or(TokenError::MissingJurisdiction("prison"))?;
+        }
+        Role::Admin | Role::System => {}
+    }
+    Ok(())
 }
 
 /// Signs and verifies tokens with one shared secret.
@@ -206,15 +244,7 @@ impl TokenKeys {
     /// end then).
     pub fn verify_until(&self, token: &str) -> Result<(Caller, TokenExpiry), TokenError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
-        let needed = match claims.role {
-            Role::Officer | Role::TownshipOffice if claims.township.is_none() => Some("township"),
-            Role::CountyBureau if claims.county.is_none() => Some("county"),
-            Role::Prison if claims.prison.is_none() => Some("prison"),
-            _ => None,
-        };
-        if let Some(field) = needed {
-            return Err(TokenError::MissingJurisdiction(field));
-        }
+        check_jurisdiction(&claims)?;
         let expiry = TokenExpiry(DateTime::from_timestamp(claims.exp, 0).unwrap_or(DateTime::<Utc>::MIN_UTC));
         let caller = Caller {
             subject: claims.sub,
@@ -353,6 +383,53 @@ mod tests {
             keys.verify(&token),
             Err(TokenError::MissingJurisdiction("township"))
         ));
+    }
+
+    #[test]
+    fn a_blank_or_unknown_jurisdiction_is_refused() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let now = Utc::now();
+        let verify = |caller: Caller| keys.verify(&keys.mint(&caller, now, now + chrono::Duration::hours(1)));
+        let blank = Caller {
+            township: Some(" ".into()),
+            ..officer()
+        };
+        assert!(matches!(
+            verify(blank),
+            Err(TokenError::MissingJurisdiction("township"))
+        ));
+        let unknown = Caller {
+            township: Some("620702999".into()),
+            ..officer()
+        };
+        assert!(matches!(
+            verify(unknown),
+            Err(TokenError::UnknownJurisdiction("township"))
+        ));
+        let other_county = Caller {
+            county: Some("620721".into()),
+            ..officer()
+        };
+        assert!(matches!(
+            verify(other_county),
+            Err(TokenError::UnknownJurisdiction("county"))
+        ));
+        let bureau = |county: &str| Caller {
+            role: Role::CountyBureau,
+            township: None,
+            county: Some(county.into()),
+            ..officer()
+        };
+        assert!(matches!(
+            verify(bureau("")),
+            Err(TokenError::MissingJurisdiction("county"))
+        ));
+        assert!(matches!(
+            verify(bureau("999999")),
+            Err(TokenError::UnknownJurisdiction("county"))
+        ));
+        assert!(verify(bureau("620721")).is_ok());
+        assert!(verify(officer()).is_ok());
     }
 
     #[test]
