@@ -96,6 +96,23 @@ async fn a_township_without_an_endpoint_falls_back_to_its_county_bureau_and_a_la
         .await
         .expect("mesh");
     let bureau = receiver_for(&mesh, &ganzhou_bureau(), county()).await;
+    // Standing in for the township is not taking over its endpoint: the bureau may not
+    // register the township's URL and secret.
+    let refused = mesh
+        .risk_alert()
+        .register_endpoint(authorized(
+            pb::RegisterEndpointRequest {
+                jurisdiction: Some(home_jurisdiction()),
+                url: bureau.url(),
+                secret: WEBHOOK_SECRET.into(),
+                description: "taken over".into(),
+                max_batch_size: 0,
+            },
+            &mesh.token(&ganzhou_bureau()),
+        ))
+        .await
+        .expect_err("the township's endpoint is the township's to register");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     let missing = register_active(&mesh, 41).await;
 
     // A missed check-in is the township's alert, but the township has no endpoint.

@@ -11,7 +11,7 @@ use crate::{
     convert::{actor_to_proto, delivery_to_proto, endpoint_to_proto, jurisdiction_to_proto},
     domain::{
         Actor,
-        access::{ALERT_ROLES, ENDPOINT_ROLES},
+        access::{self, ALERT_ROLES, ENDPOINT_ROLES},
     },
     notify, request,
     store::{self, webhooks::NewEndpoint},
@@ -24,6 +24,7 @@ pub(super) async fn register(
     let caller = authorized(&request, ENDPOINT_ROLES)?;
     let request = request.into_inner();
     let jurisdiction = scope(&caller, request.jurisdiction.as_ref())?;
+    access::ensure_may_register_endpoint(&caller, &jurisdiction)?;
     let endpoint = request::endpoint(&request, api.allow_http)?;
     let now = api.clock.now();
     let registered_by = Actor::caller(&caller);

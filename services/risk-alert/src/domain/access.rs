@@ -56,6 +56,27 @@ pub fn ensure_alert(caller: &Caller, alert: &Alert) -> Result<(), ServiceError> 
     caller.ensure_access(&alert.jurisdiction.township_code, &alert.jurisdiction.county_code)
 }
 
+/// Whether `caller` may register (or replace) the webhook endpoint of `scope`: a
+/// township's endpoint by its own township office, a county's by its county bureau, either
+/// by an admin. A county bureau may not redirect a township's notifications (URL and
+/// secret) to an address of its choosing, nor a township the county's.
+pub fn ensure_may_register_endpoint(caller: &Caller, scope: &Jurisdiction) -> Result<(), ServiceError> {
+    ensure_scope(caller, scope)?;
+    let own_office = match caller.role {
+        Role::Admin => true,
+        Role::TownshipOffice => !scope.is_county_wide(),
+        Role::CountyBureau => scope.is_county_wide(),
+        _ => false,
+    };
+    if own_office {
+        Ok(())
+    } else {
+        Err(ServiceError::denied(
+            "an endpoint is registered by the office it belongs to",
+        ))
+    }
+}
+
 /// Whether `caller` may resolve `alert` by hand: as for any step, except that an alert
 /// escalated to the county bureau is the bureau's to close (or an admin's), so a township
 /// cannot quietly resolve what was escalated over its head. Resolutions the mesh makes
@@ -150,5 +171,22 @@ mod tests {
             ensure_may_resolve(&other_bureau, &alert).is_err(),
             "another county's bureau"
         );
+    }
+
+    #[test]
+    fn an_endpoint_is_registered_by_the_office_it_belongs_to() {
+        let township = place("620702001", "620702");
+        let county = place("", "620702");
+        let office = caller(Role::TownshipOffice, Some("620702001"), Some("620702"));
+        let bureau = caller(Role::CountyBureau, None, Some("620702"));
+        let admin = caller(Role::Admin, None, None);
+        assert!(ensure_may_register_endpoint(&office, &township).is_ok());
+        assert!(ensure_may_register_endpoint(&bureau, &county).is_ok());
+        assert!(ensure_may_register_endpoint(&admin, &township).is_ok());
+        assert!(
+            ensure_may_register_endpoint(&bureau, &township).is_err(),
+            "the bureau does not redirect a township's notifications"
+        );
+        assert!(ensure_may_register_endpoint(&office, &county).is_err());
     }
 }
