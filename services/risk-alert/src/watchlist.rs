@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        policy::Policy,
+        policy::{Deadline, Policy},
         schedule::{self, Scheduled},
         watch,
     },
@@ -53,45 +53,48 @@ impl Watchlist {
         // Each once: a subject's rows are rewritten by one statement at most once.
         let ids: Vec<Uuid> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let known = store::watch::lock_supervisees(conn, &ids).await?;
-        let mut stored = store::deadlines::of_subjects(conn, &ids).await?;
-        let changed: Vec<(Uuid, Vec<Scheduled>)> = ids
+        let computed = ids
             .iter()
-            .filter_map(|id| {
-                let stored = stored.remove(id).unwrap_or_default();
-                // A person not known has no deadlines.
-                let merged = known.get(id).map_or_else(Vec::new, |known| {
-                    let computed = watch::supervisee_deadlines(&self.policy, self.tz, known);
-                    schedule::merge(&stored, &computed)
-                });
-                (merged != stored).then_some((*id, merged))
+            .map(|id| {
+                let deadlines = known
+                    .get(id)
+                    .map(|known| watch::supervisee_deadlines(&self.policy, self.tz, known));
+                (*id, deadlines)
             })
             .collect();
-        store::deadlines::replace_all(conn, &changed).await?;
+        self.keep(conn, computed).await?;
         Ok(known.len())
     }
 
     /// Recomputes a handover's deadlines (none once settled); false when it is not known.
     pub async fn reschedule_handover(&self, conn: &mut PgConnection, id: Uuid) -> Result<bool, ServiceError> {
-        let Some(known) = store::watch::handover_for_update(conn, id).await? else {
-            store::deadlines::replace(conn, id, &[]).await?;
-            return Ok(false);
-        };
-        let computed = watch::handover_deadlines(&self.policy.handover, self.tz, &known);
-        self.keep(conn, id, &computed).await?;
-        Ok(true)
+        let deadlines = store::watch::handover_for_update(conn, id)
+            .await?
+            .map(|known| watch::handover_deadlines(&self.policy.handover, self.tz, &known));
+        let known = deadlines.is_some();
+        self.keep(conn, vec![(id, deadlines)]).await?;
+        Ok(known)
     }
 
+    /// Stores each subject's computed deadlines (`None`: the subject is not known, so it has
+    /// none), rows rebuilt unchanged keeping their rolled or fired state
+    /// (`schedule::merge`); only the subjects whose deadlines change are rewritten, with one
+    /// read and one rewrite for them all.
     async fn keep(
         &self,
         conn: &mut PgConnection,
-        id: Uuid,
-        computed: &[crate::domain::policy::Deadline],
+        computed: Vec<(Uuid, Option<Vec<Deadline>>)>,
     ) -> Result<(), ServiceError> {
-        let stored = store::deadlines::of_subject(conn, id).await?;
-        let merged = schedule::merge(&stored, computed);
-        if merged != stored {
-            store::deadlines::replace(conn, id, &merged).await?;
-        }
-        Ok(())
+        let ids: Vec<Uuid> = computed.iter().map(|(id, _)| *id).collect();
+        let mut stored = store::deadlines::of_subjects(conn, &ids).await?;
+        let changed: Vec<(Uuid, Vec<Scheduled>)> = computed
+            .into_iter()
+            .filter_map(|(id, computed)| {
+                let stored = stored.remove(&id).unwrap_or_default();
+                let merged = computed.map_or_else(Vec::new, |computed| schedule::merge(&stored, &computed));
+                (merged != stored).then_some((id, merged))
+            })
+            .collect();
+        store::deadlines::replace_all(conn, &changed).await
     }
 }

@@ -116,15 +116,6 @@ struct SubjectRow {
     row: Row,
 }
 
-/// Replaces a subject's deadlines with `rows`.
-pub async fn replace(
-    conn: &mut PgConnection,
-    subject_id: Uuid,
-    rows: &[Scheduled],
-) -> Result<(), ServiceError> {
-    replace_all(conn, &[(subject_id, rows.to_vec())]).await
-}
-
 /// Replaces each subject's deadlines with its rows, in two statements for them all.
 pub async fn replace_all(
     conn: &mut PgConnection,
