@@ -1,6 +1,7 @@
 //! The service kit every mesh service is built from: typed config, telemetry, PostgreSQL with
 //! embedded migrations, the transactional outbox and its relay, the append-only audit log,
-//! the at-least-once consumer with its durable dead letters and operational events, caller authentication, gRPC plumbing, and shared domain
+//! the at-least-once consumer with its durable dead letters and operational events, retention
+//! sweeps, caller authentication, gRPC plumbing, and shared domain
 //! helpers (national ID validation, field encryption, the jurisdiction directory, an
 //! injectable clock).
 
@@ -26,6 +27,7 @@ pub mod outbox;
 pub mod page;
 pub mod proto_time;
 pub mod readiness;
+pub mod retention;
 pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;

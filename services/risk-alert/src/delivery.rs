@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream::FuturesUnordered};
 use mesh_kit::{
     CancellationToken, change::Changes, clock::SharedClock, crypto::FieldCrypto, error::ServiceError,
+    retention,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -89,10 +90,7 @@ impl DeliveryWorker {
         // Endpoint → POSTs in flight to it.
         let mut busy: HashMap<Uuid, usize> = HashMap::new();
         // Bodies are emptied as often as their retention, at most every ten minutes.
-        let purge_every = self
-            .config
-            .body_retention
-            .clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let purge_every = retention::cadence(self.config.body_retention, Duration::from_secs(600));
         let mut next_purge = tokio::time::Instant::now() + purge_every;
         loop {
             if tokio::time::Instant::now() >= next_purge {

@@ -5,34 +5,21 @@
 
 use std::time::Duration;
 
-use mesh_kit::error::ServiceError;
+use mesh_kit::{error::ServiceError, retention};
 use sqlx::PgPool;
 
-/// Rows emptied per statement: short statements beside delivery's own writes.
-const CHUNK: i64 = 10_000;
-
 /// Empties the bodies of notifications delivered or given up longer than `retention` ago
-/// (by the database's clock), a chunk per statement; returns how many. A pending
-/// notification is never touched.
+/// (`mesh_kit::retention::sweep`); returns how many. A pending notification is never
+/// touched.
 pub async fn finished_notification_bodies(pool: &PgPool, retention: Duration) -> Result<u64, ServiceError> {
-    let seconds = retention.as_secs_f64();
-    let mut emptied = 0;
-    loop {
-        let chunk = sqlx::query(
-            "UPDATE notifications SET body = ''::bytea WHERE notification_id IN (
-                 SELECT notification_id FROM notifications
-                 WHERE body <> ''::bytea
-                   AND COALESCE(delivered_at, gave_up_at) < now() - make_interval(secs => $1)
-                 LIMIT $2)",
-        )
-        .bind(seconds)
-        .bind(CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        emptied += chunk;
-        if chunk < CHUNK as u64 {
-            return Ok(emptied);
-        }
-    }
+    Ok(retention::sweep(
+        pool,
+        "UPDATE notifications SET body = ''::bytea WHERE notification_id IN (
+             SELECT notification_id FROM notifications
+             WHERE body <> ''::bytea
+               AND COALESCE(delivered_at, gave_up_at) < now() - make_interval(secs => $1)
+             LIMIT $2)",
+        retention,
+    )
+    .await?)
 }
