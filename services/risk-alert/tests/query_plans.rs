@@ -13,16 +13,20 @@ async fn fresh_database() -> (PgPool, String, String) {
     let base = std::env::var("MESH_DATABASE_URL_BASE")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("test_plans_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .expect("admin connection");
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
+        .execute(&mut admin(&base).await)
         .await
         .expect("database created");
     let pool = PgPool::connect(&format!("{base}/{name}")).await.expect("pool");
     MIGRATOR.run(&pool).await.expect("migrated");
     (pool, base, name)
+}
+
+/// A connection to the server's `postgres` database, to create and drop test databases.
+async fn admin(base: &str) -> PgConnection {
+    PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("admin connection")
 }
 
 /// Index scans of `index` so far, as the statistics report them once flushed.
@@ -72,11 +76,8 @@ async fn a_batch_reads_its_open_alerts_through_the_open_alert_index_with_a_gener
     assert!(scans > 0, "open_for_subjects did not use alerts_open_by_subject");
 
     pool.close().await;
-    let mut admin = PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .expect("admin connection");
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
+        .execute(&mut admin(&base).await)
         .await
         .expect("database dropped");
 }
