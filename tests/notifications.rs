@@ -14,7 +14,7 @@ use mesh_e2e::{
     HOME_COUNTY, HOME_TOWNSHIP, Mesh, alert_changes, authorized, county_bureau, eventually, fast_risk_alert,
     home_jurisdiction, home_officer, jurisdiction, officer, register, reported_in, township_office,
 };
-use mesh_kit::auth::Caller;
+use mesh_kit::auth::{Caller, keygen::SERVICES};
 use mesh_proto::{alert as pb, json::alert::alert_subject::Id as JsonSubjectId, registry as registry_pb};
 use prost::Message;
 use tonic::Code;
@@ -474,10 +474,12 @@ async fn the_live_stream_ends_when_the_token_expires() {
         .await
         .expect("mesh");
     let now = chrono::Utc::now();
-    let short = mesh
-        .secrets
-        .token_keys()
-        .mint(&home_officer(), now, now + chrono::Duration::seconds(3));
+    let short = mesh.secrets.token_issuer().mint(
+        &home_officer(),
+        &SERVICES,
+        now,
+        now + chrono::Duration::seconds(3),
+    );
     let mut stream = alert_changes(&mesh, home_jurisdiction(), &short).await;
     let ended = tokio::time::timeout(Duration::from_secs(15), async {
         loop {

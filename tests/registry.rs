@@ -525,14 +525,15 @@ async fn national_id_never_appears_in_plain_text_in_database_logs_or_events() {
 
 #[tokio::test]
 async fn invalid_configuration_exits_64_with_one_message() {
-    let output = run_misconfigured("registry", &[("MESH_JWT_SECRET", "too-short")]).await;
+    let output = run_misconfigured("registry", &[("MESH_CURSOR_SECRET", "too-short")]).await;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     for expected in [
         "MESH_DATABASE_URL is required",
         "MESH_KAFKA_BROKERS is required",
-        "MESH_JWT_SECRET must be at least 32 bytes",
+        "MESH_CURSOR_SECRET must be at least 32 bytes",
+        "MESH_JWKS_FILE or MESH_JWKS_URL is required",
         "MESH_FIELD_ENCRYPTION_KEY is required",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");

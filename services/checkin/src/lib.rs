@@ -125,10 +125,11 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
 mod tests {
     use super::*;
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("MESH_DATABASE_URL", "postgres://postgres@127.0.0.1/mesh_checkin"),
         ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
-        ("MESH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("MESH_JWKS_FILE", "/etc/mesh/jwks.json"),
+        ("MESH_CURSOR_SECRET", "0123456789abcdef0123456789abcdef"),
     ];
 
     fn with(extra: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -108,7 +108,8 @@ mod tests {
         [
             ("MESH_DATABASE_URL", "postgres://postgres@127.0.0.1/mesh_handover"),
             ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
-            ("MESH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("MESH_JWKS_FILE", "/etc/mesh/jwks.json"),
+            ("MESH_CURSOR_SECRET", "0123456789abcdef0123456789abcdef"),
             ("MESH_FIELD_ENCRYPTION_KEY", KEY_A),
             ("MESH_BLIND_INDEX_KEY", KEY_B),
         ]

@@ -228,8 +228,20 @@ pub struct CommonSettings {
     /// (`MESH_KAFKA_CLIENT_CONFIG`, `name=value` pairs separated by commas; default none, as
     /// Apache Kafka needs), applied after the kit's own, see [`crate::kafka::client_config`].
     pub kafka_client_config: Vec<(String, String)>,
-    /// HS256 secret that signs caller tokens.
-    pub jwt_secret: SecretString,
+    /// Where the key set that verifies caller tokens is read (`MESH_JWKS_FILE` or
+    /// `MESH_JWKS_URL`, exactly one).
+    pub token_keys: crate::auth::KeySource,
+    /// How often the key set is re-read (`MESH_JWKS_REFRESH_SECS`, default 60).
+    pub token_keys_refresh: Duration,
+    /// The longest lifetime (`exp - iat`) of a token accepted
+    /// (`MESH_TOKEN_MAX_LIFETIME_SECS`, default 43200: a working day).
+    pub token_max_lifetime: Duration,
+    /// This service's own signing key, for the calls it makes to other services
+    /// (`MESH_SIGNING_KEY_FILE`, a PKCS#8 PEM Ed25519 key, with `MESH_SIGNING_KID`).
+    pub signing_key: Option<SigningKey>,
+    /// Secret that seals list cursors (`MESH_CURSOR_SECRET`, at least 32 bytes, the same
+    /// for every replica of the service).
+    pub cursor_secret: SecretString,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
     /// How often the outbox relay polls when idle.
@@ -286,7 +298,11 @@ impl CommonSettings {
                 Vec::new()
             }),
         };
-        let jwt_secret = reader.secret("MESH_JWT_SECRET", 32);
+        let token_keys = read_key_source(reader);
+        let token_keys_refresh = reader.seconds("MESH_JWKS_REFRESH_SECS", 60, 1);
+        let token_max_lifetime = reader.seconds("MESH_TOKEN_MAX_LIFETIME_SECS", 43_200, 60);
+        let signing_key = SigningKey::read(reader);
+        let cursor_secret = reader.secret("MESH_CURSOR_SECRET", 32);
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
         let outbox_retention = reader.seconds("MESH_OUTBOX_RETENTION_SECS", 300, 1);
@@ -311,7 +327,11 @@ impl CommonSettings {
             kafka_message_timeout: Duration::from_millis(kafka_message_timeout_ms),
             kafka_idempotent_producer,
             kafka_client_config,
-            jwt_secret: jwt_secret?,
+            token_keys: token_keys?,
+            token_keys_refresh,
+            token_max_lifetime,
+            signing_key,
+            cursor_secret: cursor_secret?,
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
             outbox_retention,
@@ -323,6 +343,57 @@ impl CommonSettings {
             consumer_batch_max,
             consumer_batch_linger: Duration::from_millis(consumer_batch_linger_ms),
         })
+    }
+}
+
+/// Exactly one of `MESH_JWKS_FILE` and `MESH_JWKS_URL`.
+fn read_key_source(reader: &mut Reader<'_>) -> Option<crate::auth::KeySource> {
+    use crate::auth::KeySource;
+    let file: Option<String> = reader.maybe("MESH_JWKS_FILE");
+    let url: Option<String> = reader.maybe("MESH_JWKS_URL");
+    match (file, url) {
+        (Some(file), None) => Some(KeySource::File(file.into())),
+        (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+            Some(KeySource::Url(url))
+        }
+        (None, Some(_)) => {
+            reader.problem("MESH_JWKS_URL must be an http(s):// URL");
+            None
+        }
+        (Some(_), Some(_)) => {
+            reader.problem("set one of MESH_JWKS_FILE and MESH_JWKS_URL, not both");
+            None
+        }
+        (None, None) => {
+            reader.problem("MESH_JWKS_FILE or MESH_JWKS_URL is required (the key set that verifies tokens)");
+            None
+        }
+    }
+}
+
+/// Where a service's own token signing key is, and its key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub file: std::path::PathBuf,
+    pub kid: String,
+}
+
+impl SigningKey {
+    /// Both `MESH_SIGNING_KEY_FILE` and `MESH_SIGNING_KID`, or neither.
+    fn read(reader: &mut Reader<'_>) -> Option<Self> {
+        let file: Option<String> = reader.maybe("MESH_SIGNING_KEY_FILE");
+        let kid: Option<String> = reader.maybe("MESH_SIGNING_KID");
+        match (file, kid) {
+            (Some(file), Some(kid)) => Some(Self {
+                file: file.into(),
+                kid,
+            }),
+            (None, None) => None,
+            _ => {
+                reader.problem("MESH_SIGNING_KEY_FILE and MESH_SIGNING_KID go together");
+                None
+            }
+        }
     }
 }
 
@@ -368,6 +439,7 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const JWKS: &str = "/etc/mesh/jwks.json";
 
     fn read(source: &dyn Source) -> Result<CommonSettings, ConfigError> {
         let mut reader = Reader::new(source);
@@ -381,9 +453,13 @@ mod tests {
         let source = [
             ("MESH_DATABASE_URL", "postgres://postgres@127.0.0.1/mesh_registry"),
             ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
-            ("MESH_JWT_SECRET", SECRET),
+            ("MESH_JWKS_FILE", JWKS),
+            ("MESH_CURSOR_SECRET", SECRET),
         ];
         let settings = read(&source).expect("valid");
+        assert_eq!(settings.token_keys, crate::auth::KeySource::File(JWKS.into()));
+        assert_eq!(settings.token_max_lifetime, Duration::from_secs(43_200));
+        assert_eq!(settings.signing_key, None);
         assert_eq!(settings.grpc_addr.port(), 50051);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
         assert_eq!(settings.kafka_brokers, "127.0.0.1:9092");
@@ -393,7 +469,8 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let source = [
             ("MESH_GRPC_ADDR", "not-an-address"),
-            ("MESH_JWT_SECRET", "short"),
+            ("MESH_CURSOR_SECRET", "short"),
+            ("MESH_SIGNING_KID", "risk-alert-1"),
             ("MESH_SHUTDOWN_GRACE_SECS", "0"),
         ];
         let error = read(&source).expect_err("invalid");
@@ -405,7 +482,15 @@ mod tests {
         assert!(message.contains("MESH_DATABASE_URL is required"), "{message}");
         assert!(message.contains("MESH_KAFKA_BROKERS is required"), "{message}");
         assert!(
-            message.contains("MESH_JWT_SECRET must be at least 32 bytes"),
+            message.contains("MESH_CURSOR_SECRET must be at least 32 bytes"),
+            "{message}"
+        );
+        assert!(
+            message.contains("MESH_JWKS_FILE or MESH_JWKS_URL is required"),
+            "{message}"
+        );
+        assert!(
+            message.contains("MESH_SIGNING_KEY_FILE and MESH_SIGNING_KID go together"),
             "{message}"
         );
         assert!(
@@ -420,9 +505,14 @@ mod tests {
         let source = [
             ("MESH_DATABASE_URL", "mysql://root@localhost/x"),
             ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
-            ("MESH_JWT_SECRET", SECRET),
+            ("MESH_JWKS_URL", "ftp://idp/jwks"),
+            ("MESH_CURSOR_SECRET", SECRET),
         ];
         let message = read(&source).expect_err("invalid").to_string();
+        assert!(
+            message.contains("MESH_JWKS_URL must be an http(s):// URL"),
+            "{message}"
+        );
         assert!(message.contains("must be a postgres:// URL"), "{message}");
     }
 

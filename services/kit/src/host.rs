@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
 use crate::{
-    auth::TokenKeys,
+    auth::{TokenIssuer, TokenVerifier, service_issuer},
     change::Changes,
     config::CommonSettings,
     consumer::{ConsumerConfig, EventConsumer, Handler},
@@ -60,7 +60,9 @@ pub struct Host {
     common: CommonSettings,
     pool: PgPool,
     listener: TcpListener,
-    keys: TokenKeys,
+    verifier: TokenVerifier,
+    /// This service's own key, for the calls it makes to others.
+    issuer: Option<TokenIssuer>,
     signal: OutboxSignal,
     relay: Relay,
     workers: Vec<(&'static str, Worker)>,
@@ -92,18 +94,48 @@ impl Host {
             RelayConfig::from_settings(common, name),
             signal.clone(),
         )?;
+        let keys = common
+            .token_keys
+            .load()
+            .await
+            .map_err(|problem| anyhow::anyhow!("token key set: {problem}"))?;
+        let verifier = TokenVerifier::new(name, keys, common.token_max_lifetime);
+        let issuer = match &common.signing_key {
+            None => None,
+            Some(key) => {
+                let pem = tokio::fs::read(&key.file).await.map_err(|error| {
+                    anyhow::anyhow!("MESH_SIGNING_KEY_FILE {}: {error}", key.file.display())
+                })?;
+                let issuer =
+                    TokenIssuer::from_pem(&pem, &key.kid, &service_issuer(name)).map_err(|problem| {
+                        anyhow::anyhow!("MESH_SIGNING_KEY_FILE {}: {problem}", key.file.display())
+                    })?;
+                Some(issuer)
+            }
+        };
         let listener = TcpListener::bind(common.grpc_addr).await?;
-        Ok(Self {
+        let mut host = Self {
             name,
             common: common.clone(),
             pool,
             listener,
-            keys: TokenKeys::new(&common.jwt_secret),
+            verifier: verifier.clone(),
+            issuer,
             signal,
             relay,
             workers: Vec::new(),
             readiness: Readiness::default(),
-        })
+        };
+        let (source, every) = (common.token_keys.clone(), common.token_keys_refresh);
+        host.spawn("token key set", move |shutdown| {
+            verifier.keep_fresh(source, every, shutdown)
+        });
+        Ok(host)
+    }
+
+    /// This service's signing key (`MESH_SIGNING_KEY_FILE`), for its calls to others.
+    pub fn issuer(&self) -> Option<&TokenIssuer> {
+        self.issuer.as_ref()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -121,7 +153,7 @@ impl Host {
 
     /// The page-cursor codec of this service's list RPCs.
     pub fn cursors(&self) -> Cursors {
-        Cursors::new(&self.common.jwt_secret)
+        Cursors::new(&self.common.cursor_secret)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -177,7 +209,8 @@ impl Host {
             .into_iter()
             .map(|(name, worker)| (name, tokio::spawn(worker(shutdown.clone()))))
             .collect();
-        let service = tonic::service::interceptor::InterceptedService::new(service, self.keys.interceptor());
+        let service =
+            tonic::service::interceptor::InterceptedService::new(service, self.verifier.interceptor());
         tracing::info!(addr = %self.listener.local_addr()?, service = self.name, "listening");
         let served = grpc::serve(self.listener, service, self.readiness, shutdown.clone()).await;
         shutdown.cancel();

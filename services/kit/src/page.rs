@@ -29,7 +29,7 @@ const TAG_LEN: usize = 16;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Seals and opens cursors with a key derived from the service's token secret, so every
+/// Seals and opens cursors with a key derived from the service's cursor secret, so every
 /// replica of a service reads every other replica's cursors, and no other deployment's.
 #[derive(Clone)]
 pub struct Cursors {
@@ -57,8 +57,8 @@ impl<K> Page<K> {
 }
 
 impl Cursors {
-    /// Cursors keyed by `secret` (the service's token secret; a label keeps the derived key
-    /// apart from the token key itself).
+    /// Cursors keyed by `secret` (the service's `MESH_CURSOR_SECRET`; a label keeps the
+    /// derived key apart from any other use of the secret).
     pub fn new(secret: &SecretString) -> Self {
         let mut mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
             .expect("HMAC accepts keys of any length");

@@ -21,7 +21,10 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use chrono::Utc;
 use mesh_kit::{
-    auth::{Caller, TokenKeys},
+    auth::{
+        Caller, TokenIssuer,
+        keygen::{GeneratedKey, SERVICES, jwks},
+    },
     kafka::Topics,
 };
 use mesh_proto::{
@@ -38,7 +41,6 @@ use rdkafka::{
     producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
-use secrecy::SecretString;
 use tonic::transport::Channel;
 
 pub use self::{
@@ -223,7 +225,7 @@ impl MeshBuilder {
         }
         Ok(Mesh {
             infra,
-            secrets: Secrets::random(),
+            secrets: Secrets::random()?,
             topics,
             log_dir: self.log_dir,
             databases: HashMap::new(),
@@ -348,6 +350,7 @@ impl Mesh {
         // Risk-alert's coverage reconciliation reads the registry's and the handover
         // service's truth, when the mesh runs them (started before it).
         if service == "risk-alert" {
+            env.extend(self.secrets.risk_alert_env());
             for (source, variable) in [
                 ("registry", "MESH_REGISTRY_URL"),
                 ("handover", "MESH_HANDOVER_URL"),
@@ -548,6 +551,9 @@ impl Drop for Mesh {
         if !self.created.is_empty() {
             drop_databases_now(&self.infra, std::mem::take(&mut self.created));
         }
+        if let Err(error) = std::fs::remove_dir_all(&self.secrets.key_dir) {
+            eprintln!("mesh: keys left in {}: {error}", self.secrets.key_dir.display());
+        }
     }
 }
 
@@ -582,30 +588,75 @@ fn drop_databases_now(infra: &Infra, databases: Vec<String>) {
 /// Random keys and secrets for one run of the mesh (demo or test).
 #[derive(Debug, Clone)]
 pub struct Secrets {
-    pub jwt_secret: String,
+    /// The identity provider's key: every token the tests and the demo present.
+    pub idp: GeneratedKey,
+    /// Risk-alert's own key, trusted for `system` tokens to the registry and handover.
+    pub risk_alert: GeneratedKey,
+    /// Where the key set (`jwks.json`) and risk-alert's private key are written.
+    pub key_dir: PathBuf,
+    pub cursor_secret: String,
     pub field_encryption_key: String,
     pub blind_index_key: String,
 }
 
 impl Secrets {
-    pub fn random() -> Self {
+    /// New keys, written to a fresh directory under the system temp directory.
+    pub fn random() -> anyhow::Result<Self> {
         let key = || base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-        Self {
-            jwt_secret: base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 48]>()),
+        let [idp, risk_alert] = crate::keys::deployment_keys();
+        let secrets = Self {
+            idp,
+            risk_alert,
+            key_dir: std::env::temp_dir().join(format!("mesh-keys-{}", uuid::Uuid::new_v4())),
+            cursor_secret: key(),
             field_encryption_key: key(),
             blind_index_key: key(),
-        }
+        };
+        std::fs::create_dir_all(&secrets.key_dir)?;
+        secrets.write_key_set([&secrets.idp, &secrets.risk_alert])?;
+        std::fs::write(secrets.risk_alert_key_file(), &secrets.risk_alert.private_pem)?;
+        Ok(secrets)
     }
 
-    pub fn token_keys(&self) -> TokenKeys {
-        TokenKeys::new(&SecretString::from(self.jwt_secret.clone()))
+    /// The key set every service verifies tokens against (`MESH_JWKS_FILE`).
+    pub fn key_set_file(&self) -> PathBuf {
+        self.key_dir.join("jwks.json")
     }
 
-    /// A token for `caller`, valid for a day.
+    fn risk_alert_key_file(&self) -> PathBuf {
+        self.key_dir.join("risk-alert.pem")
+    }
+
+    /// Replaces the key set the services trust (they pick it up within
+    /// `MESH_JWKS_REFRESH_SECS`, or at once when a token names a key they lack). Written
+    /// beside and renamed, so a service never reads half a file.
+    pub fn write_key_set<'a>(&self, keys: impl IntoIterator<Item = &'a GeneratedKey>) -> anyhow::Result<()> {
+        let partial = self.key_dir.join("jwks.json.partial");
+        std::fs::write(&partial, jwks(keys))?;
+        std::fs::rename(partial, self.key_set_file())?;
+        Ok(())
+    }
+
+    pub fn token_issuer(&self) -> TokenIssuer {
+        self.idp.issuer()
+    }
+
+    /// A token for `caller` to every service, valid for eight hours.
     pub fn token(&self, caller: &Caller) -> String {
         let now = Utc::now();
-        self.token_keys()
-            .mint(caller, now, now + chrono::Duration::hours(24))
+        self.token_issuer()
+            .mint(caller, &SERVICES, now, now + chrono::Duration::hours(8))
+    }
+
+    /// What risk-alert needs to sign its own calls.
+    fn risk_alert_env(&self) -> [(String, String); 2] {
+        [
+            (
+                "MESH_SIGNING_KEY_FILE".to_owned(),
+                self.risk_alert_key_file().display().to_string(),
+            ),
+            ("MESH_SIGNING_KID".to_owned(), self.risk_alert.kid.clone()),
+        ]
     }
 }
 
@@ -614,7 +665,11 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
     HashMap::from([
         ("MESH_DATABASE_URL".to_owned(), infra.database_url(database)),
         ("MESH_KAFKA_BROKERS".to_owned(), infra.brokers.clone()),
-        ("MESH_JWT_SECRET".to_owned(), secrets.jwt_secret.clone()),
+        (
+            "MESH_JWKS_FILE".to_owned(),
+            secrets.key_set_file().display().to_string(),
+        ),
+        ("MESH_CURSOR_SECRET".to_owned(), secrets.cursor_secret.clone()),
         (
             "MESH_FIELD_ENCRYPTION_KEY".to_owned(),
             secrets.field_encryption_key.clone(),

@@ -1,9 +1,8 @@
-//! `mesh`: run the demo scenario or the benchmark against local infrastructure, mint a dev
-//! token, or list and replay the services' dead letters.
+//! `mesh`: run the demo scenario or the benchmark against local infrastructure, generate
+//! signing keys and mint a dev token, or list and replay the services' dead letters.
 
 use clap::{Parser, Subcommand};
-use mesh_kit::auth::{Caller, Role, TokenKeys};
-use secrecy::SecretString;
+use mesh_kit::auth::{Caller, Role};
 
 #[derive(Parser)]
 #[command(
@@ -66,11 +65,20 @@ enum Command {
         #[arg(long, default_value = "bench-results")]
         out: std::path::PathBuf,
     },
-    /// Print a signed bearer token for a caller (development only).
+    /// Signing keys and the key set that trusts them.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print a bearer token for a caller, signed with the identity provider's key
+    /// (development only).
     Token {
-        /// Secret the services verify tokens with.
-        #[arg(long, env = "MESH_JWT_SECRET", hide_env_values = true)]
-        secret: String,
+        /// The identity provider's private key (`idp-….pem` from `mesh keys generate`).
+        #[arg(long, env = "MESH_IDP_KEY_FILE")]
+        key_file: std::path::PathBuf,
+        /// The key's id in the key set; defaults to the key file's name without `.pem`.
+        #[arg(long)]
+        kid: Option<String>,
         #[arg(long)]
         role: Role,
         #[arg(long, default_value = "dev-user")]
@@ -81,9 +89,22 @@ enum Command {
         county: Option<String>,
         #[arg(long)]
         prison: Option<String>,
-        /// Validity in hours.
+        /// The services the token is for (comma separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        audience: Vec<String>,
+        /// Validity in hours (services accept at most `MESH_TOKEN_MAX_LIFETIME_SECS`).
         #[arg(long, default_value_t = 8)]
         hours: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Writes new signing keys (the identity provider's, risk-alert's) as `<kid>.pem` and
+    /// the key set trusting them as `jwks.json` into --dir.
+    Generate {
+        #[arg(long)]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -172,16 +193,23 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map(drop)
         }
+        Command::Keys {
+            command: KeysCommand::Generate { dir },
+        } => {
+            print!("{}", mesh::keys::generate(&dir)?);
+            Ok(())
+        }
         Command::Token {
-            secret,
+            key_file,
+            kid,
             role,
             subject,
             township,
             county,
             prison,
+            audience,
             hours,
         } => {
-            let keys = TokenKeys::new(&SecretString::from(secret));
             let county = county.or_else(|| township.as_ref().and_then(|t| t.get(..6)).map(str::to_owned));
             let caller = Caller {
                 subject,
@@ -190,11 +218,14 @@ async fn main() -> anyhow::Result<()> {
                 county,
                 prison,
             };
-            let now = chrono::Utc::now();
-            println!(
-                "{}",
-                keys.mint(&caller, now, now + chrono::Duration::hours(hours))
-            );
+            let request = mesh::keys::TokenRequest {
+                key_file,
+                kid,
+                caller,
+                audiences: audience,
+                hours,
+            };
+            println!("{}", mesh::keys::token(&request)?);
             Ok(())
         }
     }

@@ -87,16 +87,22 @@ mod tests {
                 "postgres://postgres@127.0.0.1/mesh_placement",
             ),
             ("MESH_KAFKA_BROKERS", "127.0.0.1:9092"),
-            ("MESH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("MESH_JWKS_FILE", "/etc/mesh/jwks.json"),
+            ("MESH_CURSOR_SECRET", "0123456789abcdef0123456789abcdef"),
         ];
         let settings = Settings::from_source(&source).expect("valid");
         assert_eq!(settings.common.grpc_addr.port(), DEFAULT_PORT);
         assert_eq!(settings.common.consumer_group, "placement");
-        let message = Settings::from_source(&[("MESH_JWT_SECRET", "short")])
+        let message = Settings::from_source(&[("MESH_CURSOR_SECRET", "short")])
             .err()
             .map(|error| error.to_string())
             .unwrap_or_default();
-        for name in ["MESH_DATABASE_URL", "MESH_KAFKA_BROKERS", "MESH_JWT_SECRET"] {
+        for name in [
+            "MESH_DATABASE_URL",
+            "MESH_KAFKA_BROKERS",
+            "MESH_CURSOR_SECRET",
+            "MESH_JWKS_FILE",
+        ] {
             assert!(message.contains(name), "{name} missing from {message}");
         }
     }

@@ -12,7 +12,7 @@ use std::{collections::HashMap, future::Future, time::Duration};
 use chrono::{DateTime, Utc};
 use mesh_kit::{
     CancellationToken,
-    auth::{Caller, Role, TokenKeys, authorized},
+    auth::{Caller, Role, TokenIssuer, authorized},
     change::{Change, Changes},
     clock::SharedClock,
     error::ServiceError,
@@ -50,6 +50,9 @@ pub struct CoverageConfig {
     pub tolerance: Duration,
 }
 
+/// The services whose truth the reconciliation reads: the audiences of its tokens.
+const SOURCES: [&str; 2] = ["registry", "handover"];
+
 /// Runs the reconciliation.
 pub struct Reconciler {
     pub config: CoverageConfig,
@@ -58,7 +61,9 @@ pub struct Reconciler {
     pub watchlist: Watchlist,
     pub lifecycle: Lifecycle,
     pub clock: SharedClock,
-    pub keys: TokenKeys,
+    /// Risk-alert's own key, trusted by the registry and the handover service for `system`
+    /// tokens addressed to them.
+    pub issuer: Option<TokenIssuer>,
     /// Gaps that may be lag, with when they were first seen.
     pub suspects: HashMap<Uuid, DateTime<Utc>>,
     /// The projection consumer's progress (`None`: judged by the wall clock).
@@ -85,6 +90,12 @@ impl Reconciler {
         };
         if registry.is_none() && handover.is_none() {
             tracing::warn!("coverage reconciliation disabled: no MESH_REGISTRY_URL or MESH_HANDOVER_URL");
+            return;
+        }
+        if self.issuer.is_none() {
+            tracing::error!(
+                "coverage reconciliation disabled: no MESH_SIGNING_KEY_FILE to call the sources with"
+            );
             return;
         }
         let registry = registry.map(RegistryServiceClient::new);
@@ -137,7 +148,10 @@ impl Reconciler {
     fn token(&self) -> String {
         let now = self.clock.now();
         let caller = Caller::new("risk-alert.coverage", Role::System, None, None);
-        self.keys.mint(&caller, now, now + chrono::Duration::minutes(5))
+        self.issuer
+            .as_ref()
+            .map(|issuer| issuer.mint(&caller, &SOURCES, now, now + chrono::Duration::minutes(5)))
+            .unwrap_or_default()
     }
 
     /// Compares a source's truth with the watch list, page after page: `fetch` gets the

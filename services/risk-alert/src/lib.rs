@@ -32,7 +32,6 @@ use domain::{
     policy::{self, LevelPolicy, Obligation, Policy, Span},
 };
 use mesh_kit::{
-    auth::TokenKeys,
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
@@ -180,6 +179,13 @@ impl Settings {
             tolerance: Duration::from_millis(reader.optional("MESH_COVERAGE_TOLERANCE_MS", 30_000u64)),
         };
         let field_keys = FieldKeys::read(&mut reader);
+        let reads_sources = coverage.registry_url.is_some() || coverage.handover_url.is_some();
+        if reads_sources && common.as_ref().is_some_and(|common| common.signing_key.is_none()) {
+            reader.problem(
+                "MESH_SIGNING_KEY_FILE and MESH_SIGNING_KID are required with MESH_REGISTRY_URL or MESH_HANDOVER_URL \
+                 (the reconciliation signs its calls)",
+            );
+        }
         reader.finish()?;
         match (common, field_keys) {
             (Some(common), Some(field_keys)) => Ok(Self {
@@ -263,7 +269,7 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         watchlist,
         lifecycle: lifecycle.clone(),
         clock: clock.clone(),
-        keys: TokenKeys::new(&settings.common.jwt_secret),
+        issuer: host.issuer().cloned(),
         suspects: Default::default(),
         caught_up: Some(caught_up.clone()),
         max_defer: settings.max_defer,
