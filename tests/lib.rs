@@ -203,6 +203,46 @@ pub async fn list_alerts(
         .alerts
 }
 
+/// The id of the first alert of [`home_jurisdiction`] about `subject_id`, once there is one
+/// (within 30 s).
+pub async fn alert_about(
+    alerts: &mut mesh_proto::alert::alert_service_client::AlertServiceClient<tonic::transport::Channel>,
+    subject_id: &str,
+    token: &str,
+) -> String {
+    eventually("the alert", Duration::from_secs(30), async || {
+        let alerts = alerts
+            .list_alerts(authorized(
+                mesh_proto::alert::ListAlertsRequest {
+                    jurisdiction: Some(home_jurisdiction()),
+                    subject_id: subject_id.to_owned(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .ok()?
+            .into_inner()
+            .alerts;
+        Some(alerts.first()?.alert_id.clone())
+    })
+    .await
+}
+
+/// The delivery attempts of `alert_id`'s notifications (first page), if they could be read.
+pub async fn deliveries(
+    alerts: &mut mesh_proto::alert::alert_service_client::AlertServiceClient<tonic::transport::Channel>,
+    alert_id: &str,
+    token: &str,
+) -> Option<Vec<mesh_proto::alert::DeliveryAttempt>> {
+    let request = mesh_proto::alert::ListDeliveriesRequest {
+        alert_id: alert_id.to_owned(),
+        page: None,
+    };
+    let response = alerts.list_deliveries(authorized(request, token)).await.ok()?;
+    Some(response.into_inner().deliveries)
+}
+
 /// A mesh whose risk-alert runs [`FAST_POLICY`] and then `extra`.
 pub fn fast_risk_alert(extra: &[(&'static str, &'static str)]) -> MeshBuilder {
     let mut env = FAST_POLICY.to_vec();

@@ -11,8 +11,9 @@ use mesh::{
     receiver::{Received, Receiver},
 };
 use mesh_e2e::{
-    HOME_COUNTY, HOME_TOWNSHIP, Mesh, alert_changes, authorized, county_bureau, eventually, fast_risk_alert,
-    home_jurisdiction, home_officer, jurisdiction, officer, register, reported_in, township_office,
+    HOME_COUNTY, HOME_TOWNSHIP, Mesh, alert_about, alert_changes, authorized, county_bureau, eventually,
+    fast_risk_alert, home_jurisdiction, home_officer, jurisdiction, officer, register, reported_in,
+    township_office,
 };
 use mesh_kit::auth::{Caller, keygen::SERVICES};
 use mesh_proto::{alert as pb, json::alert::alert_subject::Id as JsonSubjectId, registry as registry_pb};
@@ -234,19 +235,7 @@ async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau
 
     // Retries end: the township's notification is given up after 3 attempts.
     let deliveries = eventually("a given-up delivery", Duration::from_secs(20), async || {
-        let deliveries = mesh
-            .risk_alert()
-            .list_deliveries(authorized(
-                pb::ListDeliveriesRequest {
-                    alert_id: alert.alert_id.clone(),
-                    page: None,
-                },
-                &token,
-            ))
-            .await
-            .ok()?
-            .into_inner()
-            .deliveries;
+        let deliveries = mesh_e2e::deliveries(&mut mesh.risk_alert(), &alert.alert_id, &token).await?;
         deliveries
             .iter()
             .any(|d| d.outcome() == pb::DeliveryOutcome::GivenUp)
@@ -254,23 +243,19 @@ async fn notifications_the_township_cannot_receive_escalate_to_the_county_bureau
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let later = mesh
-        .risk_alert()
-        .list_deliveries(authorized(
-            pb::ListDeliveriesRequest {
-                alert_id: alert.alert_id.clone(),
-                page: None,
-            },
-            &token,
-        ))
+    let later = mesh_e2e::deliveries(&mut mesh.risk_alert(), &alert.alert_id, &token)
         .await
-        .expect("deliveries")
-        .into_inner()
-        .deliveries;
+        .expect("deliveries");
     let raised_attempts: Vec<_> = later.iter().filter(|d| d.event_type == "alert.raised").collect();
     assert_eq!(raised_attempts.len(), 3, "no attempt after giving up: {later:#?}");
     assert_eq!(raised_attempts[2].outcome(), pb::DeliveryOutcome::GivenUp);
     assert!(raised_attempts[2].next_attempt_at.is_none());
+    assert!(
+        raised_attempts
+            .iter()
+            .all(|d| d.error == "could not connect" && d.http_status == 0 && d.duration_ms == 0),
+        "a closed port reads like any host out of reach, without timing: {raised_attempts:#?}"
+    );
     assert!(deliveries.len() <= later.len());
 
     // Escalated over the township's head, it is the county bureau's to close.
@@ -503,24 +488,7 @@ async fn the_live_stream_resends_what_changed_while_its_listen_connection_was_do
         .expect("mesh");
     let token = mesh.token(&home_officer());
     let missing = register_active(&mesh, 46).await;
-    let alert_id = eventually("the alert", Duration::from_secs(20), async || {
-        let alerts = mesh
-            .risk_alert()
-            .list_alerts(authorized(
-                pb::ListAlertsRequest {
-                    jurisdiction: Some(home_jurisdiction()),
-                    subject_id: missing.clone(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .ok()?
-            .into_inner()
-            .alerts;
-        Some(alerts.first()?.alert_id.clone())
-    })
-    .await;
+    let alert_id = alert_about(&mut mesh.risk_alert(), &missing, &token).await;
     let mut stream = alert_changes(&mesh, home_jurisdiction(), &token).await;
 
     // The acknowledgement's own transaction cuts every other connection of the service,

@@ -351,6 +351,10 @@ impl Mesh {
         // service's truth, when the mesh runs them (started before it).
         if service == "risk-alert" {
             env.extend(self.secrets.risk_alert_env());
+            // The webhook receivers of the tests, the demo and the benchmark listen on
+            // loopback, which risk-alert refuses in production; they open that address
+            // alone (a test of the refusal sets the variable empty).
+            env.insert("MESH_WEBHOOK_ALLOW_PRIVATE".to_owned(), "127.0.0.1/32".to_owned());
             for (source, variable) in [
                 ("registry", "MESH_REGISTRY_URL"),
                 ("handover", "MESH_HANDOVER_URL"),

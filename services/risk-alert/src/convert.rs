@@ -270,7 +270,13 @@ pub fn delivery_to_proto(alert_id: &str, row: DeliveryRow) -> pb::DeliveryAttemp
             pb::DeliveryOutcome::Failed
         } as i32,
         error: attempt.error,
-        duration_ms: attempt.duration_ms as u32,
+        // Only with a response: how long a failed connection took would tell a closed port
+        // (refused at once) from an absent host (timed out), as its error does not.
+        duration_ms: if attempt.http_status == 0 {
+            0
+        } else {
+            attempt.duration_ms as u32
+        },
         next_attempt_at: attempt.next_attempt_at.map(to_timestamp),
     }
 }

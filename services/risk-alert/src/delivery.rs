@@ -6,9 +6,12 @@
 //! notifications. A failed attempt is retried with backoff; after a few failures the alert
 //! is escalated to the county bureau, and after more the notification is given up
 //! (`domain::redelivery`, per notification, also in a batch). Delivery is at least once:
-//! receivers deduplicate by the notification id.
+//! receivers deduplicate by the notification id. POSTs go only where `egress` allows
+//! (`send`), and a failure is recorded in the few words of `failure`.
 
+mod failure;
 mod post;
+mod send;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,11 +30,14 @@ use uuid::Uuid;
 
 use crate::{
     domain::redelivery::{self, RetryPolicy},
+    egress::Egress,
     lifecycle::Lifecycle,
     notify::{self, HEADER_SIGNATURE, HEADER_TIMESTAMP},
     store::{self, deliveries},
 };
+use failure::Failure;
 use post::{Outcome, Post, Recorded};
+use send::Sender;
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
@@ -54,7 +60,7 @@ pub struct DeliveryWorker {
     changes: Changes,
     crypto: Arc<FieldCrypto>,
     clock: SharedClock,
-    http: reqwest::Client,
+    sender: Sender,
     config: DeliveryConfig,
     lifecycle: Lifecycle,
 }
@@ -66,16 +72,13 @@ impl DeliveryWorker {
         clock: SharedClock,
         config: DeliveryConfig,
         lifecycle: Lifecycle,
+        egress: Egress,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         Ok(Self {
             changes,
             crypto,
             clock,
-            http,
+            sender: Sender::new(config.request_timeout, egress)?,
             config,
             lifecycle,
         })
@@ -172,7 +175,11 @@ impl DeliveryWorker {
         let started = std::time::Instant::now();
         let attempted_at = self.clock.now();
         let outcome = match self.crypto.open(&post.secret_sealed, notify::SECRET_CONTEXT) {
-            Err(error) => Err((0, error.to_string())),
+            Err(error) => {
+                // Ours to fix (a key changed under a stored secret), not the office's to read.
+                tracing::error!(endpoint_id = %post.endpoint_id, error = %error, "webhook secret cannot be opened");
+                Err(Failure::Failed)
+            }
             Ok(secret) => self.send(&post, secret.as_bytes(), attempted_at).await,
         };
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
@@ -188,26 +195,13 @@ impl DeliveryWorker {
     async fn send(&self, post: &Post, secret: &[u8], attempted_at: DateTime<Utc>) -> Outcome {
         let timestamp = attempted_at.timestamp();
         let body = post.body();
-        let mut request = self
-            .http
-            .post(&post.url)
-            .header("content-type", "application/json")
-            .header(HEADER_TIMESTAMP, timestamp.to_string())
-            .header(HEADER_SIGNATURE, notify::sign(secret, timestamp, &body));
-        for (name, value) in post.headers() {
-            request = request.header(name, value);
-        }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| (0, without_url(&error)))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(status.as_u16())
-        } else {
-            Err((status.as_u16(), format!("HTTP {status}")))
-        }
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            (HEADER_TIMESTAMP, timestamp.to_string()),
+            (HEADER_SIGNATURE, notify::sign(secret, timestamp, &body)),
+        ];
+        headers.extend(post.headers());
+        self.sender.post(&post.url, headers, body).await
     }
 
     /// Records the attempts and their effect on the notifications together, and when the
@@ -246,23 +240,11 @@ fn log(post: &Post, outcome: &Outcome, recorded: &[Recorded]) {
         Ok(_) => {
             tracing::info!(endpoint_id = %post.endpoint_id, notifications, batched = post.batched, "webhook delivered");
         }
-        Err((_, error)) => {
-            tracing::warn!(endpoint_id = %post.endpoint_id, notifications, error = %error, "webhook delivery failed");
+        Err(failure) => {
+            tracing::warn!(endpoint_id = %post.endpoint_id, notifications, error = %failure, "webhook delivery failed");
         }
     }
     for r in recorded.iter().filter(|r| r.attempt.gave_up) {
         tracing::error!(notification_id = %r.notification_id, alert_id = %r.alert_id, attempt_number = r.attempt.attempt_number, error = %r.attempt.error, "webhook delivery given up");
     }
-}
-
-/// A transport error without its URL (which may carry a receiver's token).
-fn without_url(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    kind.to_owned()
 }

@@ -7,13 +7,15 @@
 //! `domain` (pure rules); `store` (SQL); `lifecycle` (how an alert change is written and
 //! announced). Workers: `projection` (the event consumer), `operations` (alerts on dead
 //! letters and stalled consumers of every service), `scheduler` (missed deadlines),
-//! `delivery` (webhooks, signed as `notify` says) and `fanout` (live streams).
+//! `delivery` (webhooks, signed as `notify` says, sent only where `egress` allows) and
+//! `fanout` (live streams).
 
 pub mod api;
 pub mod convert;
 pub mod coverage;
 pub mod delivery;
 pub mod domain;
+pub mod egress;
 pub mod fanout;
 pub mod inbound;
 pub mod lifecycle;
@@ -29,6 +31,7 @@ use std::{sync::Arc, time::Duration};
 
 use domain::{
     compose::Composer,
+    destination::Destinations,
     policy::{self, LevelPolicy, Obligation, Policy, Span},
 };
 use mesh_kit::{
@@ -60,6 +63,9 @@ pub struct Settings {
     pub delivery: delivery::DeliveryConfig,
     /// Accept plain-http webhook URLs (development only; `MESH_WEBHOOK_ALLOW_HTTP`).
     pub allow_http: bool,
+    /// Where webhooks may go: public addresses, and the development allow-list
+    /// (`MESH_WEBHOOK_ALLOW_PRIVATE`, empty by default).
+    pub webhook_destinations: Destinations,
     /// Key sealing webhook secrets at rest (`MESH_FIELD_ENCRYPTION_KEY`).
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
@@ -165,6 +171,7 @@ impl Settings {
             body_retention: reader.seconds("MESH_NOTIFICATION_BODY_RETENTION_SECS", 86_400, 1),
         };
         let allow_http = reader.optional("MESH_WEBHOOK_ALLOW_HTTP", false);
+        let webhook_destinations = reader.optional("MESH_WEBHOOK_ALLOW_PRIVATE", Destinations::public_only());
         // The coverage reconciliation asks the registry and the handover service for their
         // truth; without their URLs it cannot run (and says so at start).
         let lag_probe = Duration::from_millis(reader.optional("MESH_LAG_PROBE_MS", 1000u64).max(50));
@@ -194,6 +201,7 @@ impl Settings {
                 tick: Duration::from_millis(tick_ms.max(20)),
                 delivery,
                 allow_http,
+                webhook_destinations,
                 field_keys,
                 coverage,
                 lag_probe,
@@ -233,6 +241,7 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     // Live streams subscribe to `live`; webhook delivery is woken by `woken` once per burst
     // of changes (so the fan-out reads alerts only while someone streams them).
     let live = broadcast::Sender::new(1024);
+    let egress = egress::Egress::system(settings.webhook_destinations);
     let woken = Arc::new(tokio::sync::Notify::new());
 
     let watchlist = watchlist::Watchlist {
@@ -300,6 +309,7 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         clock.clone(),
         settings.delivery,
         lifecycle.clone(),
+        egress.clone(),
     )?;
     let wake_delivery = woken.clone();
     host.spawn("webhook delivery", move |shutdown| delivery.run(woken, shutdown));
@@ -324,6 +334,7 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         crypto,
         live,
         allow_http: settings.allow_http,
+        egress,
     };
     let server = AlertServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
     Ok(Served::new(host, server))

@@ -13,6 +13,7 @@ use mesh_proto::{
     common::{self, PageRequest},
 };
 use serde::de::DeserializeOwned;
+use url::Url;
 use uuid::Uuid;
 
 use crate::{
@@ -189,7 +190,8 @@ pub fn resolve(request: &pb::ResolveAlertRequest) -> Result<Resolve, ServiceErro
 /// A validated `RegisterEndpoint` (its jurisdiction is checked by [`scope`]).
 #[derive(Debug)]
 pub struct Endpoint {
-    pub url: String,
+    /// As parsed: what is stored, and what `egress` judged, is this normal form.
+    pub url: Url,
     pub secret: String,
     pub description: String,
     /// 1: one notification per POST; more: batches of up to this many.
@@ -197,21 +199,14 @@ pub struct Endpoint {
 }
 
 /// The endpoint of a registration: an https URL (or http, when `allow_http`, for
-/// development), a secret of 32 to 256 characters, a short description, and at most
-/// [`MAX_BATCH_SIZE`] notifications per POST (0, unset, means one, as 1 does).
+/// development) with a host and no user name or password, a secret of 32 to 256
+/// characters, a short description, and at most [`MAX_BATCH_SIZE`] notifications per POST
+/// (0, unset, means one, as 1 does). Where the host leads is `egress`'s to judge, next.
 pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Result<Endpoint, ServiceError> {
     let mut violations = FieldViolations::new();
-    let url = request.url.trim().to_owned();
-    let scheme_ok = url.starts_with("https://") || (allow_http && url.starts_with("http://"));
-    if url.len() > MAX_URL_LEN || !scheme_ok || reqwest::Url::parse(&url).is_err() {
-        violations.add(
-            "url",
-            if allow_http {
-                "must be an http(s) URL of at most 2048 characters"
-            } else {
-                "must be an https URL of at most 2048 characters"
-            },
-        );
+    let url = endpoint_url(request.url.trim(), allow_http);
+    if let Err(problem) = &url {
+        violations.add("url", *problem);
     }
     if !(32..=256).contains(&request.secret.chars().count()) {
         violations.add("secret", "must be 32 to 256 characters");
@@ -224,11 +219,38 @@ pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Resu
     }
     violations.into_result()?;
     Ok(Endpoint {
-        url,
+        url: url.map_err(|problem| ServiceError::invalid("url", problem))?,
         secret: request.secret.clone(),
         description: request.description.trim().to_owned(),
         max_batch_size: i32::try_from(request.max_batch_size.max(1)).unwrap_or(1),
     })
+}
+
+fn endpoint_url(text: &str, allow_http: bool) -> Result<Url, &'static str> {
+    let scheme = if allow_http {
+        "must be an http(s) URL of at most 2048 characters"
+    } else {
+        "must be an https URL of at most 2048 characters"
+    };
+    let url = Url::parse(text)
+        .ok()
+        .filter(|url| {
+            text.len() <= MAX_URL_LEN && (url.scheme() == "https" || (allow_http && url.scheme() == "http"))
+        })
+        .ok_or(scheme)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password");
+    }
+    if url.host().is_none() {
+        return Err("must name a host");
+    }
+    Ok(url)
+}
+
+/// The violation of a URL whose host leads somewhere webhooks may not go (`egress`), or
+/// does not resolve. It does not say which address the host resolved to.
+pub fn destination_refused() -> ServiceError {
+    ServiceError::invalid("url", "must name a host that resolves only to public addresses")
 }
 
 #[cfg(test)]
@@ -342,7 +364,7 @@ mod tests {
             max_batch_size: 0,
         };
         let endpoint = endpoint(&valid, false).expect("valid");
-        assert_eq!(endpoint.url, "https://office.example/hook");
+        assert_eq!(endpoint.url.as_str(), "https://office.example/hook");
         assert_eq!(endpoint.description, "值班系统");
         assert_eq!(endpoint.max_batch_size, 1, "unset: one notification per POST");
         let plain = pb::RegisterEndpointRequest {
@@ -357,6 +379,39 @@ mod tests {
             ..valid
         };
         assert_eq!(fields(super::endpoint(&bad, false)), ["secret", "description"]);
+    }
+
+    #[test]
+    fn an_endpoint_url_names_a_host_without_credentials_and_is_kept_in_normal_form() {
+        let request = |url: &str| pb::RegisterEndpointRequest {
+            jurisdiction: None,
+            url: url.into(),
+            secret: "s".repeat(32),
+            description: String::new(),
+            max_batch_size: 0,
+        };
+        for refused in [
+            "https://user:password@office.example/hook",
+            "https://user@office.example/hook",
+            "https://:password@office.example/hook",
+            "https://",
+            "https://:443/hook",
+            "ftp://office.example/hook",
+            "office.example/hook",
+            "",
+        ] {
+            assert_eq!(fields(endpoint(&request(refused), true)), ["url"], "{refused:?}");
+        }
+        let long = format!("https://office.example/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(fields(endpoint(&request(&long), false)), ["url"]);
+        let normal = endpoint(&request("https://OFFICE.example:443/hook"), false).expect("valid");
+        assert_eq!(normal.url.as_str(), "https://office.example/hook");
+        let literal = endpoint(&request("https://2130706433:5432/x"), false).expect("well formed");
+        assert_eq!(
+            literal.url.as_str(),
+            "https://127.0.0.1:5432/x",
+            "judged as what it is"
+        );
     }
 
     #[test]

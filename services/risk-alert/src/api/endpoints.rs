@@ -1,6 +1,6 @@
 //! Webhook handlers: register a township's or county's endpoint (which then hears of the
-//! alerts still open), list them, and list the delivery attempts of an alert's
-//! notifications.
+//! alerts still open) once its URL is found to lead only to public addresses, list them,
+//! and list the delivery attempts of an alert's notifications.
 
 use mesh_kit::{error::ServiceError, proto_time::to_timestamp};
 use mesh_proto::{alert as pb, common::PageResponse};
@@ -26,6 +26,12 @@ pub(super) async fn register(
     let jurisdiction = scope(&caller, request.jurisdiction.as_ref())?;
     access::ensure_may_register_endpoint(&caller, &jurisdiction)?;
     let endpoint = request::endpoint(&request, api.allow_http)?;
+    // Before anything is written: a URL leading into the service's own network (at
+    // registration; `egress` looks again at every delivery) is refused.
+    api.egress
+        .vet(&endpoint.url)
+        .await
+        .map_err(|_| request::destination_refused())?;
     let now = api.clock.now();
     let registered_by = Actor::caller(&caller);
     let mut change = api.changes.begin().await?;
@@ -33,7 +39,7 @@ pub(super) async fn register(
         &mut *change,
         NewEndpoint {
             jurisdiction: &jurisdiction,
-            url: &endpoint.url,
+            url: endpoint.url.as_str(),
             secret_sealed: api.crypto.seal(&endpoint.secret, notify::SECRET_CONTEXT),
             description: &endpoint.description,
             max_batch_size: endpoint.max_batch_size,
@@ -58,7 +64,7 @@ pub(super) async fn register(
         endpoint: Some(pb::WebhookEndpoint {
             endpoint_id: endpoint_id.to_string(),
             jurisdiction: Some(jurisdiction_to_proto(&jurisdiction)),
-            url: endpoint.url,
+            url: endpoint.url.into(),
             description: endpoint.description,
             registered_by: Some(actor_to_proto(&registered_by)),
             created_at: Some(to_timestamp(created_at)),

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Jurisdiction, access, alert::Alert},
+    egress::Egress,
     fanout::LiveChange,
     lifecycle::Lifecycle,
     request, store,
@@ -44,6 +45,8 @@ pub struct AlertApi {
     pub live: broadcast::Sender<LiveChange>,
     /// Accept plain-http webhook URLs (development only).
     pub allow_http: bool,
+    /// Where webhook endpoints may lead (checked as they are registered).
+    pub egress: Egress,
 }
 
 /// The live feed of one stream.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::failure::Failure;
 use crate::{
     domain::redelivery::{self, RetryPolicy},
     notify::{self, HEADER_BATCH_SIZE, HEADER_EVENT_TYPE, HEADER_NOTIFICATION_ID},
@@ -110,8 +111,8 @@ impl Post {
     }
 }
 
-/// How one POST went: the 2xx status, or the status (0 without a response) and the error.
-pub type Outcome = Result<u16, (u16, String)>;
+/// How one POST went: the 2xx status, or why not.
+pub type Outcome = Result<u16, Failure>;
 
 /// A notification's attempt in a POST and whether its alert must now be escalated.
 #[derive(Debug)]
@@ -133,7 +134,7 @@ pub fn attempts(
 ) -> Vec<Recorded> {
     let (delivered, http_status, error) = match outcome {
         Ok(status) => (true, i32::from(*status), String::new()),
-        Err((status, error)) => (false, i32::from(*status), error.clone()),
+        Err(failure) => (false, i32::from(failure.http_status()), failure.to_string()),
     };
     post.notifications
         .iter()
@@ -288,7 +289,7 @@ mod tests {
         notifications[2].attempts = 3;
         let post = &group_all(notifications)[0];
         let at = utc("2026-12-05T00:00:10Z");
-        let failed = attempts(post, &Err((503, "HTTP 503".into())), at, 7, &retry);
+        let failed = attempts(post, &Err(Failure::Status(503)), at, 7, &retry);
         let got: Vec<(i32, Option<DateTime<Utc>>, bool, bool)> = failed
             .iter()
             .map(|r| {

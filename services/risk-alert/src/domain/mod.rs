@@ -4,7 +4,8 @@
 //! (`compose`), what firing a batch of due deadlines does (`firing`), how an alert moves
 //! through its lifecycle (`alert`), which alerts an event answers (`answers`), who may see
 //! them (`access`), what a dead-lettered or stalled event raises (`operations`), who is told
-//! of them (`notice`) and what follows a failed notification (`redelivery`). The clock is
+//! of them (`notice`), what follows a failed notification (`redelivery`) and which addresses
+//! a notification may be sent to (`destination`). The clock is
 //! passed in as a value; no protobuf messages, SQL or gRPC statuses appear here (`request`,
 //! `inbound` and `convert` translate at the edge, `store` keeps the rows).
 
@@ -14,6 +15,7 @@ pub mod answers;
 pub mod compose;
 pub mod contacts;
 pub mod coverage;
+pub mod destination;
 pub mod firing;
 pub mod notice;
 pub mod operations;
