@@ -1032,7 +1032,7 @@ async fn invalid_configuration_exits_64_with_one_message() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     for expected in [
         "MESH_DATABASE_URL is required",
-        "MESH_FIELD_ENCRYPTION_KEY is required",
+        "MESH_FIELD_KEYS is required",
         "MESH_HANDOVER_PAST_TOLERANCE_DAYS must be at most 30",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");

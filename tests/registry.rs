@@ -533,7 +533,7 @@ async fn invalid_configuration_exits_64_with_one_message() {
         "MESH_DATABASE_URL is required",
         "MESH_KAFKA_BROKERS is required",
         "MESH_JWT_SECRET must be at least 32 bytes",
-        "MESH_FIELD_ENCRYPTION_KEY is required",
+        "MESH_FIELD_KEYS is required",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }

@@ -80,9 +80,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
 
 /// Builds the service on `clock` (tests move time instead of sleeping).
 pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
-    let host = Host::build("handover", &settings.common, &MIGRATOR).await?;
+    let mut host = Host::build("handover", &settings.common, &MIGRATOR).await?;
+    host.reseal(&settings.field_keys, sealing::SEALED_COLUMNS);
     let sealer = sealing::Sealer::new(FieldCrypto::new(
-        &settings.field_keys.encryption,
+        settings.field_keys.ring,
         settings.field_keys.blind_index,
     ));
     let api = api::Handovers::new(

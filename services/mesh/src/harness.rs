@@ -22,7 +22,9 @@ use base64::Engine;
 use chrono::Utc;
 use mesh_kit::{
     auth::{Caller, TokenKeys},
+    config::{FIELD_RING, Reader, read_ring},
     kafka::Topics,
+    keyring::KeyRing,
 };
 use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
@@ -335,7 +337,7 @@ impl Mesh {
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<ServiceProcess> {
         let database = self.database(service).await?;
-        let mut env = service_env(&self.infra, &self.secrets, &database);
+        let mut env = service_env(&self.infra, &self.secrets, service, &database);
         for (key, value) in self.topics.env() {
             env.insert(key.to_owned(), value.to_owned());
         }
@@ -579,22 +581,68 @@ fn drop_databases_now(infra: &Infra, databases: Vec<String>) {
     }
 }
 
-/// Random keys and secrets for one run of the mesh (demo or test).
+/// Random keys and secrets for one run of the mesh (demo or test). Every service gets field
+/// keys of its own (none can open another's values).
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub jwt_secret: String,
-    pub field_encryption_key: String,
+    /// Each service's field keys, by service name.
+    pub field_keys: HashMap<String, ServiceKeys>,
+}
+
+/// One service's field keys, base64: its ring of one key (id [`FIELD_KID`]) and its
+/// blind-index key.
+#[derive(Debug, Clone)]
+pub struct ServiceKeys {
+    pub field_key: String,
     pub blind_index_key: String,
 }
+
+/// The key id of every service's field key in a mesh run.
+pub const FIELD_KID: &str = "k1";
+
+/// The services that get keys.
+const KEYED_SERVICES: [&str; 5] = ["registry", "checkin", "handover", "placement", "risk-alert"];
 
 impl Secrets {
     pub fn random() -> Self {
         let key = || base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         Self {
             jwt_secret: base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 48]>()),
-            field_encryption_key: key(),
-            blind_index_key: key(),
+            field_keys: KEYED_SERVICES
+                .iter()
+                .map(|service| {
+                    let keys = ServiceKeys {
+                        field_key: key(),
+                        blind_index_key: key(),
+                    };
+                    ((*service).to_owned(), keys)
+                })
+                .collect(),
         }
+    }
+
+    /// The key variables of `service`: its own field ring and blind-index key.
+    pub fn key_env(&self, service: &str) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(keys) = self.field_keys.get(service) {
+            env.push((
+                FIELD_RING.keys.to_owned(),
+                format!("{FIELD_KID}:{}", keys.field_key),
+            ));
+            env.push((FIELD_RING.current.to_owned(), FIELD_KID.to_owned()));
+            env.push(("MESH_BLIND_INDEX_KEY".to_owned(), keys.blind_index_key.clone()));
+        }
+        env
+    }
+
+    /// `service`'s field ring, as the service reads it (for a test to open its values).
+    pub fn field_ring(&self, service: &str) -> anyhow::Result<KeyRing> {
+        let keys = self
+            .field_keys
+            .get(service)
+            .with_context(|| format!("{service} has no field keys"))?;
+        key_ring(&format!("{FIELD_KID}:{}", keys.field_key), FIELD_KID)
     }
 
     pub fn token_keys(&self) -> TokenKeys {
@@ -609,17 +657,30 @@ impl Secrets {
     }
 }
 
-/// The environment a service needs to run against `infra` with `secrets` and `database`.
-pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// A key ring of `keys` (`id:base64-key` pairs, newest first) sealing with `current`, read
+/// as a service reads `MESH_FIELD_KEYS` and `MESH_FIELD_KEY_CURRENT`.
+pub fn key_ring(keys: &str, current: &str) -> anyhow::Result<KeyRing> {
+    let source = vec![
+        (FIELD_RING.keys.to_owned(), keys.to_owned()),
+        (FIELD_RING.current.to_owned(), current.to_owned()),
+    ];
+    let mut reader = Reader::new(&source);
+    let ring = read_ring(&mut reader, &FIELD_RING);
+    reader.finish()?;
+    ring.context("no key ring")
+}
+
+/// The environment `service` needs to run against `infra` with `secrets` and `database`.
+pub fn service_env(
+    infra: &Infra,
+    secrets: &Secrets,
+    service: &str,
+    database: &str,
+) -> HashMap<String, String> {
+    let mut env = HashMap::from([
         ("MESH_DATABASE_URL".to_owned(), infra.database_url(database)),
         ("MESH_KAFKA_BROKERS".to_owned(), infra.brokers.clone()),
         ("MESH_JWT_SECRET".to_owned(), secrets.jwt_secret.clone()),
-        (
-            "MESH_FIELD_ENCRYPTION_KEY".to_owned(),
-            secrets.field_encryption_key.clone(),
-        ),
-        ("MESH_BLIND_INDEX_KEY".to_owned(), secrets.blind_index_key.clone()),
         ("MESH_OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
         // Second-scale policies: the consumer's progress is probed often, and producers'
         // outboxes (polled every 100 ms) flush well within the settle time after an outage.
@@ -631,7 +692,9 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
             "RUST_LOG".to_owned(),
             std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),
         ),
-    ])
+    ]);
+    env.extend(secrets.key_env(service));
+    env
 }
 
 #[cfg(test)]

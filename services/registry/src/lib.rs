@@ -24,6 +24,7 @@ use std::sync::Arc;
 use mesh_kit::{
     clock::{SharedClock, SystemClock},
     config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
+    crypto::FieldCrypto,
     grpc,
     host::{Host, Served},
 };
@@ -69,10 +70,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
 /// Builds the service on `clock` (tests move time instead of sleeping).
 pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
     let mut host = Host::build("registry", &settings.common, &MIGRATOR).await?;
-    let sealer = Arc::new(sealing::Sealer::new(
-        &settings.field_keys.encryption,
+    host.reseal(&settings.field_keys, sealing::SEALED_COLUMNS);
+    let sealer = Arc::new(sealing::Sealer::new(FieldCrypto::new(
+        settings.field_keys.ring,
         settings.field_keys.blind_index,
-    ));
+    )));
     let events = events::Events::new(settings.common.topics.registry.clone());
     let report_ins = handover::ReportInHandler {
         sealer: sealer.clone(),
