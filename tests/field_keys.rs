@@ -125,6 +125,9 @@ async fn each_service_opens_only_what_it_sealed_itself() {
         registry.open(&secret, WEBHOOK_SECRET).is_err(),
         "the registry opened risk-alert's value"
     );
+    // Nor does the transit ring open either.
+    let transit = mesh.secrets.transit_ring().expect("ring");
+    assert!(transit.open(&national_id, NATIONAL_ID).is_err());
 }
 
 #[tokio::test]

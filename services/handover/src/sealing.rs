@@ -1,10 +1,12 @@
-//! Personal data at rest: which context seals or fingerprints each value, so that a value
-//! sealed for one purpose never opens for another and no plain national ID number, risk note
-//! or report-in detail is stored.
+//! Personal data at rest and in transit: which context seals or fingerprints each value, so
+//! that a value sealed for one purpose never opens for another and no plain national ID
+//! number, risk note or report-in detail is stored or published (the report-in's personal
+//! fields leave sealed for the registry alone, `mesh_kit::transit`).
 
 use std::sync::Arc;
 
-use mesh_kit::{crypto::FieldCrypto, error::ServiceError, rotation::SealedColumn};
+use mesh_kit::{crypto::FieldCrypto, error::ServiceError, keyring::KeyRing, rotation::SealedColumn, transit};
+use mesh_proto::handover::ReportInPersonal;
 
 use crate::domain::{Handover, Notice, ReportIn};
 
@@ -41,16 +43,19 @@ pub struct SealedNotice {
     pub risk_notes: Vec<u8>,
 }
 
-/// Seals, opens and fingerprints the handover's personal data with the service's own keys.
+/// Seals, opens and fingerprints the handover's personal data with the service's own keys,
+/// and seals the report-in's personal fields for the registry with the transit ring.
 #[derive(Debug, Clone)]
 pub struct Sealer {
     at_rest: Arc<FieldCrypto>,
+    transit: Arc<KeyRing>,
 }
 
 impl Sealer {
-    pub fn new(crypto: FieldCrypto) -> Self {
+    pub fn new(crypto: FieldCrypto, transit: Arc<KeyRing>) -> Self {
         Self {
             at_rest: Arc::new(crypto),
+            transit,
         }
     }
 
@@ -73,6 +78,31 @@ impl Sealer {
         self.at_rest
             .open(&handover.national_id_sealed, NATIONAL_ID)
             .map_err(ServiceError::internal)
+    }
+
+    /// The report-in's personal fields sealed for the registry: the national ID number (for
+    /// a community-corrections category; empty otherwise, nobody is registered), phone and
+    /// address.
+    pub fn report_in_personal(
+        &self,
+        handover: &Handover,
+        report: &ReportIn,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let national_id = if handover.category.is_community_corrections() {
+            self.national_id(handover)?
+        } else {
+            String::new()
+        };
+        let personal = ReportInPersonal {
+            national_id,
+            phone: report.phone.clone(),
+            address: report.address.clone(),
+        };
+        Ok(transit::seal_report_in(
+            &self.transit,
+            &handover.id.to_string(),
+            &personal,
+        ))
     }
 
     pub fn risk_notes(&self, handover: &Handover) -> Result<String, ServiceError> {

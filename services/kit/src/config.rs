@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 mod keys;
 
-pub use keys::{FIELD_RING, FieldKeys, RingVars, read_ring};
+pub use keys::{FIELD_RING, FieldKeys, HANDOVER_TRANSIT_RING, RingVars, read_ring, read_transit};
 
 /// Exit code for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;

@@ -34,6 +34,7 @@ pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;
 pub mod term;
+pub mod transit;
 pub mod validate;
 
 pub use tokio_util::sync::CancellationToken;

@@ -22,7 +22,7 @@ use base64::Engine;
 use chrono::Utc;
 use mesh_kit::{
     auth::{Caller, TokenKeys},
-    config::{FIELD_RING, Reader, read_ring},
+    config::{FIELD_RING, HANDOVER_TRANSIT_RING, Reader, read_ring},
     kafka::Topics,
     keyring::KeyRing,
 };
@@ -582,12 +582,15 @@ fn drop_databases_now(infra: &Infra, databases: Vec<String>) {
 }
 
 /// Random keys and secrets for one run of the mesh (demo or test). Every service gets field
-/// keys of its own (none can open another's values).
+/// keys of its own (none can open another's values); handover and registry alone share the
+/// transit ring of the report-in's personal fields.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub jwt_secret: String,
     /// Each service's field keys, by service name.
     pub field_keys: HashMap<String, ServiceKeys>,
+    /// The key of the handover → registry transit ring (key id [`TRANSIT_KID`]), base64.
+    pub transit_key: String,
 }
 
 /// One service's field keys, base64: its ring of one key (id [`FIELD_KID`]) and its
@@ -600,6 +603,8 @@ pub struct ServiceKeys {
 
 /// The key id of every service's field key in a mesh run.
 pub const FIELD_KID: &str = "k1";
+/// The key id of the transit key in a mesh run.
+pub const TRANSIT_KID: &str = "t1";
 
 /// The services that get keys.
 const KEYED_SERVICES: [&str; 5] = ["registry", "checkin", "handover", "placement", "risk-alert"];
@@ -619,10 +624,12 @@ impl Secrets {
                     ((*service).to_owned(), keys)
                 })
                 .collect(),
+            transit_key: key(),
         }
     }
 
-    /// The key variables of `service`: its own field ring and blind-index key.
+    /// The key variables of `service`: its own field ring and blind-index key, and for
+    /// handover and registry the transit ring.
     pub fn key_env(&self, service: &str) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(keys) = self.field_keys.get(service) {
@@ -632,6 +639,11 @@ impl Secrets {
             ));
             env.push((FIELD_RING.current.to_owned(), FIELD_KID.to_owned()));
             env.push(("MESH_BLIND_INDEX_KEY".to_owned(), keys.blind_index_key.clone()));
+        }
+        if matches!(service, "handover" | "registry") {
+            let transit = format!("{TRANSIT_KID}:{}", self.transit_key);
+            env.push((HANDOVER_TRANSIT_RING.keys.to_owned(), transit));
+            env.push((HANDOVER_TRANSIT_RING.current.to_owned(), TRANSIT_KID.to_owned()));
         }
         env
     }
@@ -643,6 +655,12 @@ impl Secrets {
             .get(service)
             .with_context(|| format!("{service} has no field keys"))?;
         key_ring(&format!("{FIELD_KID}:{}", keys.field_key), FIELD_KID)
+    }
+
+    /// The transit ring handover seals and registry opens the report-in's personal fields
+    /// with (for a test publishing a report-in as the handover service would).
+    pub fn transit_ring(&self) -> anyhow::Result<KeyRing> {
+        key_ring(&format!("{TRANSIT_KID}:{}", self.transit_key), TRANSIT_KID)
     }
 
     pub fn token_keys(&self) -> TokenKeys {

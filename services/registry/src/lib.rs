@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use mesh_kit::{
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
+    config::{self, CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
     grpc,
     host::{Host, Served},
+    keyring::KeyRing,
 };
 use mesh_proto::registry::registry_service_server::RegistryServiceServer;
 use sqlx::migrate::Migrator;
@@ -42,6 +43,9 @@ pub struct Settings {
     pub common: CommonSettings,
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
+    /// The ring opening the report-in's personal fields sealed by the handover service
+    /// (`MESH_HANDOVER_TRANSIT_KEYS`).
+    pub transit: Arc<KeyRing>,
 }
 
 impl Settings {
@@ -49,9 +53,14 @@ impl Settings {
         let mut reader = Reader::new(source);
         let common = CommonSettings::read(&mut reader, "registry", DEFAULT_PORT);
         let field_keys = FieldKeys::read(&mut reader);
+        let transit = config::read_transit(&mut reader, field_keys.as_ref());
         reader.finish()?;
-        match (common, field_keys) {
-            (Some(common), Some(field_keys)) => Ok(Self { common, field_keys }),
+        match (common, field_keys, transit) {
+            (Some(common), Some(field_keys), Some(transit)) => Ok(Self {
+                common,
+                field_keys,
+                transit,
+            }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
             }),
@@ -78,6 +87,7 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     let events = events::Events::new(settings.common.topics.registry.clone());
     let report_ins = handover::ReportInHandler {
         sealer: sealer.clone(),
+        transit: settings.transit,
         events: events.clone(),
         clock: clock.clone(),
     };

@@ -1,7 +1,9 @@
 //! The keys of personal data, read from the environment: each service's own key ring for
 //! fields at rest (`MESH_FIELD_KEYS` with `MESH_FIELD_KEY_CURRENT`, or the single
-//! `MESH_FIELD_ENCRYPTION_KEY` of old) and the blind-index key (`MESH_BLIND_INDEX_KEY`). One
-//! key serves one purpose: no key may appear in two of them.
+//! `MESH_FIELD_ENCRYPTION_KEY` of old), the blind-index key (`MESH_BLIND_INDEX_KEY`), and the
+//! ring handover and registry alone share for the report-in's personal fields
+//! (`MESH_HANDOVER_TRANSIT_KEYS` with `MESH_HANDOVER_TRANSIT_KEY_CURRENT`). One key serves
+//! one purpose: no key may appear in two of them.
 
 use std::sync::Arc;
 
@@ -26,6 +28,13 @@ pub const FIELD_RING: RingVars = RingVars {
     keys: "MESH_FIELD_KEYS",
     current: "MESH_FIELD_KEY_CURRENT",
     single: Some("MESH_FIELD_ENCRYPTION_KEY"),
+};
+
+/// The ring sealing the report-in's personal fields from handover to registry.
+pub const HANDOVER_TRANSIT_RING: RingVars = RingVars {
+    keys: "MESH_HANDOVER_TRANSIT_KEYS",
+    current: "MESH_HANDOVER_TRANSIT_KEY_CURRENT",
+    single: None,
 };
 
 /// Rows one re-sealing transaction takes by default: small, so the service's own writes
@@ -69,6 +78,20 @@ impl FieldKeys {
             rotation_batch,
         })
     }
+}
+
+/// Reads the handover → registry transit ring; none of its keys may be one of `field`'s.
+pub fn read_transit(reader: &mut Reader<'_>, field: Option<&FieldKeys>) -> Option<Arc<KeyRing>> {
+    let ring = read_ring(reader, &HANDOVER_TRANSIT_RING)?;
+    if let Some(field) = field
+        && (ring.shares_a_key_with(&field.ring) || ring.holds(field.blind_index.expose_secret()))
+    {
+        reader.problem(
+            "MESH_HANDOVER_TRANSIT_KEYS must not hold a key of MESH_FIELD_KEYS, \
+             MESH_FIELD_ENCRYPTION_KEY or MESH_BLIND_INDEX_KEY (one key, one purpose)",
+        );
+    }
+    Some(Arc::new(ring))
 }
 
 /// Reads the ring `vars` name, recording every problem (each naming its variable, never a
@@ -286,6 +309,34 @@ mod tests {
             for expected in expected {
                 assert!(message.contains(expected), "{expected}: {message}");
             }
+        }
+    }
+
+    #[test]
+    fn the_transit_ring_holds_keys_of_its_own() {
+        let read = |transit: String| {
+            let source = source(&[
+                ("MESH_FIELD_KEYS", format!("k1:{}", b64(1))),
+                ("MESH_FIELD_KEY_CURRENT", "k1".into()),
+                ("MESH_BLIND_INDEX_KEY", b64(9)),
+                ("MESH_HANDOVER_TRANSIT_KEYS", transit),
+                ("MESH_HANDOVER_TRANSIT_KEY_CURRENT", "t1".into()),
+            ]);
+            let mut reader = Reader::new(&source);
+            let field = FieldKeys::read(&mut reader);
+            let transit = read_transit(&mut reader, field.as_ref());
+            reader.finish().map(|()| transit.expect("read"))
+        };
+        let ring = read(format!("t1:{}", b64(5))).expect("valid");
+        assert_eq!(ring.current_id(), "t1");
+        for shared in [1, 9] {
+            let message = read(format!("t1:{}", b64(shared)))
+                .expect_err("shared")
+                .to_string();
+            assert!(
+                message.contains("MESH_HANDOVER_TRANSIT_KEYS must not hold a key of MESH_FIELD_KEYS"),
+                "{message}"
+            );
         }
     }
 }
