@@ -230,7 +230,12 @@ fn show(census: &Census) -> String {
         .iter()
         .map(|(column, counts)| {
             let counts: Vec<String> = counts.iter().map(|(kid, n)| format!("{kid}={n}")).collect();
-            format!("{column}: {}", counts.join(", "))
+            let counts = if counts.is_empty() {
+                "none".to_owned()
+            } else {
+                counts.join(", ")
+            };
+            format!("{column}: {counts}")
         })
         .collect::<Vec<_>>()
         .join("; ")
