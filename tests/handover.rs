@@ -15,6 +15,7 @@ use mesh_kit::{
     auth::Caller,
     error::violated_fields,
     proto_time::{to_date, to_timestamp},
+    transit,
 };
 use mesh_proto::{common, handover as pb, registry};
 use prost::Message;
@@ -370,9 +371,23 @@ async fn full_lifecycle_emits_each_event_in_order() {
         released_event.handover.expect("snapshot").actual_release_time,
         Some(to_timestamp(released_at()))
     );
-    // The report-in event carries what the registry needs to register the person.
+    // The report-in event carries what the registry needs to register the person, the
+    // personal fields sealed for it alone.
     let reported_in = pb::HandoverReportedIn::decode(events[4].payload.as_slice()).expect("decodes");
-    assert_eq!(reported_in.national_id, request.national_id);
+    let transit = mesh.secrets.transit_ring().expect("transit ring");
+    let personal = transit::open_report_in(&transit, &id, &reported_in.sealed_personal).expect("opens");
+    assert_eq!(personal.national_id, request.national_id);
+    assert_eq!(personal.phone, "13912345678");
+    assert_eq!(personal.address, "甘州区东街 1 号");
+    // Sealed to this handover: moved into another handover's event, it does not open.
+    assert!(
+        transit::open_report_in(
+            &transit,
+            &uuid::Uuid::now_v7().to_string(),
+            &reported_in.sealed_personal
+        )
+        .is_err()
+    );
     assert_eq!(reported_in.registry_category(), registry::Category::Parole);
     assert_eq!(
         reported_in.supervision_level(),
@@ -381,8 +396,6 @@ async fn full_lifecycle_emits_each_event_in_order() {
     assert_eq!(reported_in.officer_id, "officer-1");
     assert_eq!(reported_in.term_start, Some(to_date(today())));
     assert_eq!(reported_in.term_end, Some(to_date(today() + Days::new(365))));
-    assert_eq!(reported_in.phone, "13912345678");
-    assert_eq!(reported_in.address, "甘州区东街 1 号");
     assert!(reported_in.needs_employment);
     let snapshot = reported_in.handover.expect("snapshot");
     assert_eq!(snapshot.status(), pb::HandoverStatus::ReportedIn);
@@ -391,9 +404,15 @@ async fn full_lifecycle_emits_each_event_in_order() {
         snapshot.destination.expect("destination").county_code,
         HOME_COUNTY
     );
-    // Only the report-in event carries the national ID number.
-    for event in &events[..4] {
-        assert!(!contains(&event.payload, &request.national_id));
+    // No event carries the national ID number, phone or address in plain text.
+    for event in &events {
+        for plain in [request.national_id.as_str(), "13912345678", "甘州区东街 1 号"] {
+            assert!(
+                !contains(&event.payload, plain),
+                "{}",
+                event.header("event_type").unwrap_or_default()
+            );
+        }
     }
     assert_eq!(rows(&mesh, "kit_outbox").await, 5, "retries published nothing");
 
@@ -988,38 +1007,43 @@ async fn national_id_and_risk_notes_never_appear_in_plain_text_at_rest_or_in_log
         ["handover.notified", "handover.reported_in"]
     );
 
-    // Everything in the database, every row of every table as text (bytea shows as hex).
+    // Everything in the database, the outbox with the report-in event included, every row
+    // of every table as text (bytea shows as hex).
     let (tables, dump) = dump(&mesh, "handover").await;
     assert!(tables.contains(&"handovers".to_owned()));
-    let pool = mesh.pool("handover").expect("pool");
-    // The report-in event holds the ID by design (for the registry), so its outbox payload
-    // is the one place it may be; it is excluded by looking only at other rows' hex.
-    let reported_in_payload: Vec<u8> =
-        sqlx::query_scalar("SELECT payload FROM kit_outbox WHERE event_type = 'handover.reported_in'")
-            .fetch_one(&pool)
-            .await
-            .expect("report-in event");
-    let dump = dump.replace(&hex::encode(&reported_in_payload), "<report-in payload>");
+    assert!(tables.contains(&"kit_outbox".to_owned()));
+    assert_eq!(
+        count(
+            &mesh,
+            "handover",
+            "SELECT count(*) FROM kit_outbox WHERE event_type = 'handover.reported_in'"
+        )
+        .await,
+        1,
+        "the report-in event is in the outbox, and in the dump"
+    );
     let log = mesh.process("handover").log_text();
-    for secret in [&national_id, &invalid_id, &risk_notes, &"13912345678".to_owned()] {
+    let phone = "13912345678".to_owned();
+    let address = "甘州区东街 1 号".to_owned();
+    for secret in [&national_id, &invalid_id, &risk_notes, &phone, &address] {
         assert!(!dump.contains(secret.as_str()), "plain value in the database");
         assert!(
             !dump.contains(&hex::encode(secret.as_bytes())),
             "plain value inside a bytea column"
         );
         assert!(!log.contains(secret.as_str()), "plain value in the logs");
+        for event in &events {
+            assert!(!contains(&event.payload, secret), "plain value on the topic");
+        }
     }
-    assert!(!contains(&events[0].payload, &national_id));
-    assert!(
-        contains(&events[1].payload, &national_id),
-        "report-in carries it for the registry"
-    );
-    for event in &events {
-        assert!(
-            !contains(&event.payload, &risk_notes),
-            "risk notes are never published"
-        );
-    }
+    // What the report-in seals opens with the transit ring alone, not with the handover
+    // service's own field key.
+    let reported_in = pb::HandoverReportedIn::decode(events[1].payload.as_slice()).expect("decodes");
+    let transit = mesh.secrets.transit_ring().expect("transit ring");
+    let personal = transit::open_report_in(&transit, &id, &reported_in.sealed_personal).expect("opens");
+    assert_eq!(personal.national_id, national_id);
+    let own = mesh.secrets.field_ring("handover").expect("handover's ring");
+    assert!(transit::open_report_in(&own, &id, &reported_in.sealed_personal).is_err());
     assert!(log.contains("release notice submitted"), "the log was captured");
     mesh.stop_all().await.expect("graceful stop");
 }
@@ -1032,7 +1056,8 @@ async fn invalid_configuration_exits_64_with_one_message() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     for expected in [
         "MESH_DATABASE_URL is required",
-        "MESH_FIELD_ENCRYPTION_KEY is required",
+        "MESH_FIELD_KEYS is required",
+        "MESH_HANDOVER_TRANSIT_KEYS is required",
         "MESH_HANDOVER_PAST_TOLERANCE_DAYS must be at most 30",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");

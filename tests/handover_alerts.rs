@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{Days, Utc};
 use mesh_e2e::{
-    HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, eventually, home_jurisdiction, notice, prison,
-    report_in_request, submit_notice, today, township_office, whole_seconds_ago,
+    HOME_TOWNSHIP, Mesh, PRISON_A, acknowledge, authorized, dump, eventually, home_jurisdiction, notice,
+    prison, report_in_request, submit_notice, today, township_office, whole_seconds_ago,
 };
 use mesh_kit::proto_time::{to_date, to_timestamp};
 use mesh_proto::{alert as alert_pb, handover as pb, registry as registry_pb};
@@ -82,6 +82,7 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     // runs from the expected day, which must not lapse during the test.
     request.expected_release_date = Some(to_date(today() + Days::new(1)));
     let person = request.person_name.clone();
+    let national_id = request.national_id.clone();
     let id = submit_notice(&mesh, request, &prison_token).await.handover_id;
     acknowledge(&mesh, &id, &office_token)
         .await
@@ -178,6 +179,38 @@ async fn released_person_who_does_not_report_in_raises_one_alert_until_the_repor
     .await;
     assert_eq!(supervisee.status(), registry_pb::SuperviseeStatus::Active);
     assert_eq!(supervisee.category(), registry_pb::Category::Parole);
+    // Registered with the personal fields the office recorded, though they crossed only
+    // sealed for the registry: none of them in plain text on the topic, in any service's
+    // database (the handover outbox, risk-alert's projection, dead letters) or in a log.
+    let (phone, address) = ("13912345678", "甘州区东街 1 号");
+    assert_eq!(supervisee.phone, phone);
+    assert_eq!(supervisee.address, address);
+    assert_eq!(
+        supervisee.national_id_masked,
+        format!("{}********{}", &national_id[..6], &national_id[14..])
+    );
+    let events = mesh
+        .tap(&mesh.topics.handover)
+        .expect("tap")
+        .collect(4, Duration::from_secs(30))
+        .await
+        .expect("handover events");
+    assert_eq!(events[3].header("event_type"), Some("handover.reported_in"));
+    for service in ["handover", "registry", "risk-alert"] {
+        let (_, dump) = dump(&mesh, service).await;
+        let log = mesh.process(service).log_text();
+        for plain in [national_id.as_str(), phone, address] {
+            assert!(!dump.contains(plain), "plain value in {service}'s database");
+            assert!(
+                !dump.contains(&hex::encode(plain)),
+                "plain value in a bytea column of {service}"
+            );
+            assert!(!log.contains(plain), "plain value in {service}'s log");
+            for event in &events {
+                assert!(!event.payload.windows(plain.len()).any(|w| w == plain.as_bytes()));
+            }
+        }
+    }
     let pool = mesh.pool("risk-alert").expect("pool");
     let supervisee_id: uuid::Uuid = supervisee.supervisee_id.parse().expect("uuid");
     let tracked = eventually(

@@ -287,14 +287,13 @@ fn report_in(
             reported_in_at: Some(to_timestamp(now)),
             version: 4,
         }),
-        national_id: String::new(),
         registry_category: 0,
         supervision_level: 0,
         officer_id: "assistance-officer-1".into(),
         term_start: None,
         term_end: None,
-        phone: "13900001111".into(),
-        address: "甘州区火车站街道 8 号".into(),
+        // Sealed for the registry alone: placement holds no key for it and needs none.
+        sealed_personal: b"sealed for the registry".to_vec(),
         needs_employment,
         actor: Some(common::Actor {
             subject: "office-620702005".into(),

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use mesh::harness::Infra;
+use mesh::harness::{Infra, key_ring};
 use mesh_e2e::{
     Mesh, authorized, count, county_bureau, dump, home_officer, officer, prison, register, registration,
     registry_alone, run_misconfigured,
 };
-use mesh_kit::error::violated_fields;
+use mesh_kit::{error::violated_fields, keyring::KeyRing, transit};
 use mesh_proto::registry as pb;
 use prost::Message;
 use tonic::Code;
@@ -534,7 +534,8 @@ async fn invalid_configuration_exits_64_with_one_message() {
         "MESH_KAFKA_BROKERS is required",
         "MESH_CURSOR_SECRET must be at least 32 bytes",
         "MESH_JWKS_FILE or MESH_JWKS_URL is required",
-        "MESH_FIELD_ENCRYPTION_KEY is required",
+        "MESH_FIELD_KEYS is required",
+        "MESH_HANDOVER_TRANSIT_KEYS is required",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
@@ -650,14 +651,20 @@ async fn impossible_dates_are_refused_naming_the_field_and_change_nothing() {
     mesh.stop_all().await.expect("graceful stop");
 }
 
+const PHONE: &str = "13912345678";
+const ADDRESS: &str = "甘州区东街 1 号";
+
 /// A prison's report-in of parolee `national_id` to the home township at `reported_in_at`,
-/// as the handover service publishes it.
+/// without its sealed personal fields (see [`sealed_for`]).
 fn report_in_event(
     national_id: &str,
     reported_in_at: chrono::DateTime<chrono::Utc>,
-) -> mesh_proto::handover::HandoverReportedIn {
+) -> (
+    mesh_proto::handover::HandoverReportedIn,
+    mesh_proto::handover::ReportInPersonal,
+) {
     use mesh_proto::handover as handover_pb;
-    handover_pb::HandoverReportedIn {
+    let event = handover_pb::HandoverReportedIn {
         handover: Some(handover_pb::HandoverSnapshot {
             handover_id: uuid::Uuid::now_v7().to_string(),
             prison_id: "zhangye-prison".into(),
@@ -671,16 +678,43 @@ fn report_in_event(
             version: 4,
             ..Default::default()
         }),
-        national_id: national_id.to_owned(),
         registry_category: pb::Category::Parole as i32,
         supervision_level: pb::SupervisionLevel::Strict as i32,
         officer_id: "officer-1".into(),
         term_start: Some(day(-1)),
         term_end: Some(day(365)),
-        phone: "13912345678".into(),
-        address: "甘州区东街 1 号".into(),
         ..Default::default()
-    }
+    };
+    let personal = handover_pb::ReportInPersonal {
+        national_id: national_id.to_owned(),
+        phone: PHONE.into(),
+        address: ADDRESS.into(),
+    };
+    (event, personal)
+}
+
+/// `event` with `personal` sealed under `ring`, as the handover service publishes it.
+fn sealed_for(
+    ring: &KeyRing,
+    (mut event, personal): (
+        mesh_proto::handover::HandoverReportedIn,
+        mesh_proto::handover::ReportInPersonal,
+    ),
+) -> mesh_proto::handover::HandoverReportedIn {
+    let handover_id = event.handover.as_ref().expect("handover").handover_id.clone();
+    event.sealed_personal = transit::seal_report_in(ring, &handover_id, &personal);
+    event
+}
+
+/// A report-in of `national_id` sealed with the mesh's transit ring, as the handover
+/// service publishes it.
+fn sealed_report_in(
+    mesh: &Mesh,
+    national_id: &str,
+    reported_in_at: chrono::DateTime<chrono::Utc>,
+) -> mesh_proto::handover::HandoverReportedIn {
+    let transit = mesh.secrets.transit_ring().expect("transit ring");
+    sealed_for(&transit, report_in_event(national_id, reported_in_at))
 }
 
 async fn publish_report_in(mesh: &Mesh, event: &mesh_proto::handover::HandoverReportedIn) -> String {
@@ -694,6 +728,27 @@ async fn publish_report_in(mesh: &Mesh, event: &mesh_proto::handover::HandoverRe
     .await
     .expect("published");
     handover_id
+}
+
+/// The registry's dead letters: reason and payload, oldest first, once `n` are there.
+async fn dead_letters(mesh: &Mesh, n: usize) -> Vec<(String, Vec<u8>)> {
+    let pool = mesh.pool("registry").expect("pool");
+    mesh_e2e::eventually("the dead letters", Duration::from_secs(30), async || {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT reason, payload FROM kit_dead_letters ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("dead letters");
+        (rows.len() >= n).then_some(rows)
+    })
+    .await
+}
+
+/// Whether `payload` holds any of the person's personal fields in plain text.
+fn holds_personal(payload: &[u8], national_id: &str) -> bool {
+    [national_id, PHONE, ADDRESS]
+        .iter()
+        .any(|plain| payload.windows(plain.len()).any(|w| w == plain.as_bytes()))
 }
 
 /// The supervisees stored: status, handover id, report-in time and version, in id order.
@@ -714,7 +769,11 @@ async fn a_report_in_starts_the_pending_supervision_of_the_same_person() {
     let id = register(&mesh, court.clone()).await;
 
     let reported_in_at = mesh_e2e::whole_seconds_ago(600);
-    let handover_id = publish_report_in(&mesh, &report_in_event(&court.national_id, reported_in_at)).await;
+    let handover_id = publish_report_in(
+        &mesh,
+        &sealed_report_in(&mesh, &court.national_id, reported_in_at),
+    )
+    .await;
     let rows = mesh_e2e::eventually(
         "the report-in to activate the record",
         Duration::from_secs(30),
@@ -763,21 +822,24 @@ async fn a_report_in_never_replaces_a_running_supervision_and_says_why() {
 
     publish_report_in(
         &mesh,
-        &report_in_event(&running.national_id, mesh_e2e::whole_seconds_ago(60)),
+        &sealed_report_in(&mesh, &running.national_id, mesh_e2e::whole_seconds_ago(60)),
     )
     .await;
-    // Set aside in the registry's own database, with the reason (kit `dead_letter`).
-    let pool = mesh.pool("registry").expect("pool");
-    let reason: String = mesh_e2e::eventually("the dead letter", Duration::from_secs(30), async || {
-        sqlx::query_scalar("SELECT reason FROM kit_dead_letters ORDER BY id LIMIT 1")
-            .fetch_optional(&pool)
-            .await
-            .expect("dead letters")
-    })
-    .await;
+    // Set aside in the registry's own database, with the reason (kit `dead_letter`), and
+    // with the personal fields still sealed.
+    let letters = dead_letters(&mesh, 1).await;
+    let (reason, payload) = &letters[0];
     assert!(
         reason.contains("already has a supervision in status active"),
         "{reason}"
+    );
+    assert!(
+        !holds_personal(payload, &running.national_id),
+        "plain personal data in the dead letter"
+    );
+    assert!(
+        !holds_personal(reason.as_bytes(), &running.national_id),
+        "plain personal data in the reason"
     );
     assert_eq!(stored(&mesh).await, before, "the running supervision unchanged");
     mesh.stop_all().await.expect("graceful stop");
@@ -789,7 +851,7 @@ async fn a_report_in_stamped_ahead_of_the_registrys_clock_registers_the_person()
     // The handover service's clock runs ten minutes ahead of the registry's.
     let national_id = registration(34).national_id;
     let ahead = chrono::Utc::now() + chrono::Duration::minutes(10);
-    let handover_id = publish_report_in(&mesh, &report_in_event(&national_id, ahead)).await;
+    let handover_id = publish_report_in(&mesh, &sealed_report_in(&mesh, &national_id, ahead)).await;
     let rows = mesh_e2e::eventually(
         "the person to be registered",
         Duration::from_secs(30),
@@ -810,5 +872,78 @@ async fn a_report_in_stamped_ahead_of_the_registrys_clock_registers_the_person()
         "taken as the registry's now, not the future: {reported_at}"
     );
     assert!(reported_at > chrono::Utc::now() - chrono::Duration::minutes(1));
+    mesh.stop_all().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn a_report_in_whose_sealed_part_does_not_open_is_set_aside_with_the_reason() {
+    let mut mesh = registry_alone(Infra::from_env(), &[]).await;
+    let national_id = registration(35).national_id;
+    let at = mesh_e2e::whole_seconds_ago(60);
+    let event = || report_in_event(&national_id, at);
+    // The transit key id with another key; a ring the registry does not hold at all
+    // (risk-alert's own); bytes changed on the way; no sealed part; a part moved from
+    // another handover's event.
+    let impostor = key_ring("t1:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "t1").expect("ring");
+    let stranger = mesh.secrets.field_ring("risk-alert").expect("ring");
+    let transit = mesh.secrets.transit_ring().expect("ring");
+    let mut tampered = sealed_for(&transit, event());
+    if let Some(last) = tampered.sealed_personal.last_mut() {
+        *last ^= 1;
+    }
+    let mut moved = sealed_for(&transit, event());
+    moved.sealed_personal = sealed_for(&transit, event()).sealed_personal;
+    let broken = [
+        (sealed_for(&impostor, event()), "could not be decrypted"),
+        (
+            sealed_for(&stranger, event()),
+            "sealed under key id \"k1\", which this key ring does not hold",
+        ),
+        (tampered, "could not be decrypted"),
+        (event().0, "carries no sealed personal fields"),
+        (moved, "could not be decrypted"),
+    ];
+    for (report, _) in &broken {
+        publish_report_in(&mesh, report).await;
+    }
+    let letters = dead_letters(&mesh, broken.len()).await;
+    for ((reason, payload), (_, expected)) in letters.iter().zip(&broken) {
+        assert!(reason.starts_with("report-in cannot be registered:"), "{reason}");
+        assert!(reason.contains(expected), "{expected}: {reason}");
+        assert!(
+            !holds_personal(payload, &national_id),
+            "plain personal data in the dead letter"
+        );
+    }
+    assert_eq!(count_supervisees(&mesh).await, 0, "nothing registered from them");
+
+    // The consumer goes on: the same person's report-in, sealed right, registers them with
+    // the personal fields it carried.
+    publish_report_in(&mesh, &sealed_for(&transit, event())).await;
+    let token = mesh.token(&home_officer());
+    let registered = mesh_e2e::eventually("the registration", Duration::from_secs(30), async || {
+        mesh.registry()
+            .list_supervisees(authorized(
+                pb::ListSuperviseesRequest {
+                    township_code: "620702001".into(),
+                    status: 0,
+                    page: None,
+                },
+                &token,
+            ))
+            .await
+            .expect("list")
+            .into_inner()
+            .supervisees
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(registered.phone, PHONE);
+    assert_eq!(registered.address, ADDRESS);
+    assert_eq!(
+        registered.national_id_masked,
+        format!("{}********{}", &national_id[..6], &national_id[14..])
+    );
     mesh.stop_all().await.expect("graceful stop");
 }

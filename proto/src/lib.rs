@@ -22,6 +22,13 @@ pub mod mesh {
     pub mod handover {
         pub mod v1 {
             tonic::include_proto!("mesh.handover.v1");
+
+            /// Hides every field: they are the person's national ID, phone and address.
+            impl std::fmt::Debug for ReportInPersonal {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("ReportInPersonal(..)")
+                }
+            }
         }
     }
     pub mod placement {

@@ -1,6 +1,7 @@
 //! The `handover.*` events each step publishes (see `events.proto`): the event type and the
 //! payload, which carries a snapshot of the handover without its national ID number or risk
-//! notes (only the report-in event carries the number, for the registry).
+//! notes (the report-in event carries the number, phone and address sealed for the
+//! registry alone).
 
 use mesh_kit::{
     outbox::NewEvent,
@@ -25,8 +26,9 @@ pub enum Event<'a> {
     },
     ReportedIn {
         report: &'a ReportIn,
-        /// The plain number for a community-corrections category, empty otherwise.
-        national_id: String,
+        /// National ID number, phone and address, sealed for the registry
+        /// (`Sealer::report_in_personal`).
+        sealed_personal: Vec<u8>,
     },
     Amended {
         amendment: &'a Amendment,
@@ -78,18 +80,19 @@ impl Event<'_> {
                 actor,
             }
             .encode_to_vec(),
-            Event::ReportedIn { report, national_id } => pb::HandoverReportedIn {
+            Event::ReportedIn {
+                report,
+                sealed_personal,
+            } => pb::HandoverReportedIn {
                 handover: snapshot,
-                national_id,
                 registry_category: registry_category(handover.category).map_or(0, |c| c as i32),
                 supervision_level: report.level.map_or(0, |level| level.to_proto() as i32),
                 officer_id: report.officer_id.clone(),
                 term_start: report.term_start.map(to_date),
                 term_end: report.term_end.map(to_date),
-                phone: report.phone.clone(),
-                address: report.address.clone(),
                 needs_employment: report.needs_employment,
                 actor,
+                sealed_personal,
             }
             .encode_to_vec(),
             Event::Amended { amendment } => pb::HandoverAmended {

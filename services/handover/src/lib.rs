@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use mesh_kit::{
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
+    config::{self, CommonSettings, ConfigError, FieldKeys, Reader, Source},
     crypto::FieldCrypto,
     grpc,
     host::{Host, Served},
+    keyring::KeyRing,
 };
 use mesh_proto::handover::handover_service_server::HandoverServiceServer;
 use sqlx::migrate::Migrator;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub common: CommonSettings,
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
+    /// The ring sealing the report-in's personal fields for the registry
+    /// (`MESH_HANDOVER_TRANSIT_KEYS`).
+    pub transit: Arc<KeyRing>,
     /// Domain rules: `MESH_HANDOVER_PAST_TOLERANCE_DAYS`. (Report-in deadlines are
     /// risk-alert's: it owns every deadline of the mesh.)
     pub rules: Rules,
@@ -49,6 +53,7 @@ impl Settings {
         let mut reader = Reader::new(source);
         let common = CommonSettings::read(&mut reader, "handover", DEFAULT_PORT);
         let field_keys = FieldKeys::read(&mut reader);
+        let transit = config::read_transit(&mut reader, field_keys.as_ref());
         let past_tolerance_days: u32 =
             reader.optional("MESH_HANDOVER_PAST_TOLERANCE_DAYS", DEFAULT_PAST_TOLERANCE_DAYS);
         if past_tolerance_days > MAX_PAST_TOLERANCE_DAYS {
@@ -57,10 +62,11 @@ impl Settings {
             ));
         }
         reader.finish()?;
-        match (common, field_keys) {
-            (Some(common), Some(field_keys)) => Ok(Self {
+        match (common, field_keys, transit) {
+            (Some(common), Some(field_keys), Some(transit)) => Ok(Self {
                 common,
                 field_keys,
+                transit,
                 rules: Rules { past_tolerance_days },
             }),
             _ => Err(ConfigError {
@@ -80,11 +86,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
 
 /// Builds the service on `clock` (tests move time instead of sleeping).
 pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
-    let host = Host::build("handover", &settings.common, &MIGRATOR).await?;
-    let sealer = sealing::Sealer::new(FieldCrypto::new(
-        &settings.field_keys.encryption,
-        settings.field_keys.blind_index,
-    ));
+    let mut host = Host::build("handover", &settings.common, &MIGRATOR).await?;
+    host.reseal(&settings.field_keys, sealing::SEALED_COLUMNS);
+    let sealer = sealing::Sealer::new(
+        FieldCrypto::new(settings.field_keys.ring, settings.field_keys.blind_index),
+        settings.transit,
+    );
     let api = api::Handovers::new(
         host.changes(),
         host.cursors(),
@@ -103,6 +110,7 @@ mod tests {
 
     const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
     const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    const TRANSIT: &str = "t1:AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
 
     fn base() -> Vec<(String, String)> {
         [
@@ -112,6 +120,8 @@ mod tests {
             ("MESH_CURSOR_SECRET", "0123456789abcdef0123456789abcdef"),
             ("MESH_FIELD_ENCRYPTION_KEY", KEY_A),
             ("MESH_BLIND_INDEX_KEY", KEY_B),
+            ("MESH_HANDOVER_TRANSIT_KEYS", TRANSIT),
+            ("MESH_HANDOVER_TRANSIT_KEY_CURRENT", "t1"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -9,6 +9,10 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
+mod keys;
+
+pub use keys::{FIELD_RING, FieldKeys, HANDOVER_TRANSIT_RING, RingVars, read_ring, read_transit};
+
 /// Exit code for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -156,25 +160,9 @@ impl<'a> Reader<'a> {
                 .push(format!("{name} is required (32 bytes, base64)"));
             return None;
         };
-        match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes);
-                Some(SecretBox::new(Box::new(key)))
-            }
-            Ok(bytes) => {
-                self.problems.push(format!(
-                    "{name} must decode to 32 bytes, got {} (value not shown)",
-                    bytes.len()
-                ));
-                None
-            }
-            Err(_) => {
-                self.problems
-                    .push(format!("{name} is not valid base64 (value not shown)"));
-                None
-            }
-        }
+        decode_key_32(&value)
+            .map_err(|problem| self.problems.push(format!("{name} {problem}")))
+            .ok()
     }
 
     /// Records a problem found by a cross-field check.
@@ -205,6 +193,22 @@ impl<'a> Reader<'a> {
                 problems: self.problems,
             })
         }
+    }
+}
+
+/// A 32-byte key from standard base64, or what is wrong with it (the value never shown).
+pub(crate) fn decode_key_32(value: &str) -> Result<SecretBox<[u8; 32]>, String> {
+    match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            Ok(SecretBox::new(Box::new(key)))
+        }
+        Ok(bytes) => Err(format!(
+            "must decode to 32 bytes, got {} (value not shown)",
+            bytes.len()
+        )),
+        Err(_) => Err("is not valid base64 (value not shown)".to_owned()),
     }
 }
 
@@ -405,32 +409,6 @@ pub fn exit_on_error<T>(result: Result<T, ConfigError>) -> T {
             eprintln!("{error}");
             std::process::exit(EXIT_CONFIG);
         }
-    }
-}
-
-/// The two keys of personal fields at rest: AES-256 for the fields
-/// (`MESH_FIELD_ENCRYPTION_KEY`) and HMAC for the national-ID blind index
-/// (`MESH_BLIND_INDEX_KEY`), both 32 bytes in base64. They must differ: a blind index keyed
-/// like the ciphertext would tie the two together.
-pub struct FieldKeys {
-    pub encryption: SecretBox<[u8; 32]>,
-    pub blind_index: SecretBox<[u8; 32]>,
-}
-
-impl FieldKeys {
-    /// Reads both keys, recording every problem in `reader`.
-    pub fn read(reader: &mut Reader<'_>) -> Option<Self> {
-        let encryption = reader.key_32("MESH_FIELD_ENCRYPTION_KEY");
-        let blind_index = reader.key_32("MESH_BLIND_INDEX_KEY");
-        if let (Some(a), Some(b)) = (&encryption, &blind_index)
-            && a.expose_secret() == b.expose_secret()
-        {
-            reader.problem("MESH_FIELD_ENCRYPTION_KEY and MESH_BLIND_INDEX_KEY must differ");
-        }
-        Some(Self {
-            encryption: encryption?,
-            blind_index: blind_index?,
-        })
     }
 }
 

@@ -1,25 +1,23 @@
-//! Field encryption at rest (AES-256-GCM) and keyed blind indexes (HMAC-SHA256) for
-//! personal data such as national ID numbers: the database holds ciphertext plus a keyed
-//! hash for equality lookups, never the plain value.
+//! Field encryption at rest (AES-256-GCM under a service's key ring, `keyring`) and keyed
+//! blind indexes (HMAC-SHA256) for personal data such as national ID numbers: the database
+//! holds ciphertext plus a keyed hash for equality lookups, never the plain value.
 
-use aes_gcm::{
-    Aes256Gcm, Nonce,
-    aead::{Aead, KeyInit, OsRng, rand_core::RngCore},
-};
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-const NONCE_LEN: usize = 12;
+use crate::keyring::KeyRing;
 
-/// Could not decrypt a stored value (wrong key or tampered data).
-#[derive(Debug, thiserror::Error)]
-#[error("stored value could not be decrypted (wrong key or corrupted data)")]
-pub struct DecryptError;
+/// Could not open a stored value: its key is not in the ring, or a wrong key, another
+/// purpose or corrupted data.
+pub use crate::keyring::OpenError as DecryptError;
 
-/// Encrypts and indexes sensitive fields with two independent keys.
+/// Encrypts and indexes sensitive fields with independent keys: a service's own key ring
+/// for the fields, one HMAC key for the blind index.
 pub struct FieldCrypto {
-    cipher: Aes256Gcm,
+    ring: Arc<KeyRing>,
     index_key: SecretBox<[u8; 32]>,
 }
 
@@ -30,45 +28,26 @@ impl std::fmt::Debug for FieldCrypto {
 }
 
 impl FieldCrypto {
-    pub fn new(encryption_key: &SecretBox<[u8; 32]>, index_key: SecretBox<[u8; 32]>) -> Self {
-        let cipher = Aes256Gcm::new(encryption_key.expose_secret().into());
-        Self { cipher, index_key }
+    pub fn new(ring: Arc<KeyRing>, index_key: SecretBox<[u8; 32]>) -> Self {
+        Self { ring, index_key }
     }
 
-    /// Encrypts `plain`; the output is `nonce || ciphertext+tag`. `context` (for example the
-    /// column name) is bound as associated data so a value cannot be moved to another column.
+    /// The ring that seals and opens the fields (for re-sealing after a rotation).
+    pub fn ring(&self) -> &Arc<KeyRing> {
+        &self.ring
+    }
+
+    /// Encrypts `plain` under the ring's current key (see [`KeyRing::seal`] for the format).
+    /// `context` (for example the column name) is bound as associated data so a value cannot
+    /// be moved to another column or purpose.
     pub fn seal(&self, plain: &str, context: &str) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        let payload = aes_gcm::aead::Payload {
-            msg: plain.as_bytes(),
-            aad: context.as_bytes(),
-        };
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), payload)
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
+        self.ring.seal(plain.as_bytes(), context)
     }
 
     /// Decrypts the output of [`FieldCrypto::seal`] with the same context.
     pub fn open(&self, sealed: &[u8], context: &str) -> Result<String, DecryptError> {
-        if sealed.len() < NONCE_LEN {
-            return Err(DecryptError);
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let payload = aes_gcm::aead::Payload {
-            msg: ciphertext,
-            aad: context.as_bytes(),
-        };
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| DecryptError)?;
-        String::from_utf8(plain).map_err(|_| DecryptError)
+        let plain = self.ring.open(sealed, context)?;
+        String::from_utf8(plain).map_err(|_| DecryptError::Undecryptable)
     }
 
     /// Keyed, deterministic hash of `value` for equality lookups without storing the value.
@@ -88,7 +67,7 @@ mod tests {
 
     fn crypto(seed: u8) -> FieldCrypto {
         FieldCrypto::new(
-            &SecretBox::new(Box::new([seed; 32])),
+            Arc::new(KeyRing::single(SecretBox::new(Box::new([seed; 32])))),
             SecretBox::new(Box::new([seed + 1; 32])),
         )
     }
@@ -112,7 +91,9 @@ mod tests {
         assert!(crypto(3).open(&sealed, "phone").is_err());
         assert!(crypto(1).open(&sealed, "address").is_err());
         let mut tampered = sealed.clone();
-        tampered[NONCE_LEN] ^= 1;
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
         assert!(crypto(1).open(&tampered, "phone").is_err());
         assert!(crypto(1).open(&[1, 2, 3], "phone").is_err());
     }

@@ -84,7 +84,7 @@ mod tests {
         };
         let reported = handover_pb::HandoverReportedIn {
             handover: Some(handover.clone()),
-            national_id: "not read".into(),
+            sealed_personal: b"not read".to_vec(),
             ..Default::default()
         };
         let found =

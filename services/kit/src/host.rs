@@ -15,12 +15,13 @@ use tonic::server::NamedService;
 use crate::{
     auth::{TokenIssuer, TokenVerifier, service_issuer},
     change::Changes,
-    config::CommonSettings,
+    config::{CommonSettings, FieldKeys},
     consumer::{ConsumerConfig, EventConsumer, Handler},
     db, grpc,
     outbox::{OutboxSignal, Relay, RelayConfig},
     page::Cursors,
     readiness::Readiness,
+    rotation::{Rotation, SealedColumn},
 };
 
 /// A generated gRPC server (`XServiceServer<Api>`) the host can serve.
@@ -198,6 +199,13 @@ impl Host {
     {
         self.workers
             .push((name, Box::new(move |shutdown| Box::pin(worker(shutdown)))));
+    }
+
+    /// Re-seals in the background the values of `columns` still under older keys of the
+    /// service's ring (`crate::rotation`): after a rotation, nothing else is needed.
+    pub fn reseal(&mut self, keys: &FieldKeys, columns: &'static [SealedColumn]) {
+        let rotation = Rotation::new(self.pool.clone(), keys.ring.clone(), columns, keys.rotation_batch);
+        self.spawn("field key rotation", move |shutdown| rotation.run(shutdown));
     }
 
     /// Serves `service` until `shutdown`; then drains calls, stops the workers, flushes the

@@ -2,8 +2,8 @@
 //! embedded migrations, the transactional outbox and its relay, the append-only audit log,
 //! the at-least-once consumer with its durable dead letters and operational events, retention
 //! sweeps, caller authentication, gRPC plumbing, and shared domain
-//! helpers (national ID validation, field encryption, the jurisdiction directory, an
-//! injectable clock).
+//! helpers (national ID validation, field encryption under rotating key rings, the
+//! jurisdiction directory, an injectable clock).
 
 pub mod audit;
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod host;
 pub mod jurisdiction;
 pub mod kafka;
+pub mod keyring;
 pub mod lag;
 pub mod national_id;
 pub mod ops;
@@ -28,10 +29,12 @@ pub mod page;
 pub mod proto_time;
 pub mod readiness;
 pub mod retention;
+pub mod rotation;
 pub mod stalls;
 pub mod stored_enum;
 pub mod telemetry;
 pub mod term;
+pub mod transit;
 pub mod validate;
 
 pub use tokio_util::sync::CancellationToken;

@@ -25,7 +25,9 @@ use mesh_kit::{
         Caller, TokenIssuer,
         keygen::{GeneratedKey, SERVICES, jwks},
     },
+    config::{FIELD_RING, HANDOVER_TRANSIT_RING, Reader, read_ring},
     kafka::Topics,
+    keyring::KeyRing,
 };
 use mesh_proto::{
     alert::{self as alert_pb, alert_service_client::AlertServiceClient},
@@ -337,7 +339,7 @@ impl Mesh {
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<ServiceProcess> {
         let database = self.database(service).await?;
-        let mut env = service_env(&self.infra, &self.secrets, &database);
+        let mut env = service_env(&self.infra, &self.secrets, service, &database);
         for (key, value) in self.topics.env() {
             env.insert(key.to_owned(), value.to_owned());
         }
@@ -589,7 +591,9 @@ fn drop_databases_now(infra: &Infra, databases: Vec<String>) {
     }
 }
 
-/// Random keys and secrets for one run of the mesh (demo or test).
+/// Random keys and secrets for one run of the mesh (demo or test). Every service gets field
+/// keys of its own (none can open another's values); handover and registry alone share the
+/// transit ring of the report-in's personal fields.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     /// The identity provider's key: every token the tests and the demo present.
@@ -599,9 +603,24 @@ pub struct Secrets {
     /// Where the key set (`jwks.json`) and risk-alert's private key are written.
     pub key_dir: PathBuf,
     pub cursor_secret: String,
-    pub field_encryption_key: String,
+    /// Each service's field keys, by service name.
+    pub field_keys: HashMap<String, ServiceKeys>,
+    /// The key of the handover → registry transit ring (key id [`TRANSIT_KID`]), base64.
+    pub transit_key: String,
+}
+
+/// One service's field keys, base64: its ring of one key (id [`FIELD_KID`]) and its
+/// blind-index key.
+#[derive(Debug, Clone)]
+pub struct ServiceKeys {
+    pub field_key: String,
     pub blind_index_key: String,
 }
+
+/// The key id of every service's field key in a mesh run.
+pub const FIELD_KID: &str = "k1";
+/// The key id of the transit key in a mesh run.
+pub const TRANSIT_KID: &str = "t1";
 
 impl Secrets {
     /// New keys, written to a fresh directory under the system temp directory.
@@ -613,13 +632,57 @@ impl Secrets {
             risk_alert,
             key_dir: std::env::temp_dir().join(format!("mesh-keys-{}", uuid::Uuid::new_v4())),
             cursor_secret: key(),
-            field_encryption_key: key(),
-            blind_index_key: key(),
+            field_keys: SERVICES
+                .iter()
+                .map(|service| {
+                    let keys = ServiceKeys {
+                        field_key: key(),
+                        blind_index_key: key(),
+                    };
+                    ((*service).to_owned(), keys)
+                })
+                .collect(),
+            transit_key: key(),
         };
         std::fs::create_dir_all(&secrets.key_dir)?;
         secrets.write_key_set([&secrets.idp, &secrets.risk_alert])?;
         std::fs::write(secrets.risk_alert_key_file(), &secrets.risk_alert.private_pem)?;
         Ok(secrets)
+    }
+
+    /// The key variables of `service`: its own field ring and blind-index key, and for
+    /// handover and registry the transit ring.
+    pub fn key_env(&self, service: &str) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(keys) = self.field_keys.get(service) {
+            env.push((
+                FIELD_RING.keys.to_owned(),
+                format!("{FIELD_KID}:{}", keys.field_key),
+            ));
+            env.push((FIELD_RING.current.to_owned(), FIELD_KID.to_owned()));
+            env.push(("MESH_BLIND_INDEX_KEY".to_owned(), keys.blind_index_key.clone()));
+        }
+        if matches!(service, "handover" | "registry") {
+            let transit = format!("{TRANSIT_KID}:{}", self.transit_key);
+            env.push((HANDOVER_TRANSIT_RING.keys.to_owned(), transit));
+            env.push((HANDOVER_TRANSIT_RING.current.to_owned(), TRANSIT_KID.to_owned()));
+        }
+        env
+    }
+
+    /// `service`'s field ring, as the service reads it (for a test to open its values).
+    pub fn field_ring(&self, service: &str) -> anyhow::Result<KeyRing> {
+        let keys = self
+            .field_keys
+            .get(service)
+            .with_context(|| format!("{service} has no field keys"))?;
+        key_ring(&format!("{FIELD_KID}:{}", keys.field_key), FIELD_KID)
+    }
+
+    /// The transit ring handover seals and registry opens the report-in's personal fields
+    /// with (for a test publishing a report-in as the handover service would).
+    pub fn transit_ring(&self) -> anyhow::Result<KeyRing> {
+        key_ring(&format!("{TRANSIT_KID}:{}", self.transit_key), TRANSIT_KID)
     }
 
     /// The key set every service verifies tokens against (`MESH_JWKS_FILE`).
@@ -664,9 +727,27 @@ impl Secrets {
     }
 }
 
-/// The environment a service needs to run against `infra` with `secrets` and `database`.
-pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// A key ring of `keys` (`id:base64-key` pairs, newest first) sealing with `current`, read
+/// as a service reads `MESH_FIELD_KEYS` and `MESH_FIELD_KEY_CURRENT`.
+pub fn key_ring(keys: &str, current: &str) -> anyhow::Result<KeyRing> {
+    let source = vec![
+        (FIELD_RING.keys.to_owned(), keys.to_owned()),
+        (FIELD_RING.current.to_owned(), current.to_owned()),
+    ];
+    let mut reader = Reader::new(&source);
+    let ring = read_ring(&mut reader, &FIELD_RING);
+    reader.finish()?;
+    ring.context("no key ring")
+}
+
+/// The environment `service` needs to run against `infra` with `secrets` and `database`.
+pub fn service_env(
+    infra: &Infra,
+    secrets: &Secrets,
+    service: &str,
+    database: &str,
+) -> HashMap<String, String> {
+    let mut env = HashMap::from([
         ("MESH_DATABASE_URL".to_owned(), infra.database_url(database)),
         ("MESH_KAFKA_BROKERS".to_owned(), infra.brokers.clone()),
         (
@@ -674,11 +755,6 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
             secrets.key_set_file().display().to_string(),
         ),
         ("MESH_CURSOR_SECRET".to_owned(), secrets.cursor_secret.clone()),
-        (
-            "MESH_FIELD_ENCRYPTION_KEY".to_owned(),
-            secrets.field_encryption_key.clone(),
-        ),
-        ("MESH_BLIND_INDEX_KEY".to_owned(), secrets.blind_index_key.clone()),
         ("MESH_OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
         // Second-scale policies: the consumer's progress is probed often, and producers'
         // outboxes (polled every 100 ms) flush well within the settle time after an outage.
@@ -690,7 +766,9 @@ pub fn service_env(infra: &Infra, secrets: &Secrets, database: &str) -> HashMap<
             "RUST_LOG".to_owned(),
             std::env::var("MESH_SERVICE_LOG").unwrap_or_else(|_| "info".to_owned()),
         ),
-    ])
+    ]);
+    env.extend(secrets.key_env(service));
+    env
 }
 
 #[cfg(test)]

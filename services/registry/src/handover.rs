@@ -4,6 +4,8 @@
 //! Sentence-completed releases are resettlement cases, not supervision: they are skipped here.
 //! When the person already has a pending supervision (a court's record entered before the
 //! prison's report-in arrived), the report-in starts that one instead of being refused.
+//! The person's national ID, phone and address come sealed under the handover-transit ring
+//! (`mesh_kit::transit`); a report-in whose sealed part does not open is dead-lettered.
 
 use std::sync::Arc;
 
@@ -12,9 +14,11 @@ use mesh_kit::{
     auth::{Caller, Role},
     clock::SharedClock,
     consumer::{HandleError, Handler, InboundEvent},
+    keyring::KeyRing,
+    transit,
 };
 use mesh_proto::{
-    handover::{HandoverReportedIn, ReleaseCategory},
+    handover::{HandoverReportedIn, ReleaseCategory, ReportInPersonal},
     registry as pb,
 };
 use sqlx::PgConnection;
@@ -31,6 +35,8 @@ use crate::{
 /// Consumes the handover topic.
 pub struct ReportInHandler {
     pub sealer: Arc<Sealer>,
+    /// Opens the report-in's personal fields (shared with the handover service alone).
+    pub transit: Arc<KeyRing>,
     pub events: Events,
     pub clock: SharedClock,
 }
@@ -46,13 +52,16 @@ fn handover_caller() -> Caller {
     }
 }
 
-/// The registration request a report-in amounts to.
-fn registration_request(report: &HandoverReportedIn) -> pb::RegisterSuperviseeRequest {
+/// The registration request a report-in amounts to, with its opened personal fields.
+fn registration_request(
+    report: &HandoverReportedIn,
+    personal: ReportInPersonal,
+) -> pb::RegisterSuperviseeRequest {
     let handover = report.handover.clone().unwrap_or_default();
     let destination = handover.destination.unwrap_or_default();
     pb::RegisterSuperviseeRequest {
         name: handover.person_name,
-        national_id: report.national_id.clone(),
+        national_id: personal.national_id,
         category: report.registry_category,
         term_start: report.term_start,
         term_end: report.term_end,
@@ -60,8 +69,8 @@ fn registration_request(report: &HandoverReportedIn) -> pb::RegisterSuperviseeRe
         township_code: destination.township_code,
         county_code: destination.county_code,
         officer_id: report.officer_id.clone(),
-        phone: report.phone.clone(),
-        address: report.address.clone(),
+        phone: personal.phone,
+        address: personal.address,
         reported_at: handover.reported_in_at,
         needs_employment: report.needs_employment,
     }
@@ -89,12 +98,16 @@ impl Handler for ReportInHandler {
         {
             return Ok(());
         }
+        // A part sealed under a key the registry lacks, with another key or tampered with
+        // cannot be registered by retrying: set aside with the reason (the key id at most).
+        let personal = transit::open_report_in(&self.transit, &handover.handover_id, &report.sealed_personal)
+            .map_err(|error| HandleError::Permanent(format!("report-in cannot be registered: {error}")))?;
         let now = self.clock.now();
         // The same validation as a registration typed in by an officer, except that a
         // report-in time ahead of this clock is taken as now (see `ReportedBy::Handover`);
         // a report-in that fails it needs a person, so it is set aside as a dead letter (kit `dead_letter`), which alerts.
-        let registration = request::registration(&registration_request(&report), now, ReportedBy::Handover)
-            .map_err(|error| {
+        let request = registration_request(&report, personal);
+        let registration = request::registration(&request, now, ReportedBy::Handover).map_err(|error| {
             HandleError::Permanent(format!(
                 "report-in cannot be registered: {}",
                 error.public_message()

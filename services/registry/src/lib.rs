@@ -23,9 +23,11 @@ use std::sync::Arc;
 
 use mesh_kit::{
     clock::{SharedClock, SystemClock},
-    config::{CommonSettings, ConfigError, FieldKeys, Reader, Source},
+    config::{self, CommonSettings, ConfigError, FieldKeys, Reader, Source},
+    crypto::FieldCrypto,
     grpc,
     host::{Host, Served},
+    keyring::KeyRing,
 };
 use mesh_proto::registry::registry_service_server::RegistryServiceServer;
 use sqlx::migrate::Migrator;
@@ -41,6 +43,9 @@ pub struct Settings {
     pub common: CommonSettings,
     /// Keys of personal fields at rest.
     pub field_keys: FieldKeys,
+    /// The ring opening the report-in's personal fields sealed by the handover service
+    /// (`MESH_HANDOVER_TRANSIT_KEYS`).
+    pub transit: Arc<KeyRing>,
 }
 
 impl Settings {
@@ -48,9 +53,14 @@ impl Settings {
         let mut reader = Reader::new(source);
         let common = CommonSettings::read(&mut reader, "registry", DEFAULT_PORT);
         let field_keys = FieldKeys::read(&mut reader);
+        let transit = config::read_transit(&mut reader, field_keys.as_ref());
         reader.finish()?;
-        match (common, field_keys) {
-            (Some(common), Some(field_keys)) => Ok(Self { common, field_keys }),
+        match (common, field_keys, transit) {
+            (Some(common), Some(field_keys), Some(transit)) => Ok(Self {
+                common,
+                field_keys,
+                transit,
+            }),
             _ => Err(ConfigError {
                 problems: vec!["incomplete configuration".into()],
             }),
@@ -69,13 +79,15 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
 /// Builds the service on `clock` (tests move time instead of sleeping).
 pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Application> {
     let mut host = Host::build("registry", &settings.common, &MIGRATOR).await?;
-    let sealer = Arc::new(sealing::Sealer::new(
-        &settings.field_keys.encryption,
+    host.reseal(&settings.field_keys, sealing::SEALED_COLUMNS);
+    let sealer = Arc::new(sealing::Sealer::new(FieldCrypto::new(
+        settings.field_keys.ring,
         settings.field_keys.blind_index,
-    ));
+    )));
     let events = events::Events::new(settings.common.topics.registry.clone());
     let report_ins = handover::ReportInHandler {
         sealer: sealer.clone(),
+        transit: settings.transit,
         events: events.clone(),
         clock: clock.clone(),
     };

@@ -2,13 +2,34 @@
 //! ciphertext bound to their column (the national ID also as a keyed blind index, which the
 //! one-open-supervision-per-person index compares), and are opened only to answer a caller.
 
-use mesh_kit::{crypto::FieldCrypto, error::ServiceError};
-use secrecy::SecretBox;
+use mesh_kit::{crypto::FieldCrypto, error::ServiceError, rotation::SealedColumn};
 
 /// Associated-data contexts that bind each ciphertext to its column.
 const NATIONAL_ID: &str = "supervisees.national_id";
 const PHONE: &str = "supervisees.phone";
 const ADDRESS: &str = "supervisees.address";
+
+/// Every sealed column, re-sealed under the current key after a rotation.
+pub const SEALED_COLUMNS: &[SealedColumn] = &[
+    SealedColumn {
+        table: "supervisees",
+        key: "id",
+        column: "national_id_sealed",
+        context: NATIONAL_ID,
+    },
+    SealedColumn {
+        table: "supervisees",
+        key: "id",
+        column: "phone_sealed",
+        context: PHONE,
+    },
+    SealedColumn {
+        table: "supervisees",
+        key: "id",
+        column: "address_sealed",
+        context: ADDRESS,
+    },
+];
 
 /// A supervisee's personal fields as stored: ciphertext that the rules never read.
 #[derive(Clone)]
@@ -31,7 +52,7 @@ pub struct Personal {
     pub address: String,
 }
 
-/// Seals and opens personal fields with the registry's two keys.
+/// Seals and opens personal fields with the registry's own key ring and blind-index key.
 pub struct Sealer(FieldCrypto);
 
 impl std::fmt::Debug for Sealer {
@@ -41,8 +62,8 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(encryption_key: &SecretBox<[u8; 32]>, index_key: SecretBox<[u8; 32]>) -> Self {
-        Self(FieldCrypto::new(encryption_key, index_key))
+    pub fn new(crypto: FieldCrypto) -> Self {
+        Self(crypto)
     }
 
     /// Seals the personal fields; also returns the national ID's blind index.
@@ -73,14 +94,19 @@ impl Sealer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use mesh_kit::keyring::KeyRing;
+    use secrecy::SecretBox;
+
     use super::*;
 
     #[test]
     fn each_field_opens_only_from_its_own_column() {
-        let sealer = Sealer::new(
-            &SecretBox::new(Box::new([1; 32])),
+        let sealer = Sealer::new(FieldCrypto::new(
+            Arc::new(KeyRing::single(SecretBox::new(Box::new([1; 32])))),
             SecretBox::new(Box::new([2; 32])),
-        );
+        ));
         let (sealed, index) = sealer.seal("11010519491231002X", "+8613800000000", "甘肃省张掖市");
         let opened = sealer.open(&sealed).expect("opens");
         assert_eq!(opened.national_id, "11010519491231002X");

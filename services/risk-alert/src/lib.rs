@@ -42,6 +42,7 @@ use mesh_kit::{
     host::{Host, Served},
     jurisdiction::Directory,
     lag::LagMonitor,
+    rotation::SealedColumn,
 };
 use mesh_proto::alert::alert_service_server::AlertServiceServer;
 use sqlx::migrate::Migrator;
@@ -49,6 +50,14 @@ use tokio::sync::broadcast;
 
 /// The risk-alert service's own schema.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/risk-alert");
+
+/// What risk-alert seals: webhook secrets, re-sealed under the current key after a rotation.
+const SEALED_COLUMNS: &[SealedColumn] = &[SealedColumn {
+    table: "endpoints",
+    key: "endpoint_id",
+    column: "secret_sealed",
+    context: notify::SECRET_CONTEXT,
+}];
 
 /// Conventional gRPC port of risk-alert.
 pub const DEFAULT_PORT: u16 = 50055;
@@ -66,8 +75,7 @@ pub struct Settings {
     /// Where webhooks may go: public addresses, and the development allow-list
     /// (`MESH_WEBHOOK_ALLOW_PRIVATE`, empty by default).
     pub webhook_destinations: Destinations,
-    /// Key sealing webhook secrets at rest (`MESH_FIELD_ENCRYPTION_KEY`).
-    /// Keys of personal fields at rest.
+    /// Risk-alert's own key ring sealing webhook secrets at rest (`MESH_FIELD_KEYS`).
     pub field_keys: FieldKeys,
     pub coverage: coverage::CoverageConfig,
     /// How often the consumer's progress is probed, and how long a deadline waits at most
@@ -234,8 +242,9 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         policy: settings.policy,
         tz: Directory::get().time_zone,
     };
+    host.reseal(&settings.field_keys, SEALED_COLUMNS);
     let crypto = Arc::new(FieldCrypto::new(
-        &settings.field_keys.encryption,
+        settings.field_keys.ring,
         settings.field_keys.blind_index,
     ));
     // Live streams subscribe to `live`; webhook delivery is woken by `woken` once per burst

@@ -108,13 +108,9 @@ impl Handovers {
         let now = self.now();
         let handover =
             store::record_report_in(&mut change, id, transition.to, &report, &fingerprint, now).await?;
-        // The registry registers community-corrections persons from this event, so it alone
-        // carries the national ID number (the topic is access-restricted, see events.proto).
-        let national_id = if handover.category.is_community_corrections() {
-            self.sealer.national_id(&handover)?
-        } else {
-            String::new()
-        };
+        // The registry registers community-corrections persons from this event; the
+        // national ID number, phone and address travel sealed for it alone.
+        let sealed_personal = self.sealer.report_in_personal(&handover, &report)?;
         let detail = serde_json::json!({
             "from": transition.from.as_str(),
             "to": transition.to.as_str(),
@@ -123,7 +119,7 @@ impl Handovers {
         });
         let event = Event::ReportedIn {
             report: &report,
-            national_id,
+            sealed_personal,
         };
         let answer = self.publish(change, caller, &handover, event, detail).await?;
         tracing::info!(township = %handover.destination.township_code, "report-in recorded");
