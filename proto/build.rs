@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Undecodable requests are the caller's fault: `InvalidArgument`, not `Internal`.
+        .codec_path("crate::codec::MeshCodec")
         .compile_fds(descriptors.clone())?;
     json_generation(descriptors, &out_dir.join("json"))
 }
