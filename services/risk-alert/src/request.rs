@@ -232,6 +232,9 @@ pub fn endpoint(request: &pb::RegisterEndpointRequest, allow_http: bool) -> Resu
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use secrecy::SecretString;
 
