@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Personal fields: its `Debug` (in `src/lib.rs`) shows none of them.
         .skip_debug([".mesh.handover.v1.ReportInPersonal"])
+        // Undecodable requests are the caller's fault: `InvalidArgument`, not `Internal`.
+        .codec_path("crate::codec::MeshCodec")
         .compile_fds(descriptors.clone())?;
     json_generation(descriptors, &out_dir.join("json"))
 }

@@ -117,7 +117,9 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         settings.rules,
         areas,
     );
-    let server = CheckinServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    let server = CheckinServiceServer::new(api)
+        .max_decoding_message_size(grpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(grpc::MAX_RESPONSE_BYTES);
     Ok(Served::new(host, server))
 }
 

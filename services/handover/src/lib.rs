@@ -100,7 +100,9 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         settings.common.topics.handover.clone(),
         settings.rules,
     );
-    let server = HandoverServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    let server = HandoverServiceServer::new(api)
+        .max_decoding_message_size(grpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(grpc::MAX_RESPONSE_BYTES);
     Ok(Served::new(host, server))
 }
 

@@ -221,6 +221,13 @@ pub struct CommonSettings {
     pub database_url: SecretString,
     /// Maximum pool connections.
     pub database_max_connections: u32,
+    /// How long one statement may run before PostgreSQL cancels it
+    /// (`MESH_DATABASE_STATEMENT_TIMEOUT_SECS`, default 60; 0: no limit). Migrations run
+    /// without it.
+    pub database_statement_timeout: Option<Duration>,
+    /// Writes each caller may make (`MESH_WRITE_RATE_PER_SEC`, `MESH_WRITE_BURST`); `None`:
+    /// not limited. See [`crate::grpc::rate`].
+    pub write_rate: Option<crate::grpc::rate::WriteRate>,
     /// Kafka bootstrap servers, comma separated.
     pub kafka_brokers: String,
     /// How long a publish waits for an unreachable broker before the outbox retries it.
@@ -289,6 +296,8 @@ impl CommonSettings {
         if database_max_connections == 0 {
             reader.problem("MESH_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
+        let statement_timeout = reader.seconds("MESH_DATABASE_STATEMENT_TIMEOUT_SECS", 60, 0);
+        let write_rate = crate::grpc::rate::WriteRate::read(reader);
         let kafka_brokers: Option<String> = reader.required("MESH_KAFKA_BROKERS");
         let kafka_message_timeout_ms: u64 = reader.optional("MESH_KAFKA_MESSAGE_TIMEOUT_MS", 15_000);
         if kafka_message_timeout_ms < 1_000 {
@@ -327,6 +336,8 @@ impl CommonSettings {
             grpc_addr,
             database_url: database_url?,
             database_max_connections,
+            database_statement_timeout: (!statement_timeout.is_zero()).then_some(statement_timeout),
+            write_rate,
             kafka_brokers: kafka_brokers?,
             kafka_message_timeout: Duration::from_millis(kafka_message_timeout_ms),
             kafka_idempotent_producer,

@@ -17,14 +17,29 @@ use crate::config::CommonSettings;
 pub static KIT_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/kit");
 
 /// Connects to the service's database (failing fast if it is unreachable) and migrates it.
+/// The pool's sessions cancel a statement that runs longer than the configured statement
+/// timeout, so a runaway query cannot hold locks and connections for ever.
 pub async fn connect_and_migrate(settings: &CommonSettings, service: &Migrator) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = settings.database_url.expose_secret().parse()?;
+    // Migrations may rewrite or index whole tables: they get a connection of their own
+    // without the statement timeout.
+    let migrating = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?;
+    let migrated = migrate(&migrating, service).await;
+    migrating.close().await;
+    migrated?;
+    let options = match settings.database_statement_timeout {
+        Some(timeout) => options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]),
+        None => options,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
-    migrate(&pool, service).await?;
     Ok(pool)
 }
 

@@ -216,6 +216,18 @@ impl FieldViolations {
         self.0.is_empty()
     }
 
+    /// The same violations with fields renamed by `rename` (unchanged where it says
+    /// `None`): a value checked as another message's field (a report-in event validated as
+    /// a registration) is named where it came from.
+    pub fn renamed(mut self, rename: impl Fn(&str) -> Option<String>) -> Self {
+        for violation in &mut self.0 {
+            if let Some(name) = rename(&violation.field) {
+                violation.field = name;
+            }
+        }
+        self
+    }
+
     /// The names of the fields recorded so far, in order.
     pub fn fields(&self) -> Vec<String> {
         self.0.iter().map(|violation| violation.field.clone()).collect()

@@ -92,6 +92,38 @@ mod tests {
         assert_eq!(found, Some(handover));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 512, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever a record carries, a snapshot comes out, or nothing (another type), or a
+        /// permanent error naming the payload or the missing snapshot; never a panic.
+        #[test]
+        fn any_record_is_read_or_refused_for_good(
+            event_type in proptest::sample::select(&[
+                "supervisee.registered", "supervisee.status_changed", "handover.notified",
+                "handover.reported_in", "handover.cancelled", "other.type",
+            ][..]),
+            payload in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..64),
+        ) {
+            let event = event(event_type, payload);
+            for refusal in [
+                supervisee_snapshot(&event).err(),
+                handover_snapshot(&event).err(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let HandleError::Permanent(reason) = refusal else {
+                    return Err(proptest::test_runner::TestCaseError::fail("bad data retried"));
+                };
+                proptest::prop_assert!(
+                    reason.contains("payload") || reason.contains("snapshot"),
+                    "{reason}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn other_types_are_ignored_and_broken_ones_are_permanent() {
         assert_eq!(

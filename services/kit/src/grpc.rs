@@ -1,7 +1,8 @@
 //! gRPC server plumbing shared by every service: standard health checking (NOT_SERVING
 //! while a part of the service is stalled, see `readiness`, and as soon as shutdown
 //! starts), server reflection, per-call trace spans, and
-//! graceful shutdown that drains in-flight calls.
+//! graceful shutdown that drains in-flight calls; the bounds every call keeps (request and
+//! response sizes, a per-call timeout, the per-caller write limit of `guard` and `rate`).
 
 use std::{convert::Infallible, time::Duration};
 
@@ -13,8 +14,21 @@ use tonic_health::ServingStatus;
 
 use crate::{readiness::Readiness, telemetry::GrpcTraceLayer};
 
-/// Largest request a service accepts (bounded request sizes; see ARCHITECTURE.md, security).
+mod guard;
+pub mod rate;
+mod writes;
+
+pub use guard::Guarded;
+
+/// Largest request a service accepts (bounded request sizes; see ARCHITECTURE.md, security):
+/// a larger one is `ResourceExhausted` before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest response a service sends: far above the largest page (`page::MAX_PAGE_SIZE`
+/// rows), so reaching it is a bug, which fails the call instead of the process.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How long a call may take until its response starts before it is cancelled (a stream,
+/// once started, runs on).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `service` (plus health and reflection) on `listener` until `shutdown`; health
 /// follows `readiness`.
@@ -75,7 +89,7 @@ where
     };
     Server::builder()
         .layer(GrpcTraceLayer)
-        .timeout(Duration::from_secs(30))
+        .timeout(CALL_TIMEOUT)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)

@@ -1,11 +1,12 @@
 //! The service host: everything a mesh service runs besides its own rules. It connects and
 //! migrates the database, binds the gRPC listener, runs the outbox relay, the service's
-//! consumers and background workers, serves the API behind the token interceptor with
-//! health and reflection, and on shutdown drains calls, stops the workers (consumers commit
-//! their offsets), flushes the outbox last and closes the pool. A service's `lib.rs` then
+//! consumers and background workers, serves the API behind the token interceptor and the
+//! per-caller write limit with health and reflection, and on shutdown drains calls, stops
+//! the workers (consumers commit their offsets), flushes the outbox last and closes the
+//! pool. A service's `lib.rs` then
 //! says only what is its own: its settings, its handlers, its consumers and workers.
 
-use std::{future::Future, net::SocketAddr, pin::Pin};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
@@ -17,7 +18,8 @@ use crate::{
     change::Changes,
     config::{CommonSettings, FieldKeys},
     consumer::{ConsumerConfig, EventConsumer, Handler},
-    db, grpc,
+    db,
+    grpc::{self, rate::WriteLimiter},
     outbox::{OutboxSignal, Relay, RelayConfig},
     page::Cursors,
     readiness::Readiness,
@@ -217,8 +219,15 @@ impl Host {
             .into_iter()
             .map(|(name, worker)| (name, tokio::spawn(worker(shutdown.clone()))))
             .collect();
-        let service =
-            tonic::service::interceptor::InterceptedService::new(service, self.verifier.interceptor());
+        // The guard inside the interceptor: it reads the caller the interceptor verified.
+        let limiter = self
+            .common
+            .write_rate
+            .map(|rate| Arc::new(WriteLimiter::new(rate)));
+        let service = tonic::service::interceptor::InterceptedService::new(
+            grpc::Guarded::new(service, limiter),
+            self.verifier.interceptor(),
+        );
         tracing::info!(addr = %self.listener.local_addr()?, service = self.name, "listening");
         let served = grpc::serve(self.listener, service, self.readiness, shutdown.clone()).await;
         shutdown.cancel();

@@ -71,7 +71,9 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     };
     host.consume(projection, &[topics.registry.as_str(), topics.handover.as_str()])?;
     let api = Api::new(&host, clock);
-    let server = PlacementServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    let server = PlacementServiceServer::new(api)
+        .max_decoding_message_size(grpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(grpc::MAX_RESPONSE_BYTES);
     Ok(Served::new(host, server))
 }
 

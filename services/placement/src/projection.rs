@@ -260,3 +260,57 @@ impl Handler for CandidateProjection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use mesh_proptest::{config, event_rejection, fixtures, inbound, payloads};
+    use proptest::{prelude::*, sample::select};
+
+    use super::*;
+
+    const REGISTERED: &str = "mesh.registry.v1.SuperviseeRegistered";
+    const REPORTED_IN: &str = "mesh.handover.v1.HandoverReportedIn";
+
+    fn valid_report_in() -> handover_pb::HandoverReportedIn {
+        handover_pb::HandoverReportedIn {
+            handover: Some(fixtures::handover(
+                handover_pb::ReleaseCategory::SentenceCompleted,
+            )),
+            needs_employment: true,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The registry's snapshots, read as the projection reads them before any write.
+        #[test]
+        fn registry_events(
+            event_type in select(&["supervisee.registered", "supervisee.transferred", "supervisee.other"][..]),
+            payload in payloads(REGISTERED, &fixtures::registered()),
+        ) {
+            let event = inbound(event_type, payload);
+            let read = CandidateProjection::supervisee_snapshot(&event).and_then(|found| {
+                found
+                    .map(|(snapshot, handover_id)| {
+                        let handover_id = optional_uuid(&event, "handover_id", &handover_id)?;
+                        Ok((handover_id, supervisee(&event, snapshot)?))
+                    })
+                    .transpose()
+            });
+            event_rejection(REGISTERED, &read)?;
+        }
+
+        /// The handover service's snapshots and the report-in's employment flag.
+        #[test]
+        fn handover_events(
+            event_type in select(&["handover.reported_in", "handover.notified", "handover.other"][..]),
+            payload in payloads(REPORTED_IN, &valid_report_in()),
+        ) {
+            let event = inbound(event_type, payload);
+            let read = CandidateProjection::handover_change(&event).map(|change| change.map(|change| change.snapshot));
+            event_rejection(REPORTED_IN, &read)?;
+        }
+    }
+}

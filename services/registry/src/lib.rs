@@ -93,6 +93,8 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
     };
     host.consume(report_ins, &[settings.common.topics.handover.as_str()])?;
     let api = api::Registry::new(host.changes(), host.cursors(), sealer, events, clock);
-    let server = RegistryServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    let server = RegistryServiceServer::new(api)
+        .max_decoding_message_size(grpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(grpc::MAX_RESPONSE_BYTES);
     Ok(Served::new(host, server))
 }

@@ -305,6 +305,9 @@ fn check_phone(violations: &mut FieldViolations, phone: &str) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use chrono::NaiveDate;
     use mesh_kit::{national_id::synthesize, proto_time::to_date, proto_time::to_timestamp};
@@ -312,13 +315,13 @@ mod tests {
 
     use super::*;
 
-    fn now() -> DateTime<Utc> {
+    pub(super) fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
             .expect("valid")
             .with_timezone(&Utc)
     }
 
-    fn registration_request() -> pb::RegisterSuperviseeRequest {
+    pub(super) fn registration_request() -> pb::RegisterSuperviseeRequest {
         pb::RegisterSuperviseeRequest {
             name: " 测试人员 ".into(),
             national_id: synthesize("620702", NaiveDate::from_ymd_opt(1990, 3, 7).expect("date"), 1),

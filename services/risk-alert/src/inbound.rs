@@ -119,7 +119,7 @@ pub fn handover(snapshot: handover_pb::HandoverSnapshot) -> Result<HandoverSnaps
         .expected_release_date
         .as_ref()
         .and_then(from_date)
-        .ok_or(Unusable("handover without a valid expected release date"))?;
+        .ok_or(Unusable("handover without a valid expected_release_date"))?;
     Ok(HandoverSnapshot {
         id,
         category,
@@ -208,7 +208,7 @@ mod tests {
             [
                 "handover without a release category",
                 "handover without a status",
-                "handover without a valid expected release date"
+                "handover without a valid expected_release_date"
             ]
         );
     }
@@ -223,5 +223,86 @@ mod tests {
         })
         .expect("usable");
         assert_eq!((snapshot.level, snapshot.status), (None, None));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use mesh_kit::{events, proto_time::to_timestamp};
+    use mesh_proptest::{
+        config, event_rejection,
+        fixtures::{self, home},
+        inbound, payloads,
+    };
+    use proptest::{prelude::*, sample::select};
+
+    use super::*;
+    use crate::domain::alert::tests::utc;
+
+    const CHECKIN: &str = "mesh.checkin.v1.CheckinRecorded";
+    const REGISTERED: &str = "mesh.registry.v1.SuperviseeRegistered";
+    const NOTIFIED: &str = "mesh.handover.v1.HandoverNotified";
+
+    fn valid_checkin() -> CheckinRecorded {
+        CheckinRecorded {
+            supervisee_id: Uuid::now_v7().to_string(),
+            checkin_id: Uuid::now_v7().to_string(),
+            device_time: Some(to_timestamp(utc("2026-12-01T03:00:00Z"))),
+            jurisdiction: home(),
+            identity_verified: true,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The check-ins the projection reads, as it reads them.
+        #[test]
+        fn checkins(payload in payloads(CHECKIN, &valid_checkin())) {
+            let event = inbound("checkin.recorded", payload);
+            let read = event.decode::<CheckinRecorded>().and_then(|message| Ok(checkin(message)?));
+            event_rejection(CHECKIN, &read)?;
+        }
+
+        /// The registry's snapshots, with the handover a registration names.
+        #[test]
+        fn registry_events(
+            event_type in select(&["supervisee.registered", "supervisee.status_changed", "supervisee.other"][..]),
+            payload in payloads(REGISTERED, &fixtures::registered()),
+        ) {
+            let event = inbound(event_type, payload);
+            let read = events::supervisee_snapshot(&event).and_then(|snapshot| {
+                snapshot
+                    .map(|snapshot| {
+                        let handover = registered_handover(&event, &snapshot)?;
+                        Ok((handover, supervisee(snapshot)?))
+                    })
+                    .transpose()
+            });
+            event_rejection(REGISTERED, &read)?;
+        }
+
+        /// The handover service's snapshots: the id first (a stale one is skipped before the
+        /// rest is read), then the rest.
+        #[test]
+        fn handover_events(
+            event_type in select(&["handover.notified", "handover.released", "handover.other"][..]),
+            payload in payloads(NOTIFIED, &handover_pb::HandoverNotified {
+                handover: Some(fixtures::handover(handover_pb::ReleaseCategory::Parole)),
+                ..Default::default()
+            }),
+        ) {
+            let event = inbound(event_type, payload);
+            let read = events::handover_snapshot(&event).and_then(|snapshot| {
+                snapshot
+                    .map(|snapshot| {
+                        handover_id(&snapshot)?;
+                        Ok(handover(snapshot)?)
+                    })
+                    .transpose()
+            });
+            event_rejection(NOTIFIED, &read)?;
+        }
     }
 }

@@ -345,6 +345,8 @@ pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow:
         allow_http: settings.allow_http,
         egress,
     };
-    let server = AlertServiceServer::new(api).max_decoding_message_size(grpc::MAX_REQUEST_BYTES);
+    let server = AlertServiceServer::new(api)
+        .max_decoding_message_size(grpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(grpc::MAX_RESPONSE_BYTES);
     Ok(Served::new(host, server))
 }

@@ -285,3 +285,32 @@ mod tests {
         assert_eq!(whose("supervisee.registered", b""), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use mesh_proptest::{config, event_rejection, inbound, payloads};
+    use proptest::{collection::vec, prelude::*, sample::select};
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A dead letter's payload is whatever was set aside: reading whose it is never panics.
+        #[test]
+        fn whose_any_payload_is(
+            event_type in select(&["checkin.recorded", "supervisee.registered", "handover.notified", "x.y"][..]),
+            payload in vec(any::<u8>(), 0..96),
+        ) {
+            let _ = whose(event_type, &payload);
+        }
+
+        /// The operations events this consumer reads decode, or are dead-lettered naming the payload.
+        #[test]
+        fn dead_letter_events(payload in payloads("mesh.ops.v1.DeadLettered", &pb::DeadLettered::default())) {
+            let event = inbound(ops::DEAD_LETTERED, payload);
+            event_rejection("mesh.ops.v1.DeadLettered", &event.decode::<pb::DeadLettered>())?;
+            let _ = about_this_topic(&event);
+        }
+    }
+}

@@ -254,6 +254,9 @@ pub fn destination_refused() -> ServiceError {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use secrecy::SecretString;
 

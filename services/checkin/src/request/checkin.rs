@@ -290,14 +290,15 @@ pub fn fingerprint(new: &pb::NewCheckin) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::Duration;
     use mesh_kit::proto_time::to_timestamp;
 
     use super::*;
     use crate::domain::fixtures::now;
 
-    fn home_visit() -> pb::NewCheckin {
+    /// A valid check-in (an officer's home visit), for the edge's tests.
+    pub(in crate::request) fn home_visit() -> pb::NewCheckin {
         pb::NewCheckin {
             checkin_id: "0193a5c4-0000-7000-8000-000000000001".into(),
             supervisee_id: "0193a5c4-0000-7000-8000-0000000000aa".into(),

@@ -3,6 +3,8 @@
 //! value or every violation at once, so handlers never re-check what was optional.
 
 mod checkin;
+#[cfg(test)]
+mod properties;
 
 use chrono::{DateTime, Utc};
 use mesh_kit::{

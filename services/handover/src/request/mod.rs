@@ -7,6 +7,8 @@
 
 mod list;
 mod notice;
+#[cfg(test)]
+mod properties;
 mod steps;
 
 pub use list::{ListCursor, list};

@@ -173,7 +173,7 @@ pub fn cancellation(request: &pb::CancelReleaseNoticeRequest) -> Result<Cancella
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::Days;
     use mesh_kit::{national_id::synthesize, proto_time::to_date};
     use mesh_proto::common;
@@ -184,7 +184,8 @@ mod tests {
         request::testing::refused_fields,
     };
 
-    fn notice_request(today: NaiveDate) -> pb::SubmitReleaseNoticeRequest {
+    /// A valid release notice, for the edge's tests.
+    pub(in crate::request) fn notice_request(today: NaiveDate) -> pb::SubmitReleaseNoticeRequest {
         let birth = date(1985, 6, 15);
         pb::SubmitReleaseNoticeRequest {
             prison_reference: "ZY-2026-0001".into(),

@@ -10,6 +10,8 @@
 
 mod lists;
 mod placements;
+#[cfg(test)]
+mod properties;
 mod records;
 
 use chrono::NaiveDate;

@@ -263,18 +263,19 @@ pub fn validate_profile(request: &pb::UpdateCandidateProfileRequest) -> Result<P
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use mesh_kit::proto_time::to_date;
     use mesh_proto::common;
 
     use super::*;
     use crate::request::testing::fields;
 
-    fn today() -> NaiveDate {
+    pub(in crate::request) fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default()
     }
 
-    fn opening_request() -> pb::CreateOpeningRequest {
+    /// A valid opening, for the edge's tests.
+    pub(in crate::request) fn opening_request() -> pb::CreateOpeningRequest {
         pb::CreateOpeningRequest {
             base_id: Uuid::now_v7().to_string(),
             title: "焊工".into(),
