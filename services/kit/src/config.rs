@@ -260,6 +260,10 @@ pub struct CommonSettings {
     /// How long a published outbox row is kept before the relay deletes it
     /// (`MESH_OUTBOX_RETENTION_SECS`, default 300).
     pub outbox_retention: Duration,
+    /// How long a processed event id stays in the consumer inbox before it is deleted
+    /// (`MESH_INBOX_RETENTION_SECS`, default 604800: seven days, Kafka's default topic
+    /// retention, so every record the broker can still deliver is deduplicated).
+    pub inbox_retention: Duration,
     /// Topic names.
     pub topics: crate::kafka::Topics,
     /// Consumer group of this service (`MESH_CONSUMER_GROUP`, default the service name).
@@ -319,6 +323,7 @@ impl CommonSettings {
         let shutdown_grace = reader.seconds("MESH_SHUTDOWN_GRACE_SECS", 10, 1);
         let outbox_poll_ms: u64 = reader.optional("MESH_OUTBOX_POLL_MS", 200);
         let outbox_retention = reader.seconds("MESH_OUTBOX_RETENTION_SECS", 300, 1);
+        let inbox_retention = reader.seconds("MESH_INBOX_RETENTION_SECS", 7 * 86_400, 1);
         let topics = crate::kafka::Topics::read(reader);
         let consumer_group = reader.optional("MESH_CONSUMER_GROUP", service.to_owned());
         let consumer_stall_after = reader.seconds("MESH_CONSUMER_STALL_AFTER_SECS", 300, 1);
@@ -350,6 +355,7 @@ impl CommonSettings {
             shutdown_grace,
             outbox_poll_interval: Duration::from_millis(outbox_poll_ms.max(10)),
             outbox_retention,
+            inbox_retention,
             topics,
             consumer_group,
             consumer_stall_after,

@@ -29,6 +29,7 @@ mod batch;
 mod client;
 mod config;
 mod event;
+pub mod inbox;
 mod replay;
 mod stall;
 mod watchdog;

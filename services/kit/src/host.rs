@@ -17,7 +17,7 @@ use crate::{
     auth::{TokenIssuer, TokenVerifier, service_issuer},
     change::Changes,
     config::{CommonSettings, FieldKeys},
-    consumer::{ConsumerConfig, EventConsumer, Handler},
+    consumer::{ConsumerConfig, EventConsumer, Handler, inbox},
     db,
     grpc::{self, rate::WriteLimiter},
     outbox::{OutboxSignal, Relay, RelayConfig},
@@ -69,6 +69,8 @@ pub struct Host {
     signal: OutboxSignal,
     relay: Relay,
     workers: Vec<(&'static str, Worker)>,
+    /// Whether the inbox retention worker runs: one per service, with its first consumer.
+    sweeps_inbox: bool,
     /// What the health service reports: NOT_SERVING while a consumer is stuck.
     readiness: Readiness,
 }
@@ -127,6 +129,7 @@ impl Host {
             signal,
             relay,
             workers: Vec::new(),
+            sweeps_inbox: false,
             readiness: Readiness::default(),
         };
         let (source, every) = (common.token_keys.clone(), common.token_keys_refresh);
@@ -189,6 +192,12 @@ impl Host {
             .waking(self.signal.clone())
             .reporting_to(self.readiness.clone());
         self.spawn("consumer", move |shutdown| consumer.run(shutdown));
+        if !std::mem::replace(&mut self.sweeps_inbox, true) {
+            let (pool, retention) = (self.pool.clone(), self.common.inbox_retention);
+            self.spawn("inbox retention", move |shutdown| {
+                inbox::run(pool, retention, shutdown)
+            });
+        }
         Ok(())
     }
 
