@@ -6,18 +6,10 @@
 use std::time::Duration;
 
 use mesh_kit::{consumer::inbox, db::KIT_MIGRATOR};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-fn base() -> String {
-    std::env::var("MESH_DATABASE_URL_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn admin() -> PgConnection {
-    PgConnection::connect(&format!("{}/postgres", base()))
-        .await
-        .expect("admin connection")
-}
+mod support;
 
 /// Records `event_id` as the consumer does (`consumer.rs`, `apply_in`), processed `age_secs`
 /// ago; returns whether it was new (false: the consumer would skip it as a duplicate).
@@ -69,12 +61,8 @@ async fn position(pool: &PgPool, consumer: &str, partition: i32) -> Option<i64> 
 
 #[tokio::test]
 async fn old_inbox_rows_leave_but_recent_ones_and_each_partitions_newest_stay() {
-    let name = format!("test_inbox_{}", Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin().await)
-        .await
-        .expect("database created");
-    let pool = PgPool::connect(&format!("{}/{name}", base()))
+    let name = support::create_database("test_inbox").await;
+    let pool = PgPool::connect(&format!("{}/{name}", support::base()))
         .await
         .expect("pool");
     KIT_MIGRATOR.run(&pool).await.expect("kit migrations");
@@ -127,8 +115,5 @@ async fn old_inbox_rows_leave_but_recent_ones_and_each_partitions_newest_stay() 
     assert!(kept(&pool, newest_b0).await);
 
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin().await)
-        .await
-        .expect("database dropped");
+    support::drop_database(&name).await;
 }

@@ -6,25 +6,20 @@ use mesh_kit::{
     config::{CommonSettings, Reader},
     db,
 };
-use sqlx::{Connection, PgConnection, migrate::Migrator};
+use sqlx::migrate::Migrator;
 
-fn base() -> String {
-    std::env::var("MESH_DATABASE_URL_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn admin() -> PgConnection {
-    PgConnection::connect(&format!("{}/postgres", base()))
-        .await
-        .expect("admin connection")
-}
+mod support;
+use support::base;
 
 fn settings(database: &str, timeout_secs: &str) -> CommonSettings {
     let url = format!("{}/{database}", base());
     let source = vec![
         ("MESH_DATABASE_URL".to_owned(), url),
         ("MESH_KAFKA_BROKERS".to_owned(), "127.0.0.1:9092".to_owned()),
+        // Required settings this test never uses: the key set is not loaded here.
+        ("MESH_JWKS_FILE".to_owned(), "/nonexistent/jwks.json".to_owned()),
         (
-            "MESH_JWT_SECRET".to_owned(),
+            "MESH_CURSOR_SECRET".to_owned(),
             "0123456789abcdef0123456789abcdef".to_owned(),
         ),
         (
@@ -48,11 +43,7 @@ async fn shown(pool: &sqlx::PgPool) -> String {
 
 #[tokio::test]
 async fn a_statement_over_the_timeout_is_cancelled_and_zero_means_none() {
-    let name = format!("test_timeout_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin().await)
-        .await
-        .expect("database created");
+    let name = support::create_database("test_timeout").await;
     let no_migrations = Migrator::DEFAULT;
 
     let pool = db::connect_and_migrate(&settings(&name, "1"), &no_migrations)
@@ -80,8 +71,5 @@ async fn a_statement_over_the_timeout_is_cancelled_and_zero_means_none() {
     assert_eq!(shown(&unlimited).await, "0");
     unlimited.close().await;
 
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin().await)
-        .await
-        .expect("database dropped");
+    support::drop_database(&name).await;
 }
