@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use mesh::harness::Infra;
 use mesh_e2e::{Mesh, authorized, count, home_officer, officer, registration, registry_alone};
-use mesh_kit::{
-    auth::{Caller, Role},
-    grpc::MAX_REQUEST_BYTES,
-};
+use mesh_kit::grpc::MAX_REQUEST_BYTES;
 use mesh_proto::registry as pb;
 use prost::bytes::{Buf, BufMut};
 use tonic::{
@@ -166,7 +163,7 @@ async fn a_caller_over_its_write_limit_is_told_to_retry_and_no_one_else_is() {
         .await
         .expect("a read while over the write limit");
     assert_eq!(listed.into_inner().supervisees.len(), 4);
-    let system = mesh.token(&Caller::new("risk-alert", Role::System, None, None));
+    let system = mesh.secrets.system_token("risk-alert");
     for n in 6..=10 {
         register(&system, n).await.expect("a mesh service is not limited");
     }

@@ -715,6 +715,17 @@ impl Secrets {
             .mint(caller, &SERVICES, now, now + chrono::Duration::hours(8))
     }
 
+    /// A `system` token signed with risk-alert's own key, as its calls to the registry and
+    /// the handover service carry (the identity provider's key vouches for people only).
+    pub fn system_token(&self, subject: &str) -> String {
+        let now = Utc::now();
+        let caller = Caller::new(subject, mesh_kit::auth::Role::System, None, None);
+        let audiences: Vec<&str> = self.risk_alert.audiences.iter().map(String::as_str).collect();
+        self.risk_alert
+            .issuer()
+            .mint(&caller, &audiences, now, now + chrono::Duration::hours(1))
+    }
+
     /// What risk-alert needs to sign its own calls.
     fn risk_alert_env(&self) -> [(String, String); 2] {
         [
