@@ -69,8 +69,13 @@ pub fn home_officer() -> Caller {
 
 /// Registers `request` through the registry as [`home_officer`]; returns the supervisee id.
 pub async fn register(mesh: &Mesh, request: pb::RegisterSuperviseeRequest) -> String {
+    register_as(mesh, request, &mesh.token(&home_officer())).await
+}
+
+/// Registers `request` through the registry with `token`; returns the supervisee id.
+pub async fn register_as(mesh: &Mesh, request: pb::RegisterSuperviseeRequest, token: &str) -> String {
     mesh.registry()
-        .register_supervisee(authorized(request, &mesh.token(&home_officer())))
+        .register_supervisee(authorized(request, token))
         .await
         .expect("registered")
         .into_inner()
