@@ -248,22 +248,7 @@ fn list_checkins(supervisee_id: &str) -> checkin_pb::ListCheckinsRequest {
 }
 
 fn opening(t: &Target) -> placement_pb::CreateOpeningRequest {
-    placement_pb::CreateOpeningRequest {
-        base_id: t.base.clone(),
-        title: "车间操作工".into(),
-        sector: placement_pb::Sector::Manufacturing as i32,
-        description: "包吃住".into(),
-        required_skills: vec!["welding".into()],
-        positions_total: 3,
-        work_jurisdiction: Some(t.jurisdiction()),
-        work_location: Some(common::GeoPoint {
-            latitude: 38.935,
-            longitude: 100.455,
-            accuracy_m: 0.0,
-        }),
-        closing_date: Some(to_date(today() + chrono::Days::new(30))),
-        excluded_offence_categories: vec![],
-    }
+    mesh_e2e::opening_request(&t.base, "车间操作工", t.case.township(), t.case.county())
 }
 
 /// Every RPC's case. Requests are valid and aimed at the target's record, so that an

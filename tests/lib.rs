@@ -274,3 +274,28 @@ pub async fn alert_changes(
         .expect("stream opens")
         .into_inner()
 }
+
+/// An opening at `base_id` in `township`, closing in 30 days.
+pub fn opening_request(
+    base_id: &str,
+    title: &str,
+    township: &str,
+    county: &str,
+) -> mesh_proto::placement::CreateOpeningRequest {
+    mesh_proto::placement::CreateOpeningRequest {
+        base_id: base_id.into(),
+        title: title.into(),
+        sector: mesh_proto::placement::Sector::Manufacturing as i32,
+        description: "车间操作工，包吃住".into(),
+        required_skills: vec!["welding".into()],
+        positions_total: 3,
+        work_jurisdiction: Some(jurisdiction(township, county)),
+        work_location: Some(mesh_proto::common::GeoPoint {
+            latitude: 38.935,
+            longitude: 100.455,
+            accuracy_m: 0.0,
+        }),
+        closing_date: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(30))),
+        excluded_offence_categories: vec![],
+    }
+}
