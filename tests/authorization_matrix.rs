@@ -1005,6 +1005,7 @@ async fn every_rpc_checks_every_role_against_the_jurisdiction() {
     }
 
     let specs = specs();
+    let mut by_expectation = BTreeMap::<String, usize>::new();
     let (mut calls, mut failures, mut leaks) = (0usize, Vec::new(), BTreeMap::<&str, Vec<String>>::new());
     for spec in &specs {
         for caller in callers() {
@@ -1018,6 +1019,7 @@ async fn every_rpc_checks_every_role_against_the_jurisdiction() {
                 } else {
                     Code::PermissionDenied
                 };
+                *by_expectation.entry(format!("{expected:?}")).or_default() += 1;
                 let code = code_of((spec.call)(&mesh, target, token.clone()).await);
                 calls += 1;
                 let cell = format!("{} as {} on {case:?}", spec.rpc, caller.role.as_str());
@@ -1056,10 +1058,12 @@ async fn every_rpc_checks_every_role_against_the_jurisdiction() {
         }
     }
     println!(
-        "authorization matrix: {} RPCs × {} roles × {} cases, {calls} calls",
+        "authorization matrix: {} RPCs × {} roles × {} cases ({by_expectation:?} expected), \
+         {} existence checks, {calls} calls",
         specs.len(),
         callers().len(),
-        CASES.len()
+        CASES.len(),
+        calls - specs.len() * callers().len() * CASES.len(),
     );
     for (rpc, cells) in &leaks {
         println!("existence leak in {rpc}:\n  {}", cells.join("\n  "));
