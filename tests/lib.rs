@@ -69,8 +69,13 @@ pub fn home_officer() -> Caller {
 
 /// Registers `request` through the registry as [`home_officer`]; returns the supervisee id.
 pub async fn register(mesh: &Mesh, request: pb::RegisterSuperviseeRequest) -> String {
+    register_as(mesh, request, &mesh.token(&home_officer())).await
+}
+
+/// Registers `request` through the registry with `token`; returns the supervisee id.
+pub async fn register_as(mesh: &Mesh, request: pb::RegisterSuperviseeRequest, token: &str) -> String {
     mesh.registry()
-        .register_supervisee(authorized(request, &mesh.token(&home_officer())))
+        .register_supervisee(authorized(request, token))
         .await
         .expect("registered")
         .into_inner()
@@ -268,4 +273,29 @@ pub async fn alert_changes(
         .await
         .expect("stream opens")
         .into_inner()
+}
+
+/// An opening at `base_id` in `township`, closing in 30 days.
+pub fn opening_request(
+    base_id: &str,
+    title: &str,
+    township: &str,
+    county: &str,
+) -> mesh_proto::placement::CreateOpeningRequest {
+    mesh_proto::placement::CreateOpeningRequest {
+        base_id: base_id.into(),
+        title: title.into(),
+        sector: mesh_proto::placement::Sector::Manufacturing as i32,
+        description: "车间操作工，包吃住".into(),
+        required_skills: vec!["welding".into()],
+        positions_total: 3,
+        work_jurisdiction: Some(jurisdiction(township, county)),
+        work_location: Some(mesh_proto::common::GeoPoint {
+            latitude: 38.935,
+            longitude: 100.455,
+            accuracy_m: 0.0,
+        }),
+        closing_date: Some(mesh_kit::proto_time::to_date(today() + chrono::Days::new(30))),
+        excluded_offence_categories: vec![],
+    }
 }

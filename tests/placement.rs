@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use mesh_e2e::{
     HOME_COUNTY, HOME_TOWNSHIP, Mesh, authorized, county_bureau, eventually, home_officer, jurisdiction,
-    prison, reported_in, supervisee_snapshot, today,
+    opening_request, prison, reported_in, supervisee_snapshot, today,
 };
 use mesh_kit::{
     auth::Caller,
@@ -237,26 +237,6 @@ async fn wait_applied(mesh: &Mesh, event_id: uuid::Uuid) {
         (applied == 1).then_some(())
     })
     .await;
-}
-
-/// An opening at `base_id` in `township`, closing in 30 days.
-fn opening_request(base_id: &str, title: &str, township: &str, county: &str) -> pb::CreateOpeningRequest {
-    pb::CreateOpeningRequest {
-        base_id: base_id.into(),
-        title: title.into(),
-        sector: pb::Sector::Manufacturing as i32,
-        description: "车间操作工，包吃住".into(),
-        required_skills: vec!["welding".into()],
-        positions_total: 3,
-        work_jurisdiction: Some(jurisdiction(township, county)),
-        work_location: Some(common::GeoPoint {
-            latitude: 38.935,
-            longitude: 100.455,
-            accuracy_m: 0.0,
-        }),
-        closing_date: Some(to_date(today() + chrono::Days::new(30))),
-        excluded_offence_categories: vec![],
-    }
 }
 
 /// A report-in of a released person (sentence completed unless `category` says otherwise).
