@@ -60,7 +60,10 @@ async fn a_token_is_accepted_only_for_the_roles_and_services_its_key_is_trusted_
         list_with(&mesh, &mint(&mesh.secrets.risk_alert, &admin, &["registry"])).await,
         Err(Code::Unauthenticated)
     );
-    assert_eq!(list_with(&mesh, &mesh.secrets.system_token("risk-alert")).await, Ok(()));
+    assert_eq!(
+        list_with(&mesh, &mesh.secrets.system_token("risk-alert")).await,
+        Ok(())
+    );
     // A day-long token is longer than the service accepts.
     let now = Utc::now();
     let long = mesh
