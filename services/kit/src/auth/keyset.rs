@@ -133,17 +133,17 @@ fn trusted(jwk: Jwk) -> Result<TrustedKey, String> {
     {
         return Err("mesh_audiences must name at least one service".into());
     }
-    let decoding = DecodingKey::from_ed_components(&jwk.x).map_err(|_| "x is not base64url".to_owned())?;
-    // An Ed25519 public key is 32 bytes; anything else would only fail at first use.
-    if base64::Engine::decode(
+    // Decoded once, here: an Ed25519 public key is 32 bytes, and anything else would only
+    // fail at first use. The raw key is what `DecodingKey` verifies `EdDSA` with.
+    let x = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         jwk.x.trim_end_matches('='),
     )
-    .map(|bytes| bytes.len())
-        != Ok(32)
-    {
+    .map_err(|_| "x is not base64url".to_owned())?;
+    if x.len() != 32 {
         return Err("x must be a 32-byte Ed25519 public key".into());
     }
+    let decoding = DecodingKey::from_ed_der(&x);
     Ok(TrustedKey {
         kid: jwk.kid,
         issuer: jwk.mesh_issuer,
