@@ -59,6 +59,13 @@ struct Key {
     cipher: Aes256Gcm,
 }
 
+impl Key {
+    fn new(id: String, secret: SecretBox<[u8; 32]>) -> Self {
+        let cipher = Aes256Gcm::new(secret.expose_secret().into());
+        Self { id, secret, cipher }
+    }
+}
+
 /// Keys newest first; one of them is current.
 pub struct KeyRing {
     keys: Vec<Key>,
@@ -104,8 +111,7 @@ impl KeyRing {
             {
                 return Err(RingError::SameKey(other.id.clone(), id));
             }
-            let cipher = Aes256Gcm::new(secret.expose_secret().into());
-            ring.push(Key { id, secret, cipher });
+            ring.push(Key::new(id, secret));
         }
         let Some(current) = ring.iter().position(|key| key.id == current) else {
             let ids = ring
@@ -121,13 +127,8 @@ impl KeyRing {
     /// A ring of one key named [`LEGACY_KID`]: the single key of the old configuration,
     /// which also opens values sealed before key ids existed.
     pub fn single(key: SecretBox<[u8; 32]>) -> Self {
-        let cipher = Aes256Gcm::new(key.expose_secret().into());
         Self {
-            keys: vec![Key {
-                id: LEGACY_KID.to_owned(),
-                secret: key,
-                cipher,
-            }],
+            keys: vec![Key::new(LEGACY_KID.to_owned(), key)],
             current: 0,
         }
     }
